@@ -1,0 +1,140 @@
+"""A generic training loop over in-memory tensors: no DataLoader, no per-row collation.
+
+The data sit on the device when they fit and are streamed there in batches when they do not; each
+epoch is a seeded permutation sliced into batches. Held-out error is measured before the first step
+and after every epoch, and the best state is kept (early stopping).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+# (model, batch) -> loss over the batch: what to minimise.
+StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+# (model, batch) -> per-row held-out error, measured in eval mode.
+EvalError = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class LoopSettings:
+    epochs: int = 50
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    clip_norm: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    max_device_bytes: int = 2 << 30  # keep the data on an accelerator up to this size
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val: float = float("inf")
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is refused with a clear message."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"device={device!r} is unknown; choose 'auto', 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: torch.Tensor, error: EvalError, device: torch.device,
+             precision: str = "auto", batch_size: int = 65536) -> torch.Tensor:
+    """Per-row error over X in eval mode, in large batches; returns a CPU float32 tensor."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with _autocast(device, precision):
+        for i in range(0, X.shape[0], batch_size):
+            out.append(error(model, X[i:i + batch_size].to(device, non_blocking=True)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def fit_loop(model: nn.Module, X_train: torch.Tensor, X_val: torch.Tensor, step_loss: StepLoss,
+             val_error: EvalError, s: LoopSettings, callback: Callback | None = None) -> LoopResult:
+    """Train ``model`` in place and leave it at its best held-out state."""
+    device = resolve_device(s.device)
+    model.to(device)
+    on_device = device.type == "cpu" or X_train.numel() * X_train.element_size() <= s.max_device_bytes
+    if on_device:
+        X_train = X_train.to(device)
+    elif device.type == "cuda":
+        X_train = X_train.pin_memory()
+    X_val = X_val.to(device) if on_device else X_val
+    gen = torch.Generator().manual_seed(s.seed)
+    torch.manual_seed(s.seed)
+    n = X_train.shape[0]
+    steps_per_epoch = max(1, -(-n // s.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(1, s.epochs * steps_per_epoch),
+                                                pct_start=0.1)
+    result = LoopResult()
+
+    def held_out() -> float:
+        return float(evaluate(model, X_val, val_error, device, s.precision).mean()) if len(X_val) else float("nan")
+
+    result.best_val = held_out()
+    best_state = copy.deepcopy(model.state_dict())
+    result.history.append({"epoch": 0, "train_loss": float("nan"), "val_error": result.best_val, "lr": 0.0})
+    if callback:
+        callback(0, result.history[-1])
+    start = time.perf_counter()
+    stale = 0
+    model.train()
+    for epoch in range(1, s.epochs + 1):
+        perm = torch.randperm(n, generator=gen)
+        total = torch.zeros((), device=device)
+        for i in range(0, n, s.batch_size):
+            idx = perm[i:i + s.batch_size]
+            batch = X_train[idx.to(X_train.device)].to(device, non_blocking=True)
+            with _autocast(device, s.precision):
+                loss = step_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
+            opt.step()
+            sched.step()
+            total += loss.detach() * idx.numel()
+        val = held_out()
+        row = {"epoch": epoch, "train_loss": float(total) / n, "val_error": val,
+               "lr": sched.get_last_lr()[0]}
+        result.history.append(row)
+        if callback:
+            callback(epoch, row)
+        if val < result.best_val or val != val:
+            result.best_val, result.best_epoch, stale = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= s.patience:
+                break
+    result.seconds = time.perf_counter() - start
+    result.rows_per_second = n * (len(result.history) - 1) / max(result.seconds, 1e-9)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result

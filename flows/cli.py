@@ -1,0 +1,235 @@
+"""``latentfeed``: the command line. Exit 0 all done; 1 a partition or step failed; 2 bad usage or config."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tasks.settings import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(args):
+    from tasks.settings import load_settings
+
+    return load_settings(args.config)
+
+
+def _run_flow(fn, **params) -> tuple[bool, object]:
+    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user."""
+    from prefect.exceptions import PrefectException
+
+    try:
+        return True, fn(**params)
+    except (ConfigError, ValueError, RuntimeError, LookupError, OSError, PrefectException) as e:
+        return False, str(e) or type(e).__name__
+
+
+def cmd_run(args) -> int:
+    from .nightly import nightly_flow
+
+    _settings(args)  # refuse a bad config before starting Prefect
+    ok, out = _run_flow(nightly_flow, config=str(args.config), date=args.date)
+    if not ok:
+        print(f"FAILED: {out}", file=sys.stderr)
+        return EXIT_FAILED
+    print(_format_runs([out]))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from .train import train_flow
+
+    _settings(args)
+    ok, out = _run_flow(train_flow, config=str(args.config), end=args.end)
+    if not ok:
+        print(f"FAILED: {out}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"model version {out['model_version']} (run {out['run_id']}): holdout error "
+          f"{out['holdout_error']:.5f}; {'promoted to champion' if out['promoted'] else 'champion kept'}")
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from tasks.ingest import IngestError, scan_partition
+    from tasks.storage import StorageError, open_storage
+    from tasks.validation import validate
+
+    from .common import parse_date
+
+    settings = _settings(args)
+    try:
+        part = scan_partition(open_storage(settings.dataset.raw_uri), settings, parse_date(args.date))
+        report = validate(part, settings)
+    except (IngestError, StorageError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(report.summary())
+    return EXIT_OK if report.success else EXIT_FAILED
+
+
+def cmd_backfill(args) -> int:
+    from tasks import tracking
+    from tasks.publish import published_slices
+
+    from .common import parse_date
+    from .nightly import nightly_flow
+
+    settings = _settings(args)
+    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    ref = tracking.champion(settings)
+    slices = published_slices(settings)
+    done = set(slices.filter(slices["model_version"] == ref.version)["dt"].to_list()) if ref else set()
+    outcomes, failed = [], 0
+    day = start
+    while day <= end:
+        if day in done and not args.force:
+            outcomes.append((day, "skipped", "already published for the champion"))
+        else:
+            ok, out = _run_flow(nightly_flow, config=str(args.config), date=day.isoformat())
+            failed += not ok
+            outcomes.append((day, "done" if ok else "failed", f"{out['rows_out']} rows" if ok else
+                             str(out).splitlines()[0]))
+        day += dt.timedelta(days=1)
+    print("\n".join(f"{d}  {status:<8} {why}" for d, status, why in outcomes))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_features(args) -> int:
+    from tasks import tracking
+    from tasks.publish import published_slices
+
+    settings = _settings(args)
+    slices = published_slices(settings)
+    if args.version is not None:
+        slices = slices.filter(slices["model_version"] == args.version)
+    if args.start:
+        slices = slices.filter(slices["dt"] >= dt.date.fromisoformat(args.start))
+    if args.end:
+        slices = slices.filter(slices["dt"] <= dt.date.fromisoformat(args.end))
+    ref = tracking.champion(settings)
+    print(f"table {settings.table_uri}; champion: "
+          f"{f'{ref.name} version {ref.version}' if ref else 'none'}")
+    if slices.is_empty():
+        print("nothing published")
+    else:
+        for row in slices.iter_rows(named=True):
+            print(f"  model_version={row['model_version']}  dt={row['dt']}  rows={row['rows']}  "
+                  f"bytes={row['bytes']}  files={row['files']}")
+    return EXIT_OK
+
+
+def cmd_deploy(args) -> int:
+    from deployments.deploy import deploy
+
+    _settings(args)
+    for line in deploy(Path(args.config)):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from tasks.sample_data import write_sample_dataset
+
+    from .nightly import nightly_flow
+
+    work = Path(args.workdir).resolve()
+    if (work / "latentfeed.toml").exists():
+        print(f"{work} already holds a demo; remove it or pass another --workdir", file=sys.stderr)
+        return EXIT_USAGE
+    start = dt.date.today() - dt.timedelta(days=args.days)
+    print(f"writing {args.days} daily partitions of {args.rows} rows to {work / 'raw'} ...", flush=True)
+    config = write_sample_dataset(work, start, args.days, args.rows, epochs=args.epochs)
+    runs = []
+    for i in range(args.days):
+        day = (start + dt.timedelta(days=i)).isoformat()
+        print(f"\n=== nightly run for {day} ===", flush=True)
+        ok, out = _run_flow(nightly_flow, config=str(config), date=day)
+        if not ok:
+            print(f"FAILED: {out}", file=sys.stderr)
+            return EXIT_FAILED
+        runs.append(out)
+    print("\n" + _format_runs(runs))
+    last = runs[-1]
+    tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+    print(f"""
+config:         {config}
+MLflow:         mlflow ui --backend-store-uri {tracking_uri}   (model {last['model_version']}, run {last['run_id']})
+feature table:  {last['table_uri']}
+
+read it:
+  polars:  pl.read_delta("{last['table_uri']}").filter(pl.col("model_version") == {last['model_version']})
+  duckdb:  from tasks.features import duckdb_connection
+           duckdb_connection().sql("SELECT * FROM delta_scan('{last['table_uri']}') WHERE model_version = {last['model_version']}")""")
+    return EXIT_OK
+
+
+def _format_runs(runs: list[dict]) -> str:
+    lines = [f"{'date':<10}  {'rows in':>8}  {'rows out':>8}  {'anomalies':>9}  {'raw bytes':>10}  "
+             f"{'feature bytes':>13}  model"]
+    for r in runs:
+        lines.append(f"{r['date']:<10}  {r['rows_in']:>8}  {r['rows_out']:>8}  {r['anomalies']:>9}  "
+                     f"{r['raw_bytes']:>10}  {r['feature_bytes']:>13}  v{r['model_version']}")
+    raw, feat = sum(r["raw_bytes"] for r in runs), sum(r["feature_bytes"] for r in runs)
+    last = runs[-1]
+    lines.append(f"latent size {last['latent_dim']}; feature bytes / raw bytes = {feat / max(raw, 1):.3f}")
+    if last.get("val_error") is not None:
+        lines.append(f"held-out reconstruction error {last['val_error']:.4f} vs PCA at the same size "
+                     f"{last['pca_val_error']:.4f} (ratio {last['val_error'] / last['pca_val_error']:.2f})")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="latentfeed", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_, config=True):
+        sp = sub.add_parser(name, help=help_)
+        if config:
+            sp.add_argument("--config", required=True, type=Path, help="the TOML config file")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    d = add("demo", cmd_demo, "write a sample dataset and run the nightly flow over its days", config=False)
+    d.add_argument("--workdir", default="latentfeed-demo")
+    d.add_argument("--days", type=int, default=5)
+    d.add_argument("--rows", type=int, default=30_000)
+    d.add_argument("--epochs", type=int, default=20)
+    add("run", cmd_run, "the nightly flow for one partition").add_argument("--date", help="YYYY-MM-DD (default: yesterday)")
+    b = add("backfill", cmd_backfill, "every partition in a date range")
+    b.add_argument("--start", required=True)
+    b.add_argument("--end", required=True)
+    b.add_argument("--force", action="store_true", help="re-publish partitions already published for the champion")
+    add("train", cmd_train, "train a challenger; promote it if it passes the gate").add_argument("--end")
+    add("validate", cmd_validate, "validation only; prints the report").add_argument("--date", required=True)
+    f = add("features", cmd_features, "describe what is published")
+    f.add_argument("--start")
+    f.add_argument("--end")
+    f.add_argument("--version", type=int)
+    add("deploy", cmd_deploy, "register the Prefect deployments")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:  # bad dates and other usage mistakes
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Building blocks of the pipeline: settings, storage, ingest, validation, tracking, encode, publish."""

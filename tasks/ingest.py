@@ -1,0 +1,115 @@
+"""Reading raw partitions with polars: lazily, only the configured columns, with a fingerprint."""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from .settings import Settings
+from .storage import FileInfo, Storage, StorageError
+
+
+class IngestError(RuntimeError):
+    """A partition that cannot be read; the message names the partition and the file."""
+
+
+@dataclass
+class Partition:
+    date: dt.date
+    uri: str
+    files: list[FileInfo]
+    frame: pl.LazyFrame
+    columns: dict[str, list[str]]  # group -> resolved column names ("keys", "real", "binary", "categorical")
+    missing: list[str]  # configured names or patterns that match no column
+    extra: list[str]  # columns present in the raw data but not configured (ignored)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when any raw file of the partition changes (names, sizes, etags/mtimes)."""
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(f"{f.uri.rsplit('/', 1)[-1]}|{f.size}|{f.version}\n".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def raw_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.columns["real"], *self.columns["binary"], *self.columns["categorical"]]
+
+
+def partition_uri(storage: Storage, settings: Settings, date: dt.date) -> str:
+    return storage.join(f"{settings.dataset.partition_key}={date.isoformat()}")
+
+
+def list_partition_dates(storage: Storage, settings: Settings) -> tuple[list[dt.date], list[str]]:
+    """Dates of the raw partition folders, and folder names whose date does not parse."""
+    prefix = f"{settings.dataset.partition_key}="
+    dates, bad = [], []
+    for name in storage.list_dirs(storage.uri):
+        if not name.startswith(prefix):
+            continue
+        try:
+            dates.append(dt.date.fromisoformat(name[len(prefix):]))
+        except ValueError:
+            bad.append(name)
+    return sorted(dates), bad
+
+
+def _resolve(patterns: list[str], available: list[str]) -> tuple[list[str], list[str]]:
+    """Expand names and glob patterns against the columns present; report those matching nothing."""
+    out, missing = [], []
+    for pat in patterns:
+        hits = [c for c in available if fnmatch.fnmatchcase(c, pat)] if any(ch in pat for ch in "*?[") else (
+            [pat] if pat in available else [])
+        if not hits:
+            missing.append(pat)
+        out.extend(h for h in hits if h not in out)
+    return out, missing
+
+
+def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Partition:
+    """A lazy frame of one partition: keys + feature columns + the partition date as ``dt``."""
+    uri = partition_uri(storage, settings, date)
+    try:
+        files = [f for f in storage.list_files(uri) if f.uri.endswith(f".{settings.dataset.format}")]
+    except StorageError as e:
+        raise IngestError(str(e)) from None
+    if not files:
+        raise IngestError(f"no *.{settings.dataset.format} files in raw partition {uri}")
+    empty = [f.uri for f in files if f.size == 0]
+    if empty:
+        raise IngestError(f"raw file {empty[0]} is empty (0 bytes)")
+    opts = storage.storage_options
+    paths = [f.uri for f in files]
+    try:
+        if settings.dataset.format == "parquet":
+            lf = pl.scan_parquet(paths, storage_options=opts, hive_partitioning=False)
+        else:
+            lf = pl.scan_csv(paths, storage_options=opts, infer_schema_length=10_000)
+        schema = lf.collect_schema()
+    except Exception as e:  # polars raises a zoo of types for unreadable files
+        raise IngestError(f"cannot read raw partition {uri}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    available = list(schema.names())
+    d = settings.dataset
+    cols, missing = {}, []
+    for group, names in (("keys", d.key_columns), ("real", d.real), ("binary", d.binary),
+                         ("categorical", d.categorical)):
+        cols[group], miss = _resolve(names, available)
+        missing += miss
+    wanted = [c for g in cols.values() for c in g]
+    extra = [c for c in available if c not in wanted and c != d.partition_key]
+    frame = lf.select(wanted).with_columns(pl.lit(date, dtype=pl.Date).alias("dt"))
+    return Partition(date, uri, files, frame, cols, missing, extra)
+
+
+def window_dates(storage: Storage, settings: Settings, end: dt.date) -> list[dt.date]:
+    """Raw partition dates in the training window (window_days ending at ``end``, inclusive)."""
+    start = end - dt.timedelta(days=settings.training.window_days - 1)
+    dates, _ = list_partition_dates(storage, settings)
+    return [x for x in dates if start <= x <= end]

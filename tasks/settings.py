@@ -1,0 +1,151 @@
+"""The one TOML config, checked before any work; errors name the key and what it should be."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the CLI prints it and exits 2."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSettings(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    raw_uri: str
+    format: Literal["parquet", "csv"] = "parquet"
+    partition_key: str = "dt"
+    # "keys" in the file; renamed here because BaseModel-like objects with a .keys attribute confuse
+    # dict() (Prefect walks task inputs that way).
+    key_columns: list[str] = Field([], alias="keys")
+    real: list[str] = []
+    binary: list[str] = []
+    categorical: list[str] = []
+    min_rows: int = Field(1, ge=0)
+
+
+class ModelSettings(_Section):
+    kind: Literal["undercomplete", "linear", "sparse", "denoising", "variational"] = "undercomplete"
+    latent_dim: int = Field(8, ge=1)
+    hidden: list[int] = [64, 32]
+    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
+    sparsity: float = Field(1e-3, ge=0)
+    noise_std: float = Field(0.2, ge=0)
+    mask_prob: float = Field(0.0, ge=0, lt=1)
+    beta: float = Field(1.0, ge=0)
+    anomaly_quantile: float = Field(0.99, gt=0, lt=1)
+
+
+class TrainingSettings(_Section):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    patience: int = Field(10, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    window_days: int = Field(30, ge=1)
+    refresh: Literal["auto", "always", "never"] = "auto"
+    max_train_rows: int = Field(2_000_000, ge=100)
+    promote_tolerance: float = Field(0.0, ge=0)  # promote if error <= champion's x (1 + this)
+
+
+class FeaturesSettings(_Section):
+    uri: str = "data/features"
+    table: str = Field("features", pattern=r"^[A-Za-z0-9_-]+$")
+    latent_dtype: Literal["float32", "float16"] = "float32"
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registered_model: str
+    artifact_location: str | None = None  # default: mlartifacts/ beside a SQLite store
+
+
+class Settings(_Section):
+    dataset: DatasetSettings
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    features: FeaturesSettings = FeaturesSettings()
+    mlflow: MlflowSettings
+
+    @field_validator("dataset")
+    @classmethod
+    def _has_features(cls, d: DatasetSettings) -> DatasetSettings:
+        if not (d.real or d.binary or d.categorical):
+            raise ValueError("name at least one feature column in real, binary or categorical")
+        return d
+
+    @property
+    def table_uri(self) -> str:
+        return f"{self.features.uri.rstrip('/')}/{self.features.table}"
+
+    @property
+    def experiment(self) -> str:
+        return f"latentfeed/{self.dataset.name}"
+
+    def config_hash(self) -> str:
+        """Stable hash of what the config says (not of its file's bytes)."""
+        return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, str]:
+        """Flattened "section.key" -> value, for MLflow params."""
+        return {f"{s}.{k}": str(v) for s, sec in self.model_dump(by_alias=True).items() for k, v in sec.items()}
+
+
+def _resolve(uri: str, base: Path) -> str:
+    """Relative local paths are read against the config file's folder, so runs do not depend on cwd."""
+    if "://" in uri:
+        return uri
+    p = Path(uri).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_tracking(uri: str, base: Path) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(base / uri[len('sqlite:///'):]).resolve()}"
+    return uri if "://" in uri else _resolve(uri, base)
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read, check and resolve a config file; raise ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = [str(p) for p in err["loc"]]
+            key = f"[{loc[0]}].{'.'.join(loc[1:])}" if len(loc) > 1 else f"[{loc[0]}]"
+            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {key}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "missing" and
+                                               err["type"] != "extra_forbidden" else ""))
+        raise ConfigError(f"{path}: invalid config\n" + "\n".join(lines)) from None
+    base = path.parent.resolve()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or _resolve_tracking(settings.mlflow.tracking_uri, base)
+    artifacts = settings.mlflow.artifact_location
+    if artifacts:
+        artifacts = _resolve(artifacts, base)
+    elif tracking.startswith("sqlite:///"):
+        artifacts = str(Path(tracking[len("sqlite:///"):]).parent / "mlartifacts")
+    return settings.model_copy(update={
+        "dataset": settings.dataset.model_copy(update={"raw_uri": _resolve(settings.dataset.raw_uri, base)}),
+        "features": settings.features.model_copy(update={"uri": _resolve(settings.features.uri, base)}),
+        "mlflow": settings.mlflow.model_copy(update={"tracking_uri": tracking, "artifact_location": artifacts}),
+    })

@@ -1,0 +1,80 @@
+"""The Prefect tasks: thin wrappers that declare retries and caching around the building blocks.
+
+I/O steps retry with backoff; training is never retried blindly. Data frames are passed in memory
+between tasks, so results are not cached by input hash (NO_CACHE).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ae_models import AutoencoderReducer
+
+from . import encode, ingest, publish, tracking, validation
+from .settings import Settings
+from .storage import StorageError, open_storage
+
+_IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry only failures of the store itself, not bad data."""
+    try:
+        state.result()
+    except (StorageError, OSError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="ingest", retry_condition_fn=_transient, **_IO_RETRY)
+def ingest_partition(settings: Settings, date: dt.date) -> ingest.Partition:
+    part = ingest.scan_partition(open_storage(settings.dataset.raw_uri), settings, date)
+    get_run_logger().info("ingest %s: %d file(s), %d bytes", part.uri, len(part.files), part.raw_bytes)
+    return part
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_partition(settings: Settings, part: ingest.Partition) -> validation.ValidationReport:
+    report = validation.validate(part, settings)
+    log = get_run_logger()
+    (log.info if report.success else log.error)("%s", report.summary())
+    return report
+
+
+@task(name="fit", cache_policy=NO_CACHE)
+def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]]) -> AutoencoderReducer:
+    log = get_run_logger()
+    m, t = settings.model, settings.training
+
+    def progress(epoch: int, row: dict[str, float]) -> None:
+        log.info("epoch %d/%d  train_loss %.4f  val_error %.4f", epoch, t.epochs, row["train_loss"], row["val_error"])
+
+    est = AutoencoderReducer(kind=m.kind, latent_dim=m.latent_dim, hidden=tuple(m.hidden), activation=m.activation,
+                             epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
+                             sparsity=m.sparsity, noise_std=m.noise_std, mask_prob=m.mask_prob, beta=m.beta,
+                             real=columns["real"], binary=columns["binary"], categorical=columns["categorical"],
+                             anomaly_quantile=m.anomaly_quantile, device=t.device, seed=t.seed, callback=progress)
+    log.info("training %s autoencoder on %d rows x %d columns", m.kind, frame.height,
+             len(columns["real"]) + len(columns["binary"]) + len(columns["categorical"]))
+    return est.fit(frame)
+
+
+@task(name="encode", cache_policy=NO_CACHE)
+def encode_partition(settings: Settings, ref: tracking.ModelRef, frame: pl.DataFrame) -> pl.DataFrame:
+    reducer = tracking.load_reducer(settings, ref)
+    return encode.encode_frame(reducer, frame, list(settings.dataset.key_columns), ref.version,
+                               settings.features.latent_dtype)
+
+
+@task(name="publish", **_IO_RETRY)
+def publish_partition(settings: Settings, rows: pl.DataFrame, ref: tracking.ModelRef, date: dt.date,
+                      lineage: dict[str, str]) -> publish.Published:
+    pub = publish.publish_partition(settings, rows, ref.version, date, lineage)
+    get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
+                          pub.rows, pub.model_version, date, pub.table_uri, pub.table_version)
+    return pub

@@ -1,0 +1,147 @@
+"""Local folders and S3 behind one small interface, chosen from the URI in one place.
+
+boto3 lists and reads small objects; polars and deltalake read and write table data through their
+own object-store clients, configured from the same resolved AWS chain via ``storage_options``.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """A store that cannot be reached or read; the message says which and why, never credentials."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    uri: str
+    size: int
+    version: str  # etag on S3, mtime_ns locally: changes when the file does
+
+
+class Storage(ABC):
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.uri, *(p.strip("/") for p in parts)])
+
+    @abstractmethod
+    def list_dirs(self, uri: str) -> list[str]:
+        """Names of the immediate sub-folders of ``uri`` (empty when it does not exist)."""
+
+    @abstractmethod
+    def list_files(self, uri: str) -> list[FileInfo]:
+        """Files directly under ``uri``, sorted by name."""
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        """Options for polars/deltalake object-store clients (None for local paths)."""
+        return None
+
+
+class LocalStorage(Storage):
+    def __init__(self, uri: str):
+        super().__init__(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+    def list_dirs(self, uri: str) -> list[str]:
+        p = Path(uri)
+        return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
+
+    def list_files(self, uri: str) -> list[FileInfo]:
+        p = Path(uri)
+        if not p.is_dir():
+            return []
+        return [FileInfo(str(f), f.stat().st_size, str(f.stat().st_mtime_ns))
+                for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith((".", "_"))]
+
+
+class S3Storage(Storage):
+    """S3 or any S3-compatible store (MinIO, moto) named by ``AWS_ENDPOINT_URL``."""
+
+    @cached_property
+    def _session(self):
+        import boto3
+
+        return boto3.session.Session()
+
+    @cached_property
+    def client(self):
+        from botocore.config import Config
+
+        # "standard" retries throttling, 5xx and dropped connections with exponential backoff.
+        return self._session.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"},
+                                                        connect_timeout=5, read_timeout=30))
+
+    @staticmethod
+    def _split(uri: str) -> tuple[str, str]:
+        u = urlparse(uri)
+        return u.netloc, u.path.lstrip("/")
+
+    def _call(self, what: str, fn, **kw):
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            return fn(**kw)
+        except NoCredentialsError:
+            raise StorageError(f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from None
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "?")
+            hint = {"NoSuchBucket": "the bucket does not exist", "InvalidAccessKeyId": "the access key is wrong",
+                    "SignatureDoesNotMatch": "the secret key is wrong", "AccessDenied": "access denied"}
+            raise StorageError(f"{what}: {hint.get(code, code)}") from None
+        except BotoCoreError as e:
+            raise StorageError(f"{what}: cannot reach the S3 endpoint ({type(e).__name__}); check "
+                               "AWS_ENDPOINT_URL and the network") from None
+
+    def _list(self, uri: str, delimiter: bool) -> list[dict]:
+        bucket, prefix = self._split(uri.rstrip("/") + "/")
+        pages = self._call(f"listing {uri}", lambda: list(self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, **({"Delimiter": "/"} if delimiter else {}))))
+        return pages
+
+    def list_dirs(self, uri: str) -> list[str]:
+        pages = self._list(uri, True)
+        return sorted(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for page in pages
+                      for p in page.get("CommonPrefixes", []))
+
+    def list_files(self, uri: str) -> list[FileInfo]:
+        bucket, _ = self._split(uri)
+        out = [FileInfo(f"s3://{bucket}/{o['Key']}", o["Size"], o["ETag"].strip('"'))
+               for page in self._list(uri, True) for o in page.get("Contents", [])
+               if not o["Key"].rsplit("/", 1)[-1].startswith((".", "_"))]
+        return sorted(out, key=lambda f: f.uri)
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        creds = self._session.get_credentials()
+        if creds is None:
+            raise StorageError(f"{self.uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY, a profile, or an instance role")
+        frozen = creds.get_frozen_credentials()
+        opts = {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key,
+                "aws_region": self._session.region_name or "us-east-1"}
+        if frozen.token:
+            opts["aws_session_token"] = frozen.token
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            opts["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                opts["aws_allow_http"] = "true"
+        return opts
+
+
+def open_storage(uri: str) -> Storage:
+    """The one place a URI picks its store."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("s3", "s3a"):
+        return S3Storage("s3://" + uri.split("://", 1)[1])
+    if scheme in ("", "file"):
+        return LocalStorage(uri)
+    raise StorageError(f"{uri}: scheme {scheme!r} is not supported; use a local path, file:// or s3://")

@@ -1,0 +1,136 @@
+"""MLflow: experiments, training runs, the registry and the ``champion`` alias."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ae_models import AutoencoderReducer
+
+from .settings import Settings
+
+CHAMPION = "champion"
+_MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
+_AE_MODELS = Path(__file__).resolve().parent.parent / "ae_models"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: int
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def client(settings: Settings):
+    """An MLflow client on the configured store, with the dataset's experiment ready."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow.tracking_uri)
+    if mlflow.get_experiment_by_name(settings.experiment) is None:
+        mlflow.create_experiment(settings.experiment, artifact_location=_artifact_uri(settings))
+    mlflow.set_experiment(settings.experiment)
+    return mlflow.MlflowClient()
+
+
+def _artifact_uri(settings: Settings) -> str | None:
+    loc = settings.mlflow.artifact_location
+    if loc and "://" not in loc:
+        return Path(loc).absolute().as_uri()
+    return loc
+
+
+def champion(settings: Settings) -> ModelRef | None:
+    """The model version in service, or None before the first training."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    try:
+        mv = c.get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
+    except MlflowException:
+        return None
+    return ModelRef(mv.name, int(mv.version), mv.run_id)
+
+
+def load_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer:
+    """The estimator behind a registered version (downloaded once per process and version)."""
+    return _load(settings.mlflow.tracking_uri, ref.uri)
+
+
+@lru_cache(maxsize=4)
+def _load(tracking_uri: str, model_uri: str) -> AutoencoderReducer:
+    import mlflow
+
+    dest = tempfile.mkdtemp(prefix="latentfeed-model-")
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest,
+                                                tracking_uri=tracking_uri)
+    return AutoencoderReducer.load(Path(local) / "artifacts" / "reducer")
+
+
+def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags: dict[str, str],
+                 metrics: dict[str, float], reports: list[str], promote: bool) -> ModelRef:
+    """Record a trained reducer as an MLflow run, register it, and make it champion if ``promote``."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    c = client(settings)
+    with mlflow.start_run(run_name=f"{settings.dataset.name}-train", tags=tags) as run:
+        mlflow.log_params(settings.flat())
+        hist = [Metric(k, float(v), 0, int(row["epoch"])) for row in est.history_
+                for k, v in row.items() if k != "epoch" and np.isfinite(v)]
+        for i in range(0, len(hist), 900):
+            c.log_batch(run.info.run_id, metrics=hist[i:i + 900])
+        mlflow.log_metrics({"val_error": est.val_error_, "pca_val_error": est.pca_val_error_,
+                            "anomaly_threshold": est.threshold_, "best_epoch": est.best_epoch_,
+                            "train_seconds": est.train_seconds_,
+                            "train_rows_per_second": est.train_rows_per_second_, **metrics})
+        for i, text in enumerate(reports):
+            mlflow.log_text(text, f"validation/report_{i}.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            reducer_dir = est.save(Path(tmp) / "reducer")
+            codes = est.transform(sample)
+            with warnings.catch_warnings():  # MLflow's hints about integer columns and type hints
+                warnings.simplefilter("ignore", UserWarning)
+                signature = infer_signature(sample, _latent_frame(codes))
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(_MODEL_CODE), artifacts={"reducer": str(reducer_dir)},
+                    code_paths=[str(_AE_MODELS)], signature=signature, input_example=None,
+                    registered_model_name=settings.mlflow.registered_model,
+                    pip_requirements=_requirements())
+    ref = ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
+    if promote:
+        c.set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
+    return ref
+
+
+def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
+    return dict(client(settings).get_run(run_id).data.metrics)
+
+
+def _latent_frame(codes: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame(codes, columns=[f"latent_{i}" for i in range(codes.shape[1])])
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("mlflow", "torch", "numpy", "pandas")]
+
+
