@@ -7,7 +7,6 @@ Training therefore starts exactly at PCA's reconstruction, and early stopping on
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -159,8 +158,13 @@ def regulariser(cfg: AEConfig, mu: torch.Tensor, logvar: torch.Tensor | None, n_
     return mu.new_zeros(mu.shape[0])
 
 
-def entropy(p: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of Bernoulli or categorical probabilities along the last axis, floored."""
+def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each Bernoulli rate in p (n,), floored so a constant column cannot divide by 0."""
     p = p.clamp(1e-6, 1 - 1e-6)
-    h = -(p * p.log()).sum(-1) if p.dim() > 1 else -(p * p.log() + (1 - p) * (1 - p).log())
-    return h.clamp_min(1e-3 * math.log(2))
+    return (-(p * p.log() + (1 - p) * (1 - p).log())).clamp_min(1e-3)
+
+
+def categorical_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of one categorical distribution p (card,), floored likewise."""
+    p = p.clamp_min(1e-6)
+    return (-(p * p.log()).sum()).clamp_min(1e-3)

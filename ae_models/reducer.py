@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import AEConfig
-from .model import Autoencoder, ReconstructionLoss, entropy, regulariser
+from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
 from .preprocess import Preprocessor
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
@@ -88,10 +88,10 @@ class AutoencoderReducer:
         b = r + len(p.binary)
         cat_h, start = [], b
         for card in p.cardinalities:
-            cat_h.append(entropy(train[:, start:start + card].mean(0)))
+            cat_h.append(categorical_entropy(train[:, start:start + card].mean(0)))
             start += card
         cat_baseline = torch.stack(cat_h) if cat_h else torch.zeros(0)
-        return ReconstructionLoss(self.config_, entropy(train[:, r:b].mean(0)), cat_baseline)
+        return ReconstructionLoss(self.config_, bernoulli_entropy(train[:, r:b].mean(0)), cat_baseline)
 
     def _step_loss(self, model: Autoencoder, batch: torch.Tensor) -> torch.Tensor:
         out, mu, logvar = model(batch)
@@ -101,12 +101,17 @@ class AutoencoderReducer:
         out, _, _ = model(batch)
         return self.loss_(out, batch)
 
+    def _row_objective(self, model: Autoencoder, batch: torch.Tensor) -> torch.Tensor:
+        """Held-out selection criterion: the error plus the kind's regulariser (else the dense start wins)."""
+        out, mu, logvar = model(batch)
+        return self.loss_(out, batch) + regulariser(model.cfg, mu, logvar, self.loss_.n_columns)
+
     def _train(self, train: torch.Tensor, val: torch.Tensor, epochs: int) -> None:
         settings = LoopSettings(epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                                 weight_decay=self.weight_decay, patience=self.patience, seed=self.seed,
                                 device=self.device, precision=self.precision)
         self.loss_.to(resolve_device(self.device))
-        result: LoopResult = fit_loop(self.model_, train, val, self._step_loss, self._row_error, settings,
+        result: LoopResult = fit_loop(self.model_, train, val, self._step_loss, self._row_objective, settings,
                                       self.callback)
         self.model_.cpu()
         self.loss_.cpu()

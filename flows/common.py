@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import logging
+
 from prefect.runtime import flow_run
 
+from tasks.errors import LatentfeedError
 
-class StepFailed(RuntimeError):
+
+class StepFailed(LatentfeedError, RuntimeError):
     """A partition or step failed for a reason the message states in full (bad data, missing input)."""
 
 
@@ -32,3 +36,21 @@ def run_name(kind: str):
         return f"{kind}-{stem}-{date}"
 
     return name
+
+
+class _DropExpectedTracebacks(logging.Filter):
+    """Prefect logs every flow/task exception with its traceback; ours need only their message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LatentfeedError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Filter the loggers Prefect reports flow and task exceptions on (they exist before its handlers)."""
+    f = _DropExpectedTracebacks()
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(x, _DropExpectedTracebacks) for x in logger.filters):
+            logger.addFilter(f)

@@ -18,10 +18,11 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
     settings = load_settings(config)
     day = parse_date(date)
     part = ingest_partition(settings, day)
-    report = validate_partition(settings, part)
+    ref = tracking.champion(settings)
+    expected = tracking.load_reducer(settings, ref).feature_names_in_ if ref else []
+    report = validate_partition(settings, part, expected)
     if not report.success:
         raise StepFailed(report.summary() + "\nnothing was published for this partition")
-    ref = tracking.champion(settings)
     if ref is None:
         log.info("no champion model yet: training one on the window ending %s", day)
         train_flow(config, day.isoformat())

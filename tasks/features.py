@@ -6,12 +6,13 @@ from pathlib import Path
 
 import polars as pl
 
+from .errors import LatentfeedError
 from .publish import _options, published_slices
 from .settings import Settings, load_settings
 from .tracking import champion
 
 
-class FeatureVersionError(LookupError):
+class FeatureVersionError(LatentfeedError, LookupError):
     """The asked-for model version has no rows; the message lists the versions that do."""
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from .errors import LatentfeedError
 from .settings import Settings
 from .storage import FileInfo, Storage, StorageError
 
 
-class IngestError(RuntimeError):
+class IngestError(LatentfeedError, RuntimeError):
     """A partition that cannot be read; the message names the partition and the file."""
 
 

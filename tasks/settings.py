@@ -8,10 +8,11 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
+from .errors import LatentfeedError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
-class ConfigError(ValueError):
+class ConfigError(LatentfeedError, ValueError):
     """A config that cannot be used; the CLI prints it and exits 2."""
 
 

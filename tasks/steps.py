@@ -39,8 +39,9 @@ def ingest_partition(settings: Settings, date: dt.date) -> ingest.Partition:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_partition(settings: Settings, part: ingest.Partition) -> validation.ValidationReport:
-    report = validation.validate(part, settings)
+def validate_partition(settings: Settings, part: ingest.Partition,
+                       expected: list[str] = ()) -> validation.ValidationReport:
+    report = validation.validate(part, settings, list(expected))
     log = get_run_logger()
     (log.info if report.success else log.error)("%s", report.summary())
     return report

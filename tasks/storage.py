@@ -12,8 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .errors import LatentfeedError
 
-class StorageError(RuntimeError):
+
+class StorageError(LatentfeedError, RuntimeError):
     """A store that cannot be reached or read; the message says which and why, never credentials."""
 
 

@@ -63,8 +63,12 @@ class ValidationReport:
                            "notes": self.notes, "great_expectations": self.result}, indent=1, default=str)
 
 
-def profile(part: Partition, settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One pass over the partition -> (per-column profile, one-row table profile)."""
+def profile(part: Partition, settings: Settings, expected: list[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One pass over the partition -> (per-column profile, one-row table profile).
+
+    ``expected`` names columns that must be present beyond the config's (the champion's inputs: a
+    glob such as ``x_*`` cannot tell that one of its columns went missing).
+    """
     schema = part.frame.collect_schema()
     groups = [(c, g) for g in ("keys", "real", "binary", "categorical") for c in part.columns[g]]
     aggs: list[pl.Expr] = [pl.len().alias("__rows")]
@@ -86,7 +90,8 @@ def profile(part: Partition, settings: Settings) -> tuple[pl.DataFrame, pl.DataF
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": row[f"{c}__null"], "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0})
-    for pattern in part.missing:
+    missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
+    for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
                         "null_count": 0, "nonfinite_count": 0, "non_binary_count": 0})
     table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [row.get("__dup_keys", 0) or 0]})
@@ -142,9 +147,9 @@ def _examples(part: Partition, check: str, column: str, keys: list[str], n: int 
     return rows
 
 
-def validate(part: Partition, settings: Settings) -> ValidationReport:
+def validate(part: Partition, settings: Settings, expected: list[str] = ()) -> ValidationReport:
     """Profile the partition with polars, let GE judge the profile, explain what failed."""
-    col_profile, table_profile = profile(part, settings)
+    col_profile, table_profile = profile(part, settings, expected)
     ctx, batches = _context()
     col_suite, table_suite = _suites(settings)
     fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["column"]}

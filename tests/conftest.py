@@ -1,0 +1,84 @@
+"""Shared fixtures: one Prefect test harness per session, a real moto S3 server over HTTP, sample data."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tasks.sample_data import write_sample_dataset
+
+START = dt.date(2024, 3, 1)
+DAYS = 2
+ROWS = 3000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness():
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto_server process on 127.0.0.1 (a separate process: clients talk real HTTP to it)."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("moto_server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    """AWS environment pointing at moto, and a fresh bucket; returns a boto3 client."""
+    import boto3
+
+    for k, v in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="lake")
+    yield client
+    # moto keeps state per process: empty and drop the bucket so tests stay independent
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="lake"):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket="lake", Key=obj["Key"])
+    client.delete_bucket(Bucket="lake")
+
+
+def make_dataset(root: Path, days: int = DAYS, rows: int = ROWS) -> Path:
+    return write_sample_dataset(root, START, days, rows, epochs=3)
+
+
+def day(i: int) -> str:
+    return (START + dt.timedelta(days=i)).isoformat()

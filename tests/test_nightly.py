@@ -1,0 +1,79 @@
+"""The nightly flow end to end on a local folder, through the CLI, read back as ML teams read it."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from flows.cli import main
+from tasks.features import FeatureVersionError, duckdb_connection, read_features
+from tasks.settings import load_settings
+
+from .conftest import day, make_dataset
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    config = make_dataset(root)
+    for i in range(2):
+        assert main(["run", "--config", str(config), "--date", day(i)]) == 0
+    return config, load_settings(config)
+
+
+def test_table_readable_by_polars_duckdb_and_deltalake(published):
+    _, s = published
+    df = pl.read_delta(s.table_uri)
+    assert df.height == 2 * 3000
+    latents = [c for c in df.columns if c.startswith("latent_")]
+    assert len(latents) == s.model.latent_dim
+    assert {"id", "dt", "model_version", "recon_error", "is_anomaly"} <= set(df.columns)
+    assert df.schema["latent_0"] == pl.Float32 and df.schema["recon_error"] == pl.Float32
+    assert df.schema["is_anomaly"] == pl.Boolean
+    assert df["id"].n_unique() == df.height
+    n = duckdb_connection().sql(f"SELECT count(*) FROM delta_scan('{s.table_uri}') WHERE dt = DATE '{day(1)}'").fetchone()[0]
+    assert n == 3000
+    table = DeltaTable(s.table_uri)
+    assert table.metadata().partition_columns == ["model_version", "dt"]
+    meta = table.history(1)[0]
+    assert meta["raw_fingerprint"] and meta["mlflow_run_id"] and meta["model_version"] == "1"
+
+
+def test_rerun_replaces_partition_without_duplicates(published):
+    config, s = published
+    before = pl.read_delta(s.table_uri)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    after = pl.read_delta(s.table_uri)
+    assert after.height == before.height
+    assert after.filter(pl.col("dt") == dt.date.fromisoformat(day(0))).height == 3000
+
+
+def test_champion_pyfunc_predicts_the_published_latents(published):
+    import mlflow
+
+    config, s = published
+    mlflow.set_tracking_uri(s.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
+    raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(1)}/*.parquet")
+    table = read_features(config, start=day(1), end=day(1)).collect().sort("id")
+    features = [c for c in raw.columns if c != "id"]
+    predicted = model.predict(raw.sort("id").select(features).to_pandas())
+    latents = table.select([c for c in table.columns if c.startswith("latent_")]).to_numpy()
+    assert list(predicted.columns) == [f"latent_{i}" for i in range(latents.shape[1])]
+    np.testing.assert_allclose(predicted.to_numpy(), latents, atol=1e-5)
+
+
+def test_reader_refuses_unknown_version(published):
+    config, _ = published
+    with pytest.raises(FeatureVersionError, match=r"published versions: \[1\]"):
+        read_features(config, version=7)
+
+
+def test_features_command_describes_the_table(published, capsys):
+    config, _ = published
+    assert main(["features", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "champion: sample-autoencoder version 1" in out and f"dt={day(1)}" in out
