@@ -75,31 +75,19 @@ def cmd_validate(args) -> int:
 
 
 def cmd_backfill(args) -> int:
-    from tasks import tracking
-    from tasks.publish import published_slices
+    from .backfill import backfill_flow
 
-    from .common import parse_date
-    from .nightly import nightly_flow
-
-    settings = _settings(args)
-    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
-    if end < start:
-        raise ConfigError(f"--end {end} is before --start {start}")
-    ref = tracking.champion(settings)
-    slices = published_slices(settings)
-    done = set(slices.filter(slices["model_version"] == ref.version)["dt"].to_list()) if ref else set()
-    outcomes, failed = [], 0
-    day = start
-    while day <= end:
-        if day in done and not args.force:
-            outcomes.append((day, "skipped", "already published for the champion"))
-        else:
-            ok, out = _run_flow(nightly_flow, config=str(args.config), date=day.isoformat())
-            failed += not ok
-            outcomes.append((day, "done" if ok else "failed", f"{out['rows_out']} rows" if ok else
-                             str(out).splitlines()[0]))
-        day += dt.timedelta(days=1)
-    print("\n".join(f"{d}  {status:<8} {why}" for d, status, why in outcomes))
+    _settings(args)
+    ok, out = _run_flow(backfill_flow, config=str(args.config), start=args.start, end=args.end, force=args.force)
+    if not ok:
+        print(f"FAILED: {out}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(f"{o['date']}  {o['status']:<8} {o['detail'].splitlines()[0]}" for o in out))
+    failed = [o for o in out if o["status"] == "failed"]
+    for o in failed:
+        print(f"\n{o['date']} failed:\n{o['detail']}")
+    if failed:
+        print(f"{len(failed)} of {len(out)} partition(s) failed", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 

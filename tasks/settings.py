@@ -73,12 +73,20 @@ class MlflowSettings(_Section):
     artifact_location: str | None = None  # default: mlartifacts/ beside a SQLite store
 
 
+class ScheduleSettings(_Section):
+    cron: str = "0 2 * * *"  # nightly at 02:00
+    timezone: str = "UTC"
+    cpu_pool: str = "latentfeed-cpu"
+    gpu_pool: str = "latentfeed-gpu"
+
+
 class Settings(_Section):
     dataset: DatasetSettings
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
     features: FeaturesSettings = FeaturesSettings()
     mlflow: MlflowSettings
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("dataset")
     @classmethod

@@ -1,0 +1,56 @@
+"""Register latentfeed's deployments with the Prefect API named by ``PREFECT_API_URL``.
+
+Three deployments per dataset: nightly (cron + time zone from ``[schedule]``) and backfill on the
+CPU pool, train on the GPU pool. Both pools are process pools: start a worker on each machine with
+``prefect worker start --pool latentfeed-cpu`` (or ``latentfeed-gpu`` on a GPU machine) from a
+checkout where latentfeed is installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
+
+from flows.backfill import backfill_flow
+from flows.nightly import nightly_flow
+from flows.train import train_flow
+from tasks.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_pool(name: str, description: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process", description=description))
+        except ObjectAlreadyExists:
+            pass
+
+
+def deploy(config: Path) -> list[str]:
+    """Create the pools if needed and register the deployments; returns one line per deployment."""
+    settings = load_settings(config)
+    sched = settings.schedule
+    ensure_pool(sched.cpu_pool, "latentfeed ingest, validate, encode and publish")
+    ensure_pool(sched.gpu_pool, "latentfeed training (GPU machines)")
+    params = {"config": str(Path(config).resolve())}
+    name = settings.dataset.name
+    plans = [
+        (nightly_flow, "flows/nightly.py:nightly_flow", f"{name}-nightly", sched.cpu_pool,
+         {"schedule": Cron(sched.cron, timezone=sched.timezone)}),
+        (backfill_flow, "flows/backfill.py:backfill_flow", f"{name}-backfill", sched.cpu_pool, {}),
+        (train_flow, "flows/train.py:train_flow", f"{name}-train", sched.gpu_pool, {}),
+    ]
+    lines = []
+    for flow, entrypoint, dep_name, pool, schedule in plans:
+        source = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
+        # to_deployment().apply() registers without Flow.deploy's online-worker probe, which prefect 3.8's
+        # client sends with limit=None and its own server refuses (422).
+        deployment = source.to_deployment(name=dep_name, work_pool_name=pool, parameters=params, **schedule)
+        dep_id = deployment.apply()
+        when = f"cron '{sched.cron}' ({sched.timezone})" if schedule else "on demand"
+        lines.append(f"deployment {flow.name}/{dep_name} on pool {pool}, {when} [{dep_id}]")
+    return lines

@@ -1,0 +1,46 @@
+"""Backfill over a range with one bad day, and deployment registration against the Prefect API."""
+from __future__ import annotations
+
+import asyncio
+
+import polars as pl
+
+from flows.cli import main
+from tasks.publish import published_slices
+from tasks.settings import load_settings
+
+from .conftest import day, make_dataset
+
+
+def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=3)
+    s = load_settings(config)
+    bad = f"{s.dataset.raw_uri}/dt={day(1)}/part-0.parquet"
+    pl.read_parquet(bad).with_columns(pl.lit(7).alias("flag_2")).write_parquet(bad)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    capsys.readouterr()
+    assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(2)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{day(0)}  skipped" in out and f"{day(2)}  done" in out
+    assert f"{day(1)}  failed" in out and "flag_2" in out and "1 of 3 partition(s) failed" in err
+    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+
+
+def test_deploy_registers_pools_and_scheduled_deployments(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    assert main(["deploy", "--config", str(config)]) == 0
+    assert "sample-nightly on pool latentfeed-cpu, cron '0 2 * * *' (UTC)" in capsys.readouterr().out
+
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name("latentfeed-nightly/sample-nightly")
+            pool = await client.read_work_pool("latentfeed-gpu")
+            train = await client.read_deployment_by_name("latentfeed-train/sample-train")
+            return dep, pool, train
+
+    dep, pool, train = asyncio.run(read())
+    assert dep.parameters == {"config": str(config.resolve())}
+    assert dep.schedules and dep.schedules[0].schedule.cron == "0 2 * * *"
+    assert pool.type == "process" and train.work_pool_name == "latentfeed-gpu"
