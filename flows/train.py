@@ -58,7 +58,8 @@ def train_flow(config: str, end: str | None = None) -> dict:
     n_hold = max(1, frame.height // 10)
     holdout, train = frame.head(n_hold), frame.tail(frame.height - n_hold)
     est = fit_reducer(settings, train, columns)
-    challenger_error = float(est.score_samples(holdout).mean())
+    holdout_scores = est.score_samples(holdout)
+    challenger_error = float(holdout_scores.mean())
     current = tracking.champion(settings)
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height),
                "holdout_rows": float(holdout.height)}
@@ -72,7 +73,7 @@ def train_flow(config: str, end: str | None = None) -> dict:
     tags = {**lineage, "config_hash": settings.config_hash(), "git_commit": _git_commit(),
             "window_end": end_date.isoformat(), "promoted": str(promote)}
     sample = train.select(est.feature_names_in_).head(5).to_pandas()
-    ref = tracking.log_training(settings, est, sample, tags, metrics, reports, promote)
+    ref = tracking.log_training(settings, est, sample, tags, metrics, reports, promote, holdout_scores)
     log.info("registered %s version %d (run %s)%s", ref.name, ref.version, ref.run_id,
              " as champion" if promote else "")
     return {"model_version": ref.version, "run_id": ref.run_id, "promoted": promote, **metrics,

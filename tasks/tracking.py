@@ -82,7 +82,8 @@ def _load(tracking_uri: str, model_uri: str) -> AutoencoderReducer:
 
 
 def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags: dict[str, str],
-                 metrics: dict[str, float], reports: list[str], promote: bool) -> ModelRef:
+                 metrics: dict[str, float], reports: list[str], promote: bool,
+                 holdout_scores: np.ndarray) -> ModelRef:
     """Record a trained reducer as an MLflow run, register it, and make it champion if ``promote``."""
     import mlflow
     from mlflow.entities import Metric
@@ -99,6 +100,12 @@ def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags:
                             "anomaly_threshold": est.threshold_, "best_epoch": est.best_epoch_,
                             "train_seconds": est.train_seconds_,
                             "train_rows_per_second": est.train_rows_per_second_, **metrics})
+        from . import plots
+
+        for fig, name in ((plots.loss_curves(est.history_, est.pca_val_error_), "loss_curves.png"),
+                          (plots.error_histogram(holdout_scores, est.threshold_), "recon_error_hist.png")):
+            mlflow.log_figure(fig, f"plots/{name}")
+            plots.close(fig)
         for i, text in enumerate(reports):
             mlflow.log_text(text, f"validation/report_{i}.json")
         with tempfile.TemporaryDirectory() as tmp:
