@@ -31,15 +31,21 @@ def _columns(X: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {n: arr[:, int(n[1:])] for n in names}
 
 
-def _as_float(name: str, values: np.ndarray) -> np.ndarray:
-    try:
-        out = values.astype(np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"column {name!r} holds non-numeric values (dtype {values.dtype}); "
-                         "convert it to numbers or declare it categorical") from None
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise ValueError(f"column {name!r} has {int(bad.sum())} NaN/inf/null value(s), first at row "
+def _numeric_matrix(cols: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Stack the named columns into one float32 (n, len(names)) matrix; name the first bad column."""
+    n = len(next(iter(cols.values()))) if cols else 0
+    out = np.empty((n, len(names)), np.float32, order="F")  # column writes are contiguous
+    for j, name in enumerate(names):
+        try:
+            out[:, j] = cols[name]
+        except (TypeError, ValueError):
+            raise ValueError(f"column {name!r} holds non-numeric values (dtype {cols[name].dtype}); "
+                             "convert it to numbers or declare it categorical") from None
+    finite = np.isfinite(out)
+    if not finite.all():
+        j = int((~finite).any(0).argmax())
+        bad = ~finite[:, j]
+        raise ValueError(f"column {names[j]!r} has {int(bad.sum())} NaN/inf/null value(s), first at row "
                          f"{int(np.argmax(bad))}; drop or impute them before fitting or encoding")
     return out
 
@@ -87,7 +93,7 @@ class Preprocessor:
     def fit(self, X: Any) -> "Preprocessor":
         cols = self._read(X)
         if self.real:
-            real = np.stack([_as_float(n, cols[n]) for n in self.real], 1)
+            real = _numeric_matrix(cols, self.real).astype(np.float64)
             std = real.std(0)
             self.mean = real.mean(0).tolist() if self.scale == "standard" else [0.0] * len(self.real)
             self.std = np.where(std > 1e-12, std, 1.0).tolist() if self.scale == "standard" else [1.0] * len(self.real)
@@ -111,20 +117,24 @@ class Preprocessor:
         cols = self._read(X)
         parts: list[np.ndarray] = []
         if self.real:
-            real = np.stack([_as_float(n, cols[n]) for n in self.real], 1)
-            parts.append((real - np.asarray(self.mean)) / np.asarray(self.std))
-        for n in self.binary:
-            v = _as_float(n, cols[n])
-            bad = (v != 0) & (v != 1)
+            real = _numeric_matrix(cols, self.real)
+            real -= np.asarray(self.mean, np.float32)
+            real /= np.asarray(self.std, np.float32)
+            parts.append(real)
+        if self.binary:
+            binary = _numeric_matrix(cols, self.binary)
+            bad = (binary != 0) & (binary != 1)
             if bad.any():
-                raise ValueError(f"binary column {n!r} has {int(bad.sum())} value(s) outside {{0, 1}}, "
-                                 f"e.g. {v[bad][:3].tolist()}; declare it real or fix the values")
-            parts.append(v[:, None])
+                j = int(bad.any(0).argmax())
+                vals = binary[bad[:, j], j]
+                raise ValueError(f"binary column {self.binary[j]!r} has {len(vals)} value(s) outside {{0, 1}}, "
+                                 f"e.g. {vals[:3].tolist()}; declare it real or fix the values")
+            parts.append(binary)
         for n in self.categorical:
             index = {c: i for i, c in enumerate(self.vocab[n])}
             codes = np.array([index.get(str(v), 0) for v in cols[n]])
-            parts.append(np.eye(len(index))[codes])
-        return np.concatenate(parts, 1).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+            parts.append(np.eye(len(index), dtype=np.float32)[codes])
+        return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, 1))
 
     def inverse(self, M: np.ndarray) -> np.ndarray:
         """Activated model output (n, d) -> input space: real values, binary probabilities, labels."""
