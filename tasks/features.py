@@ -5,6 +5,8 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import LatentfeedError
 from .publish import _options, published_slices
@@ -53,3 +55,34 @@ def duckdb_connection():
     ext = next(Path(duckdb_extension_delta.__path__[0]).rglob("delta.duckdb_extension"))
     con.load_extension(str(ext))
     return con
+
+
+class LatentDataset(IterableDataset):
+    """A PyTorch ``IterableDataset`` of one model version's latents, in batches.
+
+    Use ``DataLoader(ds, batch_size=None)``: each item is already a batch, a dict of float32 tensors
+    ``latents`` (b, k) and ``recon_error`` (b,), plus any requested ``columns`` as tensors. With
+    several DataLoader workers each takes every n-th batch, so no row is seen twice.
+    """
+
+    def __init__(self, config: Settings | str | Path, start=None, end=None, version: int | str = "champion",
+                 columns: tuple[str, ...] = (), batch_rows: int = 65536):
+        frame = read_features(config, start, end, version).collect()
+        self.latent_columns = [c for c in frame.columns if c.startswith("latent_")]
+        self.frame = frame.select(*self.latent_columns, "recon_error", *columns)
+        self.columns, self.batch_rows = list(columns), batch_rows
+
+    def __len__(self) -> int:
+        return -(-self.frame.height // self.batch_rows)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for i, start in enumerate(range(0, self.frame.height, self.batch_rows)):
+            if i % workers != worker:
+                continue
+            chunk = self.frame.slice(start, self.batch_rows)
+            item = {"latents": torch.from_numpy(chunk.select(self.latent_columns).to_numpy().astype("float32")),
+                    "recon_error": torch.from_numpy(chunk["recon_error"].to_numpy())}
+            item.update({c: torch.from_numpy(chunk[c].to_numpy()) for c in self.columns})
+            yield item

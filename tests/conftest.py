@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import subprocess
@@ -27,6 +28,35 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now: pytest swaps it per test (capsys) and closes the old one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def prefect_console_follows_capture():
+    """Prefect's console handler keeps the stderr it was built with; point it at the live one instead."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    def repoint() -> None:
+        loggers = [logging.getLogger()] + [
+            x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger)]
+        for handler in (h for lg in loggers for h in lg.handlers if isinstance(h, PrefectConsoleHandler)):
+            handler.stream = handler.console.file = _CurrentStderr()  # not setStream: it flushes the closed one
+
+    repoint()
+    yield
+    repoint()
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import pytest
 from deltalake import DeltaTable
 
 from flows.cli import main
-from tasks.features import FeatureVersionError, duckdb_connection, read_features
+from tasks.features import FeatureVersionError, LatentDataset, duckdb_connection, read_features
 from tasks.settings import load_settings
 
 from .conftest import day, make_dataset
@@ -77,3 +77,16 @@ def test_features_command_describes_the_table(published, capsys):
     assert main(["features", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "champion: sample-autoencoder version 1" in out and f"dt={day(1)}" in out
+
+
+def test_pytorch_dataset_yields_each_row_once(published):
+    import torch
+    from torch.utils.data import DataLoader
+
+    config, s = published
+    ds = LatentDataset(config, batch_rows=1000, columns=("id",))
+    batches = list(DataLoader(ds, batch_size=None))
+    assert len(batches) == len(ds) == 6
+    ids = torch.cat([b["id"] for b in batches])
+    assert ids.unique().numel() == 6000
+    assert batches[0]["latents"].shape == (1000, s.model.latent_dim) and batches[0]["latents"].dtype == torch.float32
