@@ -17,7 +17,7 @@ from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categoric
 from .preprocess import Preprocessor
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
 
 
@@ -120,6 +120,8 @@ class AutoencoderReducer:
         self.train_seconds_, self.train_rows_per_second_ = result.seconds, result.rows_per_second
         scores = self._scores(train)
         self.threshold_ = float(np.quantile(scores, self.anomaly_quantile)) if len(scores) else float("inf")
+        # What score_samples averages on data like the training data: the yardstick for drift.
+        self.baseline_error_ = float(scores.mean()) if len(scores) else float("nan")
 
     def _pca_error(self, val: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor) -> float:
         """Held-out error of PCA at the same size, in the model's own per-column unit."""
@@ -229,7 +231,7 @@ class AutoencoderReducer:
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"format_version": FORMAT_VERSION, "params": params, "config": self.config_.to_dict(),
                 "preprocessor": self.preprocessor_.to_dict(), "threshold": self.threshold_,
-                "val_error": self.val_error_, "pca_val_error": self.pca_val_error_, "history": self.history_}
+                "baseline_error": self.baseline_error_, "val_error": self.val_error_, "pca_val_error": self.pca_val_error_, "history": self.history_}
         (path / "reducer.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
         return path
 
@@ -260,6 +262,7 @@ class AutoencoderReducer:
                              "the folder was altered or mixes two models") from None
         est.model_.eval()
         est.threshold_, est.val_error_ = meta["threshold"], meta["val_error"]
+        est.baseline_error_ = meta["baseline_error"]
         est.pca_val_error_, est.history_ = meta["pca_val_error"], meta["history"]
         return est
 

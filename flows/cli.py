@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.errors import LatentfeedError
 from tasks.settings import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -75,14 +76,23 @@ def cmd_validate(args) -> int:
 
 
 def cmd_backfill(args) -> int:
-    from .backfill import backfill_flow
+    from .backfill import backfill_flow, plan_backfill
+    from .common import parse_date
 
-    _settings(args)
-    ok, out = _run_flow(backfill_flow, config=str(args.config), start=args.start, end=args.end, force=args.force)
+    settings = _settings(args)
+    plan, undated = plan_backfill(settings, parse_date(args.start, "start"), parse_date(args.end, "end"), args.force)
+    if undated:
+        print(f"ignored folder(s) whose date does not parse: {undated}")
+    print("plan" + (" (after retraining, which may re-encode the window)" if args.retrain else "") + ":")
+    print("\n".join(f"{p['date']}  {p['action']:<5} {p['state']}" for p in plan))
+    if args.dry_run:
+        return EXIT_OK
+    ok, out = _run_flow(backfill_flow, config=str(args.config), start=args.start, end=args.end, force=args.force,
+                        retrain=args.retrain)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print("\n".join(f"{o['date']}  {o['status']:<8} {o['detail'].splitlines()[0]}" for o in out))
+    print("\noutcomes:\n" + "\n".join(f"{o['date']}  {o['status']:<8} {o['detail'].splitlines()[0]}" for o in out))
     failed = [o for o in out if o["status"] == "failed"]
     for o in failed:
         print(f"\n{o['date']} failed:\n{o['detail']}")
@@ -96,6 +106,15 @@ def cmd_features(args) -> int:
     from tasks.publish import published_slices
 
     settings = _settings(args)
+    if args.vacuum:
+        from tasks.publish import retire_versions
+
+        if args.keep_versions < 1:
+            raise ValueError(f"--keep-versions must be at least 1, got {args.keep_versions}")
+        ref = tracking.champion(settings)
+        done = retire_versions(settings, args.keep_versions, ref.version if ref else None)
+        print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
+              f"{done.files_removed} file(s) older than {settings.features.retention_hours} h")
     slices = published_slices(settings)
     if args.version is not None:
         slices = slices.filter(slices["model_version"] == args.version)
@@ -196,12 +215,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--start", required=True)
     b.add_argument("--end", required=True)
     b.add_argument("--force", action="store_true", help="re-publish partitions already published for the champion")
+    b.add_argument("--retrain", action="store_true", help="train a challenger on the window ending at --end first")
+    b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     add("train", cmd_train, "train a challenger; promote it if it passes the gate").add_argument("--end")
     add("validate", cmd_validate, "validation only; prints the report").add_argument("--date", required=True)
     f = add("features", cmd_features, "describe what is published")
     f.add_argument("--start")
     f.add_argument("--end")
     f.add_argument("--version", type=int)
+    f.add_argument("--vacuum", action="store_true",
+                   help="delete superseded model versions' rows (never the champion's) and vacuum old files")
+    f.add_argument("--keep-versions", type=int, default=2, help="newest versions --vacuum keeps (default 2)")
     add("deploy", cmd_deploy, "register the Prefect deployments")
     return p
 
@@ -220,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except LatentfeedError as e:  # an unreachable store or unreadable table before any flow started
+        print(f"FAILED: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except ValueError as e:  # bad dates and other usage mistakes
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import datetime as dt
-
 import logging
+import subprocess
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
 
+import polars as pl
 from prefect.runtime import flow_run
 
+from tasks import tracking
 from tasks.errors import LatentfeedError
+from tasks.ingest import Partition
+from tasks.publish import Published
+from tasks.settings import Settings
+from tasks.steps import encode_partition, publish_partition
+from tasks.validation import ValidationReport
 
 
 class StepFailed(LatentfeedError, RuntimeError):
@@ -36,6 +46,33 @@ def run_name(kind: str):
         return f"{kind}-{stem}-{date}"
 
     return name
+
+
+def artifact_key(settings: Settings) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "latentfeed-" + settings.dataset.name.replace("_", "-")
+
+
+@cache
+def code_version() -> str:
+    """The package version, and the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return version("latentfeed") + (f"+g{commit}" if commit else "")
+
+
+def publish_day(settings: Settings, ref: tracking.ModelRef, part: Partition, report: ValidationReport,
+                rows: pl.DataFrame | None = None) -> tuple[pl.DataFrame, Published]:
+    """Encode a validated partition with ``ref`` (unless ``rows`` already hold that) and publish it."""
+    if rows is None:
+        rows = encode_partition(settings, ref, part.frame.collect())
+    lineage = {"mlflow_run_id": ref.run_id, "model_name": ref.name, "model_version": ref.version,
+               "raw_partition": part.uri, "raw_fingerprint": part.fingerprint, "validation_id": report.id,
+               "config_hash": settings.config_hash(), "code_version": code_version()}
+    return rows, publish_partition(settings, rows, ref, part.date, lineage)
 
 
 class _DropExpectedTracebacks(logging.Filter):

@@ -1,41 +1,57 @@
-"""The nightly run for one partition: ingest -> validate -> (train) -> encode -> publish."""
+"""The nightly run for one partition: ingest -> validate -> refresh decision -> (train) -> encode -> publish."""
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from tasks import tracking
+from tasks.refresh import ChampionHealth, refresh_reason
 from tasks.settings import load_settings
-from tasks.steps import encode_partition, ingest_partition, publish_partition, validate_partition
+from tasks.steps import encode_partition, ingest_partition, validate_partition
 
-from .common import StepFailed, parse_date, run_name
+from .common import StepFailed, artifact_key, parse_date, publish_day, run_name
 from .train import train_flow
 
 
 @flow(name="latentfeed-nightly", flow_run_name=run_name("nightly"))
 def nightly_flow(config: str, date: str | None = None) -> dict:
-    """Publish one day's latents with the champion, training the first champion if there is none."""
+    """Publish one day's latents with the champion, refreshing the champion first when the policy says so."""
     log = get_run_logger()
     settings = load_settings(config)
     day = parse_date(date)
     part = ingest_partition(settings, day)
     ref = tracking.champion(settings)
-    expected = tracking.load_reducer(settings, ref).feature_names_in_ if ref else []
-    report = validate_partition(settings, part, expected)
+    reducer = tracking.load_reducer(settings, ref) if ref else None
+    report = validate_partition(settings, part, reducer.feature_names_in_ if reducer else [])
     if not report.success:
         raise StepFailed(report.summary() + "\nnothing was published for this partition")
-    if ref is None:
-        log.info("no champion model yet: training one on the window ending %s", day)
-        train_flow(config, day.isoformat())
-        ref = tracking.champion(settings)
     frame = part.frame.collect()
-    rows = encode_partition(settings, ref, frame)
-    lineage = {"mlflow_run_id": ref.run_id, "model_name": ref.name, "model_version": ref.version,
-               "raw_partition": part.uri, "raw_fingerprint": part.fingerprint, "validation_id": report.id,
-               "config_hash": settings.config_hash()}
-    pub = publish_partition(settings, rows, ref, day, lineage)
+    rows, health = None, None
+    if ref is not None:
+        rows = encode_partition(settings, ref, frame)
+        health = ChampionHealth(age_days=(time.time() - ref.created) / 86400,
+                                mean_error=float(rows["recon_error"].mean()),
+                                baseline_error=reducer.baseline_error_,
+                                anomaly_share=float(rows["is_anomaly"].mean()),
+                                expected_anomaly_share=1 - reducer.anomaly_quantile)
+    reason = refresh_reason(settings.training, health)
+    refreshed = None
+    if reason:
+        log.info("training on the window ending %s: %s", day, reason)
+        refreshed = train_flow(config, day.isoformat(), warm_start=ref is not None, reason=reason)
+        if refreshed["promoted"]:
+            ref, rows = tracking.champion(settings), None
+    rows, pub = publish_day(settings, ref, part, report, rows)
     run = tracking.run_metrics(settings, ref.run_id)
-    return {"date": day.isoformat(), "rows_in": frame.height, "rows_out": pub.rows,
+    summary = {"date": day.isoformat(), "rows_in": frame.height, "rows_out": pub.rows,
             "anomalies": int(rows["is_anomaly"].sum()), "latent_dim": rows.width - len(settings.dataset.key_columns) - 4,
             "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "model_version": ref.version,
             "run_id": ref.run_id, "val_error": run.get("val_error"), "pca_val_error": run.get("pca_val_error"),
-            "table_uri": pub.table_uri, "delta_version": pub.table_version}
+            "table_uri": pub.table_uri, "delta_version": pub.table_version,
+            "refresh": reason or "", "promoted": bool(refreshed and refreshed["promoted"])}
+    create_markdown_artifact(key=f"{artifact_key(settings)}-nightly", description=f"nightly run for {day}",
+                             markdown="\n".join([f"# {settings.dataset.name} {day}", "| | |", "|---|---|",
+                                                  *(f"| {k} | {v} |" for k, v in summary.items())]))
+    return summary

@@ -1,8 +1,9 @@
-"""Train a challenger on the window of valid partitions; register it; promote it if it passes."""
-from __future__ import annotations
+"""Train a challenger on the window of valid partitions; register it; promote it if it passes the gate.
 
-import subprocess
-from pathlib import Path
+Promotion re-encodes the serving window with the challenger first and moves the ``champion`` alias
+last, so a reader's default version switches only once the whole window is published for it.
+"""
+from __future__ import annotations
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -13,27 +14,21 @@ from tasks.settings import load_settings
 from tasks.steps import fit_reducer, ingest_partition, validate_partition
 from tasks.storage import open_storage
 
-from .common import StepFailed, parse_date, run_name
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from .common import StepFailed, code_version, parse_date, publish_day, run_name
 
 
 @flow(name="latentfeed-train", flow_run_name=run_name("train"))
-def train_flow(config: str, end: str | None = None) -> dict:
-    """Fit on the valid partitions of the window ending at ``end``; promote if no worse than champion."""
+def train_flow(config: str, end: str | None = None, warm_start: bool = False, reason: str = "requested") -> dict:
+    """Fit on the valid partitions of the window ending at ``end``; promote if no worse than the champion.
+
+    ``warm_start`` continues from the champion's weights (the refresh) instead of starting afresh.
+    """
     log = get_run_logger()
     settings = load_settings(config)
     end_date = parse_date(end, "end")
     storage = open_storage(settings.dataset.raw_uri)
-    dates = window_dates(storage, settings, end_date)
-    frames, reports, lineage, columns = [], [], {}, None
-    for date in dates:
+    valid, frames, reports, lineage, columns = [], [], [], {}, None
+    for date in window_dates(storage, settings, end_date):
         try:
             part = ingest_partition(settings, date)
         except IngestError as e:
@@ -45,6 +40,7 @@ def train_flow(config: str, end: str | None = None) -> dict:
             log.warning("skipping %s for training: it failed validation", date)
             continue
         columns = columns or part.columns
+        valid.append((part, report))
         frames.append(part.frame.select(*(c for g in columns.values() for c in g)).collect())
         lineage[f"raw.{date.isoformat()}"] = part.fingerprint
     if not frames:
@@ -57,10 +53,11 @@ def train_flow(config: str, end: str | None = None) -> dict:
     frame = frame.sample(fraction=1.0, shuffle=True, seed=settings.training.seed)
     n_hold = max(1, frame.height // 10)
     holdout, train = frame.head(n_hold), frame.tail(frame.height - n_hold)
-    est = fit_reducer(settings, train, columns)
+    current = tracking.champion(settings)
+    start_from = tracking.load_reducer(settings, current) if warm_start and current else None
+    est = fit_reducer(settings, train, columns, start_from)
     holdout_scores = est.score_samples(holdout)
     challenger_error = float(holdout_scores.mean())
-    current = tracking.champion(settings)
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height),
                "holdout_rows": float(holdout.height)}
     promote = current is None
@@ -68,13 +65,25 @@ def train_flow(config: str, end: str | None = None) -> dict:
         champion_error = float(tracking.load_reducer(settings, current).score_samples(holdout).mean())
         promote = challenger_error <= champion_error * (1 + settings.training.promote_tolerance)
         metrics["champion_holdout_error"] = champion_error
-        log.info("challenger holdout error %.5f vs champion v%d %.5f: %s", challenger_error, current.version,
-                 champion_error, "promote" if promote else "keep champion")
-    tags = {**lineage, "config_hash": settings.config_hash(), "git_commit": _git_commit(),
-            "window_end": end_date.isoformat(), "promoted": str(promote)}
+        log.info("challenger holdout error %.5f vs champion v%d %.5f (promote_tolerance %g): %s",
+                 challenger_error, current.version, champion_error, settings.training.promote_tolerance,
+                 "promote" if promote else "keep the champion")
+    tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
+            "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(start_from is not None)}
     sample = train.select(est.feature_names_in_).head(5).to_pandas()
-    ref = tracking.log_training(settings, est, sample, tags, metrics, reports, promote, holdout_scores)
-    log.info("registered %s version %d (run %s)%s", ref.name, ref.version, ref.run_id,
-             " as champion" if promote else "")
+    ref = tracking.log_training(settings, est, sample, tags, metrics, reports, holdout_scores)
+    log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
+    if promote:
+        for part, report in valid:
+            try:
+                publish_day(settings, ref, part, report)
+            except Exception as e:
+                tracking.tag_run(settings, ref.run_id, {"promoted": "False", "promotion_blocked": str(e)})
+                raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
+                                 f"the champion is unchanged") from e
+        tracking.set_champion(settings, ref)
+        log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
+    tracking.tag_run(settings, ref.run_id, {"promoted": str(promote)})
     return {"model_version": ref.version, "run_id": ref.run_id, "promoted": promote, **metrics,
+            "reencoded": [p.date.isoformat() for p, _ in valid] if promote else [],
             "val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "latent_dim": est.latent_dim}

@@ -82,6 +82,9 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
     except StorageError as e:
         raise IngestError(str(e)) from None
     if not files:
+        if not storage.list_dirs(storage.uri):
+            raise IngestError(f"[dataset].raw_uri {storage.uri} holds no {settings.dataset.partition_key}=YYYY-MM-DD "
+                              "partition folders: check that it exists and is the dataset's root")
         raise IngestError(f"no *.{settings.dataset.format} files in raw partition {uri}")
     empty = [f.uri for f in files if f.size == 0]
     if empty:

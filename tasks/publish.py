@@ -87,3 +87,32 @@ def published_slices(settings: Settings) -> pl.DataFrame:
                            pl.col("size_bytes").cast(pl.Int64).alias("bytes"))
             .group_by("model_version", "dt").agg(pl.len().alias("files"), pl.sum("rows"), pl.sum("bytes"))
             .select("model_version", "dt", "files", "rows", "bytes").sort("model_version", "dt"))
+
+
+@dataclass
+class Retired:
+    versions: list[int]  # model versions whose rows were deleted
+    kept: list[int]
+    files_removed: int  # data files vacuumed (of these and earlier deletions past the retention period)
+
+
+def retire_versions(settings: Settings, keep: int, champion: int | None) -> Retired:
+    """Delete all but the ``keep`` newest model versions (never the champion's) and vacuum old files.
+
+    The delete is one commit, so readers see a version whole or not at all; files stay on the store
+    for ``[features].retention_hours`` so that readers still holding the older table state can finish.
+    """
+    from deltalake import CommitProperties
+
+    table = open_table(settings)
+    if table is None:
+        return Retired([], [], 0)
+    versions = sorted(published_slices(settings)["model_version"].unique().to_list(), reverse=True)
+    kept = sorted(set(versions[:keep]) | ({champion} & set(versions)))
+    retired = [v for v in versions if v not in kept]
+    if retired:
+        table.delete(f"model_version IN ({', '.join(str(int(v)) for v in retired)})",
+                     commit_properties=CommitProperties(custom_metadata={"retired_versions": str(retired)}))
+    removed = table.vacuum(retention_hours=settings.features.retention_hours, dry_run=False,
+                           enforce_retention_duration=False)
+    return Retired(sorted(retired), kept, len(removed))

@@ -56,7 +56,12 @@ class TrainingSettings(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     window_days: int = Field(30, ge=1)
+    # auto: retrain (warm start) on no champion, an old champion, or drift; always: every run; never:
+    # only when there is no champion at all.
     refresh: Literal["auto", "always", "never"] = "auto"
+    max_model_age_days: int = Field(30, ge=1)
+    drift_tolerance: float = Field(1.5, gt=1)  # partition's mean error / champion's training baseline
+    anomaly_share_tolerance: float = Field(3.0, gt=1)  # share of is_anomaly rows / the expected share
     max_train_rows: int = Field(2_000_000, ge=100)
     promote_tolerance: float = Field(0.0, ge=0)  # promote if error <= champion's x (1 + this)
 
@@ -65,6 +70,7 @@ class FeaturesSettings(_Section):
     uri: str = "data/features"
     table: str = Field("features", pattern=r"^[A-Za-z0-9_-]+$")
     latent_dtype: Literal["float32", "float16"] = "float32"
+    retention_hours: int = Field(168, ge=0)  # how long vacuum leaves files of retired versions for readers
 
 
 class MlflowSettings(_Section):

@@ -5,6 +5,7 @@ between tasks, so results are not cached by input hash (NO_CACHE).
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
 import polars as pl
@@ -48,12 +49,23 @@ def validate_partition(settings: Settings, part: ingest.Partition,
 
 
 @task(name="fit", cache_policy=NO_CACHE)
-def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]]) -> AutoencoderReducer:
+def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
+                start_from: AutoencoderReducer | None = None) -> AutoencoderReducer:
+    """Fit afresh, or continue from ``start_from`` (a copy of the champion) when it takes these columns."""
     log = get_run_logger()
     m, t = settings.model, settings.training
 
     def progress(epoch: int, row: dict[str, float]) -> None:
         log.info("epoch %d/%d  train_loss %.4f  val_error %.4f", epoch, t.epochs, row["train_loss"], row["val_error"])
+
+    names = [c for g in ("real", "binary", "categorical") for c in columns[g]]
+    if start_from is not None and sorted(start_from.feature_names_in_) == sorted(names):
+        est = copy.deepcopy(start_from)  # the loaded champion is cached and shared: never train it in place
+        est.callback = progress
+        log.info("warm start from the champion: %d more epoch(s) on %d rows", t.epochs, frame.height)
+        return est.partial_fit(frame, epochs=t.epochs)
+    if start_from is not None:
+        log.info("the champion takes other columns than the config names now: training afresh")
 
     est = AutoencoderReducer(kind=m.kind, latent_dim=m.latent_dim, hidden=tuple(m.hidden), activation=m.activation,
                              epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,

@@ -26,6 +26,7 @@ class ModelRef:
     name: str
     version: int
     run_id: str
+    created: float = 0.0  # registration time, seconds since the epoch
 
     @property
     def uri(self) -> str:
@@ -39,8 +40,15 @@ def client(settings: Settings):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    users_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     mlflow.set_registry_uri(settings.mlflow.tracking_uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which load_settings reads as the user's
+    # override: undo that, or every later config in this process would use this one's store.
+    if users_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = users_uri
     if mlflow.get_experiment_by_name(settings.experiment) is None:
         mlflow.create_experiment(settings.experiment, artifact_location=_artifact_uri(settings))
     mlflow.set_experiment(settings.experiment)
@@ -63,7 +71,12 @@ def champion(settings: Settings) -> ModelRef | None:
         mv = c.get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None
-    return ModelRef(mv.name, int(mv.version), mv.run_id)
+    return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
+
+
+def set_champion(settings: Settings, ref: ModelRef) -> None:
+    """Point the ``champion`` alias (what readers get by default) at ``ref``."""
+    client(settings).set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
 
 
 def load_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer:
@@ -82,9 +95,8 @@ def _load(tracking_uri: str, model_uri: str) -> AutoencoderReducer:
 
 
 def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags: dict[str, str],
-                 metrics: dict[str, float], reports: list[str], promote: bool,
-                 holdout_scores: np.ndarray) -> ModelRef:
-    """Record a trained reducer as an MLflow run, register it, and make it champion if ``promote``."""
+                 metrics: dict[str, float], reports: list[str], holdout_scores: np.ndarray) -> ModelRef:
+    """Record a trained reducer as an MLflow run and register it (promotion is the caller's step)."""
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
@@ -97,7 +109,8 @@ def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags:
         for i in range(0, len(hist), 900):
             c.log_batch(run.info.run_id, metrics=hist[i:i + 900])
         mlflow.log_metrics({"val_error": est.val_error_, "pca_val_error": est.pca_val_error_,
-                            "anomaly_threshold": est.threshold_, "best_epoch": est.best_epoch_,
+                            "anomaly_threshold": est.threshold_,
+                            "baseline_error": est.baseline_error_, "best_epoch": est.best_epoch_,
                             "train_seconds": est.train_seconds_,
                             "train_rows_per_second": est.train_rows_per_second_, **metrics})
         from . import plots
@@ -119,10 +132,13 @@ def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags:
                     code_paths=[str(_AE_MODELS)], signature=signature, input_example=None,
                     registered_model_name=settings.mlflow.registered_model,
                     pip_requirements=_requirements())
-    ref = ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
-    if promote:
-        c.set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
-    return ref
+    return ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
+
+
+def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
+    c = client(settings)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, v)
 
 
 def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:

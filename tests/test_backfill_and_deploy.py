@@ -2,14 +2,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import polars as pl
+from prefect.client.orchestration import get_client
 
 from flows.cli import main
 from tasks.publish import published_slices
 from tasks.settings import load_settings
 
 from .conftest import day, make_dataset
+
+
+async def _latest_artifact(key: str) -> dict:
+    # Straight to the REST API: this Prefect client sends nulls for unset filter fields, which its server refuses.
+    async with get_client() as client:
+        response = await client._client.post("/artifacts/filter", json={
+            "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1, "offset": 0})
+        return response.json()[0]
 
 
 def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys):
@@ -19,11 +29,21 @@ def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys)
     pl.read_parquet(bad).with_columns(pl.lit(7).alias("flag_2")).write_parquet(bad)
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     capsys.readouterr()
+    assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(3), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{day(0)}  skip  published by champion v1" in out and f"{day(1)}  run   not published" in out
+    assert f"{day(3)}  fail  no raw partition" in out and "outcomes" not in out
+    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
+
     assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(2)]) == 1
     out, err = capsys.readouterr()
     assert f"{day(0)}  skipped" in out and f"{day(2)}  done" in out
     assert f"{day(1)}  failed" in out and "flag_2" in out and "1 of 3 partition(s) failed" in err
     assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+
+    artifact = asyncio.run(_latest_artifact("latentfeed-sample-backfill"))
+    assert {r["date"]: r["status"] for r in json.loads(artifact["data"])} == {
+        day(0): "skipped", day(1): "failed", day(2): "done"}
 
 
 def test_deploy_registers_pools_and_scheduled_deployments(tmp_path, capsys):

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import polars as pl
+import pytest
 
 from flows.cli import main
+from tasks.features import read_features
 from tasks.publish import published_slices
 from tasks.settings import load_settings
 
@@ -54,3 +57,64 @@ def test_missing_partition_is_a_clear_failure(tmp_path, capsys):
     config = make_dataset(tmp_path, days=1)
     assert main(["run", "--config", str(config), "--date", "2030-01-01"]) == 1
     assert "no *.parquet files in raw partition" in capsys.readouterr().err
+
+
+def _truncate(path: str) -> None:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+
+
+BAD_FILES = {
+    "string in a numeric column": (
+        lambda p: pl.read_parquet(p).with_columns(pl.col("x_02").cast(pl.Utf8)).write_parquet(p), ["'x_02'", "type"]),
+    "empty file": (lambda p: Path(p).write_bytes(b""), ["part-0.parquet is empty (0 bytes)"]),
+    "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
+    "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
+                       .write_parquet(p), ["'id'", "unique"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_raw_files_fail_with_a_message_and_publish_nothing(tmp_path, capsys, case):
+    corrupt, expected = BAD_FILES[case]
+    config = make_dataset(tmp_path, days=1, rows=500)
+    s = load_settings(config)
+    corrupt(f"{s.dataset.raw_uri}/dt={day(0)}/part-0.parquet")
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    err = capsys.readouterr().err
+    assert all(x in err for x in expected), err
+    assert not re.search(r'File ".*/(flows|tasks)/', err)
+    assert published_slices(s).is_empty()
+
+
+def test_extra_column_is_ignored_and_noted(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=500)
+    s = load_settings(config)
+    path = f"{s.dataset.raw_uri}/dt={day(0)}/part-0.parquet"
+    pl.read_parquet(path).with_columns(comment=pl.lit("free text")).write_parquet(path)
+    assert main(["validate", "--config", str(config), "--date", day(0)]) == 0
+    assert "extra column(s) ignored: ['comment']" in capsys.readouterr().out
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert "comment" not in read_features(config).collect_schema().names()
+
+
+def test_csv_with_the_wrong_delimiter_names_the_missing_columns(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=500)
+    s = load_settings(config)
+    folder = Path(s.dataset.raw_uri) / f"dt={day(0)}"
+    pl.read_parquet(folder / "part-0.parquet").write_csv(folder / "part-0.csv", separator=";")
+    config.write_text(config.read_text().replace('format = "parquet"', 'format = "csv"'))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    err = capsys.readouterr().err
+    assert "'id'" in err and "column is present" in err and "nothing was published" in err
+
+
+def test_missing_raw_root_and_undated_folders_are_named(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2, rows=500)
+    s = load_settings(config)
+    (Path(s.dataset.raw_uri) / "dt=2024-13-45").mkdir()
+    assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(1), "--dry-run"]) == 0
+    assert "ignored folder(s) whose date does not parse: ['dt=2024-13-45']" in capsys.readouterr().out
+    config.write_text(config.read_text().replace('raw_uri = "raw"', 'raw_uri = "no-such-folder"'))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    assert "no-such-folder holds no dt=YYYY-MM-DD partition folders" in capsys.readouterr().err

@@ -1,0 +1,43 @@
+"""When to retrain: the refresh policy of ``[training]``, as one pure decision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .settings import TrainingSettings
+
+
+@dataclass(frozen=True)
+class ChampionHealth:
+    """What the champion looks like on today's partition, beside what it looked like in training."""
+
+    age_days: float
+    mean_error: float  # mean reconstruction error on the partition
+    baseline_error: float  # mean reconstruction error on its own training rows
+    anomaly_share: float  # share of the partition's rows over the anomaly threshold
+    expected_anomaly_share: float  # 1 - the anomaly quantile: the share seen in training
+
+
+def refresh_reason(policy: TrainingSettings, health: ChampionHealth | None) -> str | None:
+    """Why a (warm-started) retraining is due, or None to keep serving the champion.
+
+    ``health`` is None when there is no champion: then training is due whatever the policy says,
+    since nothing could encode the partition.
+    """
+    if health is None:
+        return "no champion model yet"
+    if policy.refresh == "never":
+        return None
+    if policy.refresh == "always":
+        return "refresh = always"
+    if health.age_days > policy.max_model_age_days:
+        return f"champion is {health.age_days:.0f} days old (max_model_age_days = {policy.max_model_age_days})"
+    ratio = health.mean_error / health.baseline_error if health.baseline_error > 0 else float("inf")
+    if ratio > policy.drift_tolerance:
+        return (f"drift: mean reconstruction error {health.mean_error:.4g} is {ratio:.2f}x the champion's "
+                f"training baseline {health.baseline_error:.4g} (drift_tolerance = {policy.drift_tolerance})")
+    share = health.anomaly_share / health.expected_anomaly_share if health.expected_anomaly_share > 0 else 0.0
+    if share > policy.anomaly_share_tolerance:
+        return (f"drift: {health.anomaly_share:.1%} of rows are anomalies, {share:.1f}x the "
+                f"{health.expected_anomaly_share:.1%} seen in training "
+                f"(anomaly_share_tolerance = {policy.anomaly_share_tolerance})")
+    return None
