@@ -9,6 +9,7 @@ from prefect.artifacts import create_table_artifact
 from tasks import tracking
 from tasks.ingest import list_partition_dates
 from tasks.publish import published_slices
+from tasks.quarantine import quarantined
 from tasks.settings import Settings, load_settings
 from tasks.storage import open_storage
 
@@ -26,6 +27,7 @@ def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
     raw_dates, undated = list_partition_dates(open_storage(settings.dataset.raw_uri), settings)
     raw = set(raw_dates)
     ref = tracking.champion(settings)
+    failed = quarantined(settings)
     slices = published_slices(settings)
     by_day: dict[dt.date, list[int]] = {}
     for row in slices.iter_rows(named=True):
@@ -37,6 +39,8 @@ def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
             state, action = "no raw partition", "fail"
         elif ref and ref.version in versions:
             state, action = f"published by champion v{ref.version}", "run" if force else "skip"
+        elif day in failed:
+            state, action = f"failed validation last time (report: {failed[day]})", "run"
         elif versions:
             state, action = f"published by older v{max(versions)} only", "run"
         else:

@@ -8,7 +8,6 @@ from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-import polars as pl
 from prefect.runtime import flow_run
 
 from tasks import tracking
@@ -16,7 +15,7 @@ from tasks.errors import LatentfeedError
 from tasks.ingest import Partition
 from tasks.publish import Published
 from tasks.settings import Settings
-from tasks.steps import encode_partition, publish_partition
+from tasks.steps import encode_and_publish
 from tasks.validation import ValidationReport
 
 
@@ -64,15 +63,12 @@ def code_version() -> str:
     return version("latentfeed") + (f"+g{commit}" if commit else "")
 
 
-def publish_day(settings: Settings, ref: tracking.ModelRef, part: Partition, report: ValidationReport,
-                rows: pl.DataFrame | None = None) -> tuple[pl.DataFrame, Published]:
-    """Encode a validated partition with ``ref`` (unless ``rows`` already hold that) and publish it."""
-    if rows is None:
-        rows = encode_partition(settings, ref, part.frame.collect())
+def publish_day(settings: Settings, ref: tracking.ModelRef, part: Partition, report: ValidationReport) -> Published:
+    """Encode a validated partition with ``ref`` and publish it, with its lineage, in one commit."""
     lineage = {"mlflow_run_id": ref.run_id, "model_name": ref.name, "model_version": ref.version,
                "raw_partition": part.uri, "raw_fingerprint": part.fingerprint, "validation_id": report.id,
                "config_hash": settings.config_hash(), "code_version": code_version()}
-    return rows, publish_partition(settings, rows, ref, part.date, lineage)
+    return encode_and_publish(settings, ref, part, lineage)
 
 
 class _DropExpectedTracebacks(logging.Filter):

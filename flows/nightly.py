@@ -9,10 +9,12 @@ from prefect.artifacts import create_markdown_artifact
 from tasks import tracking
 from tasks.refresh import ChampionHealth, refresh_reason
 from tasks.settings import load_settings
-from tasks.steps import encode_partition, ingest_partition, validate_partition
+from tasks.steps import encode_partition, ingest_partition, quarantine_partition, validate_partition
 
 from .common import StepFailed, artifact_key, parse_date, publish_day, run_name
 from .train import train_flow
+
+HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
 
 
 @flow(name="latentfeed-nightly", flow_run_name=run_name("nightly"))
@@ -26,11 +28,12 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
     reducer = tracking.load_reducer(settings, ref) if ref else None
     report = validate_partition(settings, part, reducer.feature_names_in_ if reducer else [])
     if not report.success:
-        raise StepFailed(report.summary() + "\nnothing was published for this partition")
-    frame = part.frame.collect()
-    rows, health = None, None
-    if ref is not None:
-        rows = encode_partition(settings, ref, frame)
+        kept = quarantine_partition(settings, part, report)
+        raise StepFailed(report.summary() + f"\nnothing was published for this partition; report kept at {kept}")
+    health = None
+    if ref is not None:  # judge the champion on an even sample: the whole partition is encoded once, at publish
+        step = max(1, report.rows // HEALTH_SAMPLE_ROWS)
+        rows = encode_partition(settings, ref, part.frame.gather_every(step).collect(engine="streaming"))
         health = ChampionHealth(age_days=(time.time() - ref.created) / 86400,
                                 mean_error=float(rows["recon_error"].mean()),
                                 baseline_error=reducer.baseline_error_,
@@ -42,15 +45,15 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
         log.info("training on the window ending %s: %s", day, reason)
         refreshed = train_flow(config, day.isoformat(), warm_start=ref is not None, reason=reason)
         if refreshed["promoted"]:
-            ref, rows = tracking.champion(settings), None
-    rows, pub = publish_day(settings, ref, part, report, rows)
+            ref = tracking.champion(settings)
+    pub = publish_day(settings, ref, part, report)
     run = tracking.run_metrics(settings, ref.run_id)
-    summary = {"date": day.isoformat(), "rows_in": frame.height, "rows_out": pub.rows,
-            "anomalies": int(rows["is_anomaly"].sum()), "latent_dim": rows.width - len(settings.dataset.key_columns) - 4,
-            "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "model_version": ref.version,
-            "run_id": ref.run_id, "val_error": run.get("val_error"), "pca_val_error": run.get("pca_val_error"),
-            "table_uri": pub.table_uri, "delta_version": pub.table_version,
-            "refresh": reason or "", "promoted": bool(refreshed and refreshed["promoted"])}
+    summary = {"date": day.isoformat(), "rows_in": report.rows, "rows_out": pub.rows, "anomalies": pub.anomalies,
+               "latent_dim": tracking.load_reducer(settings, ref).latent_dim,
+               "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "model_version": ref.version,
+               "run_id": ref.run_id, "val_error": run.get("val_error"), "pca_val_error": run.get("pca_val_error"),
+               "table_uri": pub.table_uri, "delta_version": pub.table_version,
+               "refresh": reason or "", "promoted": bool(refreshed and refreshed["promoted"])}
     create_markdown_artifact(key=f"{artifact_key(settings)}-nightly", description=f"nightly run for {day}",
                              markdown="\n".join([f"# {settings.dataset.name} {day}", "| | |", "|---|---|",
                                                   *(f"| {k} | {v} |" for k, v in summary.items())]))

@@ -28,7 +28,9 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
     end_date = parse_date(end, "end")
     storage = open_storage(settings.dataset.raw_uri)
     valid, frames, reports, lineage, columns = [], [], [], {}, None
-    for date in window_dates(storage, settings, end_date):
+    dates = window_dates(storage, settings, end_date)
+    per_partition = max(1, settings.training.max_train_rows // max(1, len(dates)))
+    for date in dates:
         try:
             part = ingest_partition(settings, date)
         except IngestError as e:
@@ -41,14 +43,15 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
             continue
         columns = columns or part.columns
         valid.append((part, report))
-        frames.append(part.frame.select(*(c for g in columns.values() for c in g)).collect())
+        # An even sample of each partition, read in streaming mode: memory stays within max_train_rows.
+        step = max(1, -(-report.rows // per_partition))
+        frames.append(part.frame.select(*(c for g in columns.values() for c in g)).gather_every(step)
+                      .collect(engine="streaming"))
         lineage[f"raw.{date.isoformat()}"] = part.fingerprint
     if not frames:
         raise StepFailed(f"no valid raw partition in the {settings.training.window_days}-day window ending "
                          f"{end_date} under {settings.dataset.raw_uri}: nothing to train on")
     frame = pl.concat(frames)
-    if frame.height > settings.training.max_train_rows:
-        frame = frame.sample(settings.training.max_train_rows, seed=settings.training.seed)
     # An evaluation sample the challenger never sees, scored by challenger and champion alike.
     frame = frame.sample(fraction=1.0, shuffle=True, seed=settings.training.seed)
     n_hold = max(1, frame.height // 10)

@@ -1,12 +1,15 @@
 """Rows -> the feature table's rows: keys, date, model version, latents, error, anomaly flag."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import polars as pl
 
 from ae_models import AutoencoderReducer
 
 LATENT_PREFIX = "latent_"
+BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size
 
 
 def encode_frame(reducer: AutoencoderReducer, frame: pl.DataFrame, keys: list[str], model_version: int,
@@ -21,3 +24,16 @@ def encode_frame(reducer: AutoencoderReducer, frame: pl.DataFrame, keys: list[st
         recon_error=pl.Series(errors, dtype=pl.Float32),
         is_anomaly=pl.Series(errors > np.float32(reducer.threshold_), dtype=pl.Boolean),
     )
+
+
+def encode_batches(reducer: AutoencoderReducer, frame: pl.LazyFrame, keys: list[str], model_version: int,
+                   latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """Stream a partition through the encoder ``batch_rows`` at a time.
+
+    Each batch is its own sliced read (parquet skips the row groups before it), so only one batch is
+    in memory at once; a background reader (``collect_batches``) outruns the encoder and buffers.
+    """
+    total = frame.select(pl.len()).collect().item()
+    for start in range(0, total, batch_rows):
+        chunk = frame.slice(start, batch_rows).collect(engine="streaming")
+        yield encode_frame(reducer, chunk, keys, model_version, latent_dtype)

@@ -7,10 +7,13 @@ the commit's metadata.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from .settings import Settings
 from .storage import open_storage
@@ -24,6 +27,7 @@ class Published:
     model_version: int
     date: dt.date
     rows: int
+    anomalies: int
     bytes: int
     table_version: int
 
@@ -36,19 +40,36 @@ def _options(settings: Settings) -> dict[str, str] | None:
     return opts
 
 
-def publish_partition(settings: Settings, rows: pl.DataFrame, model_version: int, date: dt.date,
-                      lineage: dict[str, Any]) -> Published:
-    """Replace the (model_version, date) slice of the table with ``rows`` in one commit."""
+def publish_partition(settings: Settings, rows: pl.DataFrame | Iterable[pl.DataFrame], model_version: int,
+                      date: dt.date, lineage: dict[str, Any]) -> Published:
+    """Replace the (model_version, date) slice of the table with ``rows`` in one commit.
+
+    ``rows`` may be an iterable of frames (the encoder's batches): they stream into the Delta writer,
+    so memory stays bounded whatever the partition's size, and still land as one commit.
+    """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
+    batches = iter([rows] if isinstance(rows, pl.DataFrame) else rows)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError(f"nothing to publish for {date}: no rows")
+    counts = {"rows": 0, "anomalies": 0}
+
+    def arrow_batches():
+        for frame in itertools.chain([first], batches):
+            counts["rows"] += frame.height
+            counts["anomalies"] += int(frame["is_anomaly"].sum())
+            yield from frame.to_arrow().to_batches()
+
+    schema = first.to_arrow().schema
     uri, opts = settings.table_uri, _options(settings)
     predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
-    write_deltalake(uri, rows.to_arrow(), mode="overwrite", predicate=predicate, partition_by=PARTITION_BY,
-                    storage_options=opts,
+    write_deltalake(uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
+                    predicate=predicate, partition_by=PARTITION_BY, storage_options=opts,
                     commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
     table = DeltaTable(uri, storage_options=opts)
-    return Published(uri, model_version, date, rows.height, _slice_bytes(table, model_version, date),
-                     table.version())
+    return Published(uri, model_version, date, counts["rows"], counts["anomalies"],
+                     _slice_bytes(table, model_version, date), table.version())
 
 
 def _slice_bytes(table, model_version: int, date: dt.date) -> int:

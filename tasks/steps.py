@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ae_models import AutoencoderReducer
 
-from . import encode, ingest, publish, tracking, validation
+from . import encode, ingest, publish, quarantine, tracking, validation
 from .settings import Settings
 from .storage import StorageError, open_storage
 
@@ -79,15 +79,26 @@ def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list
 
 @task(name="encode", cache_policy=NO_CACHE)
 def encode_partition(settings: Settings, ref: tracking.ModelRef, frame: pl.DataFrame) -> pl.DataFrame:
+    """Encode rows held in memory (a sample: whole partitions go through ``encode_and_publish``)."""
     reducer = tracking.load_reducer(settings, ref)
     return encode.encode_frame(reducer, frame, list(settings.dataset.key_columns), ref.version,
                                settings.features.latent_dtype)
 
 
 @task(name="publish", **_IO_RETRY)
-def publish_partition(settings: Settings, rows: pl.DataFrame, ref: tracking.ModelRef, date: dt.date,
-                      lineage: dict[str, str]) -> publish.Published:
-    pub = publish.publish_partition(settings, rows, ref.version, date, lineage)
+def encode_and_publish(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
+                       lineage: dict[str, str]) -> publish.Published:
+    """Stream the partition through the encoder into one Delta commit (bounded memory; safe to retry)."""
+    reducer = tracking.load_reducer(settings, ref)
+    batches = encode.encode_batches(reducer, part.frame, list(settings.dataset.key_columns), ref.version,
+                                    settings.features.latent_dtype)
+    pub = publish.publish_partition(settings, batches, ref.version, part.date, lineage)
+    quarantine.release(settings, part.date)
     get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
-                          pub.rows, pub.model_version, date, pub.table_uri, pub.table_version)
+                          pub.rows, pub.model_version, part.date, pub.table_uri, pub.table_version)
     return pub
+
+
+@task(name="quarantine", **_IO_RETRY)
+def quarantine_partition(settings: Settings, part: ingest.Partition, report: validation.ValidationReport) -> str:
+    return quarantine.record(settings, part.date, report, part.fingerprint)

@@ -41,6 +41,14 @@ class Storage(ABC):
     def list_files(self, uri: str) -> list[FileInfo]:
         """Files directly under ``uri``, sorted by name."""
 
+    @abstractmethod
+    def write_text(self, uri: str, text: str) -> None:
+        """Write a small object whole: readers see the old content or the new, never a part."""
+
+    @abstractmethod
+    def delete(self, uri: str) -> None:
+        """Remove a small object; nothing happens when it does not exist."""
+
     @property
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
@@ -61,6 +69,16 @@ class LocalStorage(Storage):
             return []
         return [FileInfo(str(f), f.stat().st_size, str(f.stat().st_mtime_ns))
                 for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith((".", "_"))]
+
+    def write_text(self, uri: str, text: str) -> None:
+        p = Path(uri)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(p)  # atomic on one file system
+
+    def delete(self, uri: str) -> None:
+        Path(uri).unlink(missing_ok=True)
 
 
 class S3Storage(Storage):
@@ -119,6 +137,14 @@ class S3Storage(Storage):
                for page in self._list(uri, True) for o in page.get("Contents", [])
                if not o["Key"].rsplit("/", 1)[-1].startswith((".", "_"))]
         return sorted(out, key=lambda f: f.uri)
+
+    def write_text(self, uri: str, text: str) -> None:
+        bucket, key = self._split(uri)
+        self._call(f"writing {uri}", self.client.put_object, Bucket=bucket, Key=key, Body=text.encode())
+
+    def delete(self, uri: str) -> None:
+        bucket, key = self._split(uri)
+        self._call(f"deleting {uri}", self.client.delete_object, Bucket=bucket, Key=key)
 
     @property
     def storage_options(self) -> dict[str, str]:

@@ -41,6 +41,9 @@ def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys)
     assert f"{day(1)}  failed" in out and "flag_2" in out and "1 of 3 partition(s) failed" in err
     assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
 
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(1), "--dry-run"]) == 0
+    assert f"{day(1)}  run   failed validation last time (report: " in capsys.readouterr().out
+
     artifact = asyncio.run(_latest_artifact("latentfeed-sample-backfill"))
     assert {r["date"]: r["status"] for r in json.loads(artifact["data"])} == {
         day(0): "skipped", day(1): "failed", day(2): "done"}

@@ -1,6 +1,7 @@
 """Bad partitions and configs: a clear message, a non-zero exit, nothing published."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def test_missing_column_and_nan_fail_validation_and_publish_nothing(tmp_path, ca
     assert main(["run", "--config", str(config), "--date", day(2)]) == 1
     err = capsys.readouterr().err
     assert "'x_05'" in err and "NaN" in err and "30 bad" in err and "'id': 20000007" in err
+    kept = json.loads(Path(err.rsplit("report kept at ", 1)[1].split()[0]).read_text())
+    assert kept["date"] == day(2) and kept["failures"][0]["column"] == "x_05" and not kept["success"]
 
     published = published_slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()
     assert published == [day(0)]

@@ -1,0 +1,49 @@
+"""Partitions that failed validation: their reports, kept beside the feature table until they pass.
+
+``{features.uri}/_quarantine/{table}/dt=YYYY-MM-DD/report.json`` holds the latest failing report of
+each day (the folder's leading underscore keeps it out of Delta's and readers' way). Publishing the
+day removes it, so what is listed here is exactly what is still failing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from .settings import Settings
+from .storage import Storage, open_storage
+from .validation import ValidationReport
+
+
+def _root(settings: Settings) -> Storage:
+    return open_storage(f"{settings.features.uri.rstrip('/')}/_quarantine/{settings.features.table}")
+
+
+def _report_uri(store: Storage, date: dt.date) -> str:
+    return store.join(f"dt={date.isoformat()}", "report.json")
+
+
+def record(settings: Settings, date: dt.date, report: ValidationReport, fingerprint: str) -> str:
+    """Keep the failing report (with the raw fingerprint it judged); returns where it went."""
+    store = _root(settings)
+    uri = _report_uri(store, date)
+    body = json.loads(report.to_json())
+    body |= {"date": date.isoformat(), "raw_fingerprint": fingerprint,
+             "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    store.write_text(uri, json.dumps(body, indent=1, default=str))
+    return uri
+
+
+def release(settings: Settings, date: dt.date) -> None:
+    """The day passed and was published: it is no longer quarantined."""
+    store = _root(settings)
+    store.delete(_report_uri(store, date))
+
+
+def quarantined(settings: Settings) -> dict[dt.date, str]:
+    """Days whose latest run failed validation -> where their report is."""
+    store = _root(settings)
+    days = {}
+    for name in store.list_dirs(store.uri):
+        if name.startswith("dt=") and store.list_files(store.join(name)):
+            days[dt.date.fromisoformat(name[3:])] = _report_uri(store, dt.date.fromisoformat(name[3:]))
+    return days
