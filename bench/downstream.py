@@ -75,7 +75,6 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=256)
     p.add_argument("--latent", type=int, default=16)
     a = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     d = load_digits()
     X, y = (d.data / 16.0).astype(np.float32), d.target

@@ -40,13 +40,13 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
                                 anomaly_share=float(rows["is_anomaly"].mean()),
                                 expected_anomaly_share=1 - reducer.anomaly_quantile)
     reason = refresh_reason(settings.training, health)
-    refreshed = None
+    refreshed, pub = None, None
     if reason:
         log.info("training on the window ending %s: %s", day, reason)
         refreshed = train_flow(config, day.isoformat(), warm_start=ref is not None, reason=reason)
-        if refreshed["promoted"]:
-            ref = tracking.champion(settings)
-    pub = publish_day(settings, ref, part, report)
+        if refreshed["promoted"]:  # promotion published the window, this day included
+            ref, pub = tracking.champion(settings), refreshed["published"][day.isoformat()]
+    pub = pub or publish_day(settings, ref, part, report)
     run = tracking.run_metrics(settings, ref.run_id)
     summary = {"date": day.isoformat(), "rows_in": report.rows, "rows_out": pub.rows, "anomalies": pub.anomalies,
                "latent_dim": tracking.load_reducer(settings, ref).latent_dim,

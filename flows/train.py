@@ -76,10 +76,11 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
     sample = train.select(est.feature_names_in_).head(5).to_pandas()
     ref = tracking.log_training(settings, est, sample, tags, metrics, reports, holdout_scores)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
+    published = {}
     if promote:
         for part, report in valid:
             try:
-                publish_day(settings, ref, part, report)
+                published[part.date.isoformat()] = publish_day(settings, ref, part, report)
             except Exception as e:
                 tracking.tag_run(settings, ref.run_id, {"promoted": "False", "promotion_blocked": str(e)})
                 raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
@@ -88,5 +89,5 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
         log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
     tracking.tag_run(settings, ref.run_id, {"promoted": str(promote)})
     return {"model_version": ref.version, "run_id": ref.run_id, "promoted": promote, **metrics,
-            "reencoded": [p.date.isoformat() for p, _ in valid] if promote else [],
+            "published": published,  # date -> Published: the window, re-encoded when promoted
             "val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "latent_dim": est.latent_dim}

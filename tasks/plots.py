@@ -4,13 +4,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def loss_curves(history: list[dict[str, float]], pca_error: float):
+def _pyplot():
+    """pyplot on the headless backend (workers have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt
+
+
+def loss_curves(history: list[dict[str, float]], pca_error: float):
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs[1:], [h["train_loss"] for h in history[1:]], label="train loss")
     ax.plot(epochs, [h["val_error"] for h in history], label="held-out error")
@@ -22,12 +27,7 @@ def loss_curves(history: list[dict[str, float]], pca_error: float):
 
 
 def error_histogram(scores: np.ndarray, threshold: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     ax.hist(scores, bins=100, log=True)
     ax.axvline(threshold, color="red", label=f"anomaly threshold {threshold:.3g}")
     ax.set(xlabel="reconstruction error", ylabel="rows", title="held-out reconstruction error")
@@ -37,6 +37,4 @@ def error_histogram(scores: np.ndarray, threshold: float):
 
 
 def close(fig) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)

@@ -40,16 +40,16 @@ def _options(settings: Settings) -> dict[str, str] | None:
     return opts
 
 
-def publish_partition(settings: Settings, rows: pl.DataFrame | Iterable[pl.DataFrame], model_version: int,
-                      date: dt.date, lineage: dict[str, Any]) -> Published:
+def publish_partition(settings: Settings, rows: Iterable[pl.DataFrame], model_version: int, date: dt.date,
+                      lineage: dict[str, Any]) -> Published:
     """Replace the (model_version, date) slice of the table with ``rows`` in one commit.
 
-    ``rows`` may be an iterable of frames (the encoder's batches): they stream into the Delta writer,
-    so memory stays bounded whatever the partition's size, and still land as one commit.
+    ``rows`` are the encoder's batches: they stream into the Delta writer, so memory stays bounded
+    whatever the partition's size, and still land as one commit.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    batches = iter([rows] if isinstance(rows, pl.DataFrame) else rows)
+    batches = iter(rows)
     first = next(batches, None)
     if first is None:
         raise ValueError(f"nothing to publish for {date}: no rows")

@@ -45,5 +45,6 @@ def quarantined(settings: Settings) -> dict[dt.date, str]:
     days = {}
     for name in store.list_dirs(store.uri):
         if name.startswith("dt=") and store.list_files(store.join(name)):
-            days[dt.date.fromisoformat(name[3:])] = _report_uri(store, dt.date.fromisoformat(name[3:]))
+            day = dt.date.fromisoformat(name[3:])
+            days[day] = _report_uri(store, day)
     return days
