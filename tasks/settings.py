@@ -84,6 +84,46 @@ class ScheduleSettings(_Section):
     timezone: str = "UTC"
     cpu_pool: str = "latentfeed-cpu"
     gpu_pool: str = "latentfeed-gpu"
+    # The nightly hands (re)training to the train deployment on the GPU pool instead of training inline.
+    train_on_gpu_pool: bool = False
+    # Global concurrency limit "latentfeed-training": trainings at once (one per GPU of the pool).
+    training_slots: int = Field(1, ge=1)
+
+
+class BackfillSettings(_Section):
+    concurrency: int = Field(2, ge=1)  # partitions in flight at once
+    task_runner: Literal["threads", "dask"] = "threads"
+    # dask: the scheduler to use ("tcp://host:8786"); unset starts a local cluster of `concurrency` workers.
+    dask_address: str | None = None
+
+
+Severity = Literal["error", "warning", "off"]
+# What each validation check is called in [validation.severity], and how bad a failure is by default.
+CHECKS: dict[str, str] = {
+    "missing": "error", "type": "error", "nulls": "error", "nonfinite": "error", "binary": "error",
+    "min_rows": "error", "duplicate_keys": "error", "unseen_categories": "warning", "mean_drift": "warning",
+    "user_suite": "error",
+}
+
+
+class ValidationSettings(_Section):
+    # A Great Expectations 1.x expectation-suite JSON whose expectations are added to the generated suite.
+    suite: str | None = None
+    sample_rows: int = Field(100_000, ge=1)  # the user suite runs on an even sample of this many rows
+    # mean_drift: a real column's mean moved more than this many of its training standard deviations.
+    mean_drift_sigmas: float = Field(0.5, gt=0)
+    severity: dict[str, Severity] = {}
+
+    @field_validator("severity")
+    @classmethod
+    def _known_checks(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; choose from {sorted(CHECKS)}")
+        return v
+
+    def level(self, check: str) -> str:
+        return self.severity.get(check, CHECKS[check])
 
 
 class Settings(_Section):
@@ -93,6 +133,8 @@ class Settings(_Section):
     features: FeaturesSettings = FeaturesSettings()
     mlflow: MlflowSettings
     schedule: ScheduleSettings = ScheduleSettings()
+    backfill: BackfillSettings = BackfillSettings()
+    validation: ValidationSettings = ValidationSettings()
 
     @field_validator("dataset")
     @classmethod
@@ -162,5 +204,7 @@ def load_settings(path: str | Path) -> Settings:
     return settings.model_copy(update={
         "dataset": settings.dataset.model_copy(update={"raw_uri": _resolve(settings.dataset.raw_uri, base)}),
         "features": settings.features.model_copy(update={"uri": _resolve(settings.features.uri, base)}),
+        "validation": settings.validation.model_copy(update={
+            "suite": _resolve(settings.validation.suite, base) if settings.validation.suite else None}),
         "mlflow": settings.mlflow.model_copy(update={"tracking_uri": tracking, "artifact_location": artifacts}),
     })

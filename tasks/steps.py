@@ -18,6 +18,8 @@ from . import encode, ingest, publish, quarantine, tracking, validation
 from .settings import Settings
 from .storage import StorageError, open_storage
 
+# The global concurrency limit every training holds a slot of (slots: [schedule].training_slots, one per GPU).
+TRAINING_LIMIT = "latentfeed-training"
 _IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
 
 
