@@ -3,7 +3,9 @@
 Three deployments per dataset: nightly (cron + time zone from ``[schedule]``) and backfill on the
 CPU pool, train on the GPU pool. Both pools are process pools: start a worker on each machine with
 ``prefect worker start --pool latentfeed-cpu`` (or ``latentfeed-gpu`` on a GPU machine) from a
-checkout where latentfeed is installed.
+checkout where latentfeed is installed. deploy() also sizes the global concurrency limit that every
+training holds a slot of (``[schedule].training_slots``, one per GPU), so a GPU pool with more workers
+or runs than GPUs still trains one model per GPU at a time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from flows.backfill import backfill_flow
 from flows.nightly import nightly_flow
 from flows.train import train_flow
 from tasks.settings import load_settings
+from tasks.steps import TRAINING_LIMIT, ensure_training_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,11 +34,16 @@ def ensure_pool(name: str, description: str) -> None:
 
 
 def deploy(config: Path) -> list[str]:
-    """Create the pools if needed and register the deployments; returns one line per deployment."""
+    """Create the pools and training limit if needed and register the deployments.
+
+    Returns one line for the training limit and one per deployment.
+    """
     settings = load_settings(config)
     sched = settings.schedule
     ensure_pool(sched.cpu_pool, "latentfeed ingest, validate, encode and publish")
     ensure_pool(sched.gpu_pool, "latentfeed training (GPU machines)")
+    # update: a changed [schedule].training_slots resizes the existing limit on every re-deploy
+    ensure_training_limit(sched.training_slots, update=True)
     params = {"config": str(Path(config).resolve())}
     name = settings.dataset.name
     plans = [
@@ -44,7 +52,7 @@ def deploy(config: Path) -> list[str]:
         (backfill_flow, "flows/backfill.py:backfill_flow", f"{name}-backfill", sched.cpu_pool, {}),
         (train_flow, "flows/train.py:train_flow", f"{name}-train", sched.gpu_pool, {}),
     ]
-    lines = []
+    lines = [f"global concurrency limit {TRAINING_LIMIT}: {sched.training_slots} training(s) at once"]
     for flow, entrypoint, dep_name, pool, schedule in plans:
         source = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
         # to_deployment().apply() registers without Flow.deploy's online-worker probe, which prefect 3.8's

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.settings import get_current_settings
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import tracking
 from tasks.ingest import list_partition_dates
 from tasks.publish import published_slices
 from tasks.quarantine import quarantined
-from tasks.settings import Settings, load_settings
+from tasks.settings import ConfigError, Settings, load_settings
 from tasks.storage import open_storage
 
-from .common import artifact_key, parse_date, run_name
-from .nightly import nightly_flow
+from .common import artifact_key, checked_partition, parse_date, publish_day, run_name
 from .train import train_flow
 
 
@@ -50,22 +53,77 @@ def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
     return plan, undated
 
 
+def task_runner(settings: Settings):
+    """Threads by default; ``prefect-dask``'s DaskTaskRunner to spread partitions over a Dask cluster."""
+    b = settings.backfill
+    if b.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=b.concurrency)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError('[backfill].task_runner = "dask" needs prefect-dask: pip install "latentfeed[dask]"') from None
+    if b.dask_address:
+        return DaskTaskRunner(address=b.dask_address)
+    # A local cluster's workers are new processes: hand them this run's Prefect API (a temporary local
+    # one when no server is configured), or each starts its own on the same database and they collide.
+    api = get_current_settings().api.url
+    if api:
+        os.environ.setdefault("PREFECT_API_URL", api)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": b.concurrency, "threads_per_worker": 1})
+
+
+@task(name="backfill-partition", cache_policy=NO_CACHE)
+def backfill_partition(config: str, date: str, ref: tracking.ModelRef, force: bool) -> dict:
+    """One day with the given model version: ingest, validate, publish (its own steps retry on I/O)."""
+    settings = load_settings(config)
+    part, report = checked_partition(settings, parse_date(date), tracking.load_reducer(settings, ref))
+    pub, reused = publish_day(settings, ref, part, report, force=force)
+    how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
+    return {"status": "done", "detail": f"{pub.rows} rows, model v{ref.version} ({how})"}
+
+
+@flow(name="latentfeed-backfill-partitions", flow_run_name="partitions-{start}-{end}")
+def run_partitions(config: str, dates: list[str], ref: tracking.ModelRef, force: bool, start: str, end: str) -> dict:
+    """Every day on this flow's task runner, at most [backfill].concurrency at once; date -> outcome."""
+    futures = {d: backfill_partition.submit(config, d, ref, force) for d in dates}
+    outcomes = {}
+    for d, future in futures.items():
+        future.wait()
+        if future.state.is_completed():
+            outcomes[d] = future.result()
+        else:
+            reason = (future.state.message or "failed").removeprefix("Task run encountered an exception ")
+            try:
+                future.result()
+            except Exception as e:  # the task's own error: the message that says what is wrong
+                reason = str(e) or type(e).__name__
+            outcomes[d] = {"status": "failed", "detail": reason}
+    return outcomes
+
+
 @flow(name="latentfeed-backfill", flow_run_name=run_name("backfill"))
 def backfill_flow(config: str, start: str, end: str, force: bool = False, retrain: bool = False) -> list[dict]:
-    """One nightly run per planned day from ``start`` to ``end``; returns each day's outcome.
+    """Every planned day from ``start`` to ``end`` with the champion; returns each day's outcome.
 
-    ``retrain`` first trains a challenger on the window ending at ``end`` (promoted only if it passes
-    the gate, which re-encodes that window); days already published by the champion are skipped, so
-    a backfill started again after a kill redoes only what did not finish.
+    ``retrain`` (or no champion yet) first trains a challenger on the window ending at ``end``
+    (promoted only if it passes the gate, which re-encodes that window). Days already published by
+    the champion are skipped and every publish is keyed by its idempotency key, so a backfill
+    started again after a kill redoes only what did not finish, and overlapping backfills share work.
     """
     log = get_run_logger()
     settings = load_settings(config)
     first, last = parse_date(start, "start"), parse_date(end, "end")
-    if retrain:
-        out = train_flow(config, last.isoformat(), warm_start=False, reason="backfill --retrain")
-        log.info("retrained: version %d %s", out["model_version"], "promoted" if out["promoted"] else "not promoted")
-    outcomes = []
+    if retrain or tracking.champion(settings) is None:
+        reason = "backfill --retrain" if retrain else "no champion yet"
+        out = train_flow(config, last.isoformat(), warm_start=False, reason=reason)
+        log.info("trained (%s): version %d %s", reason, out["model_version"],
+                 "promoted" if out["promoted"] else "not promoted")
+    ref = tracking.champion(settings)
     plan, _ = plan_backfill(settings, first, last, force)
+    todo = [p["date"] for p in plan if p["action"] == "run"]
+    done = run_partitions.with_options(task_runner=task_runner(settings))(
+        config, todo, ref, force, first.isoformat(), last.isoformat()) if todo else {}
+    outcomes = []
     for item in plan:
         if item["action"] == "skip":
             outcome = {"status": "skipped", "detail": item["state"]}
@@ -73,13 +131,7 @@ def backfill_flow(config: str, start: str, end: str, force: bool = False, retrai
             outcome = {"status": "failed", "detail": f"no raw partition for {item['date']} under "
                                                       f"{settings.dataset.raw_uri}"}
         else:
-            state = nightly_flow(config=config, date=item["date"], return_state=True)
-            if state.is_completed():
-                out = state.result()
-                outcome = {"status": "done", "detail": f"{out['rows_out']} rows, model v{out['model_version']}"}
-            else:
-                reason = (state.message or "failed").removeprefix("Flow run encountered an exception: ")
-                outcome = {"status": "failed", "detail": reason}
+            outcome = done[item["date"]]
         outcomes.append({"date": item["date"], **outcome})
         log.info("%s: %s (%s)", item["date"], outcome["status"], outcome["detail"].splitlines()[0])
     create_table_artifact(key=f"{artifact_key(settings)}-backfill", table=outcomes,

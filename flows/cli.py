@@ -15,9 +15,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _settings(args):
+    """The checked config; a user GE suite it names is parsed too, so a bad one stops us before any work."""
     from tasks.settings import load_settings
+    from tasks.validation import user_suite
 
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    user_suite(settings)
+    return settings
 
 
 def _run_flow(fn, **params) -> tuple[bool, object]:
@@ -58,20 +62,29 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from tasks import tracking
     from tasks.ingest import IngestError, scan_partition
     from tasks.storage import StorageError, open_storage
-    from tasks.validation import validate
+    from tasks.validation import Reference, validate
 
     from .common import parse_date
 
     settings = _settings(args)
     try:
         part = scan_partition(open_storage(settings.dataset.raw_uri), settings, parse_date(args.date))
-        report = validate(part, settings)
+        ref = tracking.champion(settings)
+        report = validate(part, settings, Reference.of(tracking.load_reducer(settings, ref)) if ref else None)
     except (IngestError, StorageError) as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return EXIT_FAILED
     print(report.summary())
+    if args.report_dir:
+        out = Path(args.report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(report.to_json())
+        for suite, html in report.docs.items():
+            (out / f"data_docs_{suite}.html").write_text(html)
+        print(f"report and Great Expectations Data Docs written to {out}/")
     return EXIT_OK if report.success else EXIT_FAILED
 
 
@@ -83,7 +96,12 @@ def cmd_backfill(args) -> int:
     plan, undated = plan_backfill(settings, parse_date(args.start, "start"), parse_date(args.end, "end"), args.force)
     if undated:
         print(f"ignored folder(s) whose date does not parse: {undated}")
-    print("plan" + (" (after retraining, which may re-encode the window)" if args.retrain else "") + ":")
+    from tasks import tracking
+
+    first_train = " (after retraining, which may re-encode the window)" if args.retrain else (
+        f" (no champion yet: one is trained on the window ending {args.end} first)"
+        if tracking.champion(settings) is None else "")
+    print(f"plan{first_train}:")
     print("\n".join(f"{p['date']}  {p['action']:<5} {p['state']}" for p in plan))
     if args.dry_run:
         return EXIT_OK
@@ -188,6 +206,7 @@ def _format_runs(runs: list[dict]) -> str:
     raw, feat = sum(r["raw_bytes"] for r in runs), sum(r["feature_bytes"] for r in runs)
     last = runs[-1]
     lines.append(f"latent size {last['latent_dim']}; feature bytes / raw bytes = {feat / max(raw, 1):.3f}")
+    lines += [f"{r['date']} validation warning(s): {r['warnings']}" for r in runs if r.get("warnings")]
     if last.get("val_error") is not None:
         lines.append(f"held-out reconstruction error {last['val_error']:.4f} vs PCA at the same size "
                      f"{last['pca_val_error']:.4f} (ratio {last['val_error'] / last['pca_val_error']:.2f})")
@@ -218,7 +237,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--retrain", action="store_true", help="train a challenger on the window ending at --end first")
     b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     add("train", cmd_train, "train a challenger; promote it if it passes the gate").add_argument("--end")
-    add("validate", cmd_validate, "validation only; prints the report").add_argument("--date", required=True)
+    v = add("validate", cmd_validate, "validation only; prints the report")
+    v.add_argument("--date", required=True)
+    v.add_argument("--report-dir", help="also write the JSON result and GE Data Docs pages (HTML) here")
     f = add("features", cmd_features, "describe what is published")
     f.add_argument("--start")
     f.add_argument("--end")

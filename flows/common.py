@@ -10,12 +10,14 @@ from pathlib import Path
 
 from prefect.runtime import flow_run
 
+from ae_models import AutoencoderReducer
 from tasks import tracking
 from tasks.errors import LatentfeedError
 from tasks.ingest import Partition
 from tasks.publish import Published
 from tasks.settings import Settings
-from tasks.steps import encode_and_publish
+from tasks.steps import (encode_and_publish, idempotency_key, ingest_partition, quarantine_partition,
+                         validate_partition)
 from tasks.validation import ValidationReport
 
 
@@ -63,12 +65,30 @@ def code_version() -> str:
     return version("latentfeed") + (f"+g{commit}" if commit else "")
 
 
-def publish_day(settings: Settings, ref: tracking.ModelRef, part: Partition, report: ValidationReport) -> Published:
-    """Encode a validated partition with ``ref`` and publish it, with its lineage, in one commit."""
-    lineage = {"mlflow_run_id": ref.run_id, "model_name": ref.name, "model_version": ref.version,
+def checked_partition(settings: Settings, day: dt.date,
+                      champion: AutoencoderReducer | None) -> tuple[Partition, ValidationReport]:
+    """Ingest and validate one day; a failing day is quarantined and raises StepFailed."""
+    part = ingest_partition(settings, day)
+    report = validate_partition(settings, part, champion)
+    if not report.success:
+        kept = quarantine_partition(settings, part, report)
+        raise StepFailed(report.summary() + f"\nnothing was published for this partition; report kept at {kept}")
+    return part, report
+
+
+def publish_day(settings: Settings, ref: tracking.ModelRef, part: Partition, report: ValidationReport,
+                tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                force: bool = False) -> tuple[Published, bool]:
+    """Encode a validated partition with ``ref`` and publish it, with its lineage, in one commit, or
+    find it already published from the same inputs (the task's cache key is the idempotency key;
+    ``force`` publishes anew). Returns what was published and whether it was found so."""
+    lineage = {"mlflow_run_id": ref.run_id, "model_name": ref.name, "model_version": str(ref.version),
                "raw_partition": part.uri, "raw_fingerprint": part.fingerprint, "validation_id": report.id,
-               "config_hash": settings.config_hash(), "code_version": code_version()}
-    return encode_and_publish(settings, ref, part, lineage)
+               "config_hash": settings.config_hash(), "code_version": code_version(),
+               "idempotency_key": idempotency_key(settings, ref, part)}
+    step = encode_and_publish.with_options(refresh_cache=True) if force else encode_and_publish
+    state = step(settings, ref, part, report, lineage, tags or {}, metrics or {}, return_state=True)
+    return state.result(), state.name == "Cached"
 
 
 class _DropExpectedTracebacks(logging.Filter):

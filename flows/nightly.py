@@ -5,16 +5,32 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
 
 from tasks import tracking
 from tasks.refresh import ChampionHealth, refresh_reason
-from tasks.settings import load_settings
-from tasks.steps import encode_partition, ingest_partition, quarantine_partition, validate_partition
+from tasks.settings import Settings, load_settings
+from tasks.steps import encode_partition
 
-from .common import StepFailed, artifact_key, parse_date, publish_day, run_name
+from .common import StepFailed, artifact_key, checked_partition, parse_date, publish_day, run_name
 from .train import train_flow
 
 HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
+
+
+def retrain(settings: Settings, config: str, end: str, warm_start: bool, reason: str) -> None:
+    """Train (and maybe promote) a challenger: here, or on the GPU pool through the train deployment
+    when ``[schedule].train_on_gpu_pool`` is set, waiting for it either way."""
+    params = {"config": config, "end": end, "warm_start": warm_start, "reason": reason}
+    if not settings.schedule.train_on_gpu_pool:
+        train_flow(**params)
+        return
+    name = f"latentfeed-train/{settings.dataset.name}-train"
+    run = run_deployment(name, parameters=params, timeout=None)
+    if not run.state or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise StepFailed(f"training on pool {settings.schedule.gpu_pool} (deployment {name}, flow run {run.name}) "
+                         f"ended {state}: {run.state.message if run.state else ''}; nothing was published")
 
 
 @flow(name="latentfeed-nightly", flow_run_name=run_name("nightly"))
@@ -23,13 +39,9 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
     log = get_run_logger()
     settings = load_settings(config)
     day = parse_date(date)
-    part = ingest_partition(settings, day)
     ref = tracking.champion(settings)
     reducer = tracking.load_reducer(settings, ref) if ref else None
-    report = validate_partition(settings, part, reducer.feature_names_in_ if reducer else [])
-    if not report.success:
-        kept = quarantine_partition(settings, part, report)
-        raise StepFailed(report.summary() + f"\nnothing was published for this partition; report kept at {kept}")
+    part, report = checked_partition(settings, day, reducer)
     health = None
     if ref is not None:  # judge the champion on an even sample: the whole partition is encoded once, at publish
         step = max(1, report.rows // HEALTH_SAMPLE_ROWS)
@@ -40,20 +52,22 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
                                 anomaly_share=float(rows["is_anomaly"].mean()),
                                 expected_anomaly_share=1 - reducer.anomaly_quantile)
     reason = refresh_reason(settings.training, health)
-    refreshed, pub = None, None
+    before = ref
     if reason:
         log.info("training on the window ending %s: %s", day, reason)
-        refreshed = train_flow(config, day.isoformat(), warm_start=ref is not None, reason=reason)
-        if refreshed["promoted"]:  # promotion published the window, this day included
-            ref, pub = tracking.champion(settings), refreshed["published"][day.isoformat()]
-    pub = pub or publish_day(settings, ref, part, report)
+        retrain(settings, config, day.isoformat(), warm_start=ref is not None, reason=reason)
+        ref = tracking.champion(settings)
+    # After a promotion the window, this day included, is already published: the publish cache returns it.
+    health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
+    pub, _ = publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
     run = tracking.run_metrics(settings, ref.run_id)
     summary = {"date": day.isoformat(), "rows_in": report.rows, "rows_out": pub.rows, "anomalies": pub.anomalies,
                "latent_dim": tracking.load_reducer(settings, ref).latent_dim,
                "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "model_version": ref.version,
                "run_id": ref.run_id, "val_error": run.get("val_error"), "pca_val_error": run.get("pca_val_error"),
                "table_uri": pub.table_uri, "delta_version": pub.table_version,
-               "refresh": reason or "", "promoted": bool(refreshed and refreshed["promoted"])}
+               "refresh": reason or "", "promoted": ref != before,
+               "warnings": "; ".join(str(w) for w in report.warnings)}
     create_markdown_artifact(key=f"{artifact_key(settings)}-nightly", description=f"nightly run for {day}",
                              markdown="\n".join([f"# {settings.dataset.name} {day}", "| | |", "|---|---|",
                                                   *(f"| {k} | {v} |" for k, v in summary.items())]))

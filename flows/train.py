@@ -27,7 +27,7 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
     settings = load_settings(config)
     end_date = parse_date(end, "end")
     storage = open_storage(settings.dataset.raw_uri)
-    valid, frames, reports, lineage, columns = [], [], [], {}, None
+    valid, frames, reports, lineage, columns = [], [], {}, {}, None
     dates = window_dates(storage, settings, end_date)
     per_partition = max(1, settings.training.max_train_rows // max(1, len(dates)))
     for date in dates:
@@ -37,7 +37,7 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
             log.warning("skipping %s for training: %s", date, e)
             continue
         report = validate_partition(settings, part)
-        reports.append(report.to_json())
+        reports[date.isoformat()] = report
         if not report.success:
             log.warning("skipping %s for training: it failed validation", date)
             continue
@@ -59,8 +59,7 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
     current = tracking.champion(settings)
     start_from = tracking.load_reducer(settings, current) if warm_start and current else None
     est = fit_reducer(settings, train, columns, start_from)
-    holdout_scores = est.score_samples(holdout)
-    challenger_error = float(holdout_scores.mean())
+    challenger_error = float(est.score_samples(holdout).mean())
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height),
                "holdout_rows": float(holdout.height)}
     promote = current is None
@@ -73,14 +72,12 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
                  "promote" if promote else "keep the champion")
     tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
             "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(start_from is not None)}
-    sample = train.select(est.feature_names_in_).head(5).to_pandas()
-    ref = tracking.log_training(settings, est, sample, tags, metrics, reports, holdout_scores)
+    ref = tracking.log_training(settings, est, holdout, tags, metrics, reports)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
-    published = {}
     if promote:
         for part, report in valid:
             try:
-                published[part.date.isoformat()] = publish_day(settings, ref, part, report)
+                publish_day(settings, ref, part, report)
             except Exception as e:
                 tracking.tag_run(settings, ref.run_id, {"promoted": "False", "promotion_blocked": str(e)})
                 raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
@@ -89,5 +86,4 @@ def train_flow(config: str, end: str | None = None, warm_start: bool = False, re
         log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
     tracking.tag_run(settings, ref.run_id, {"promoted": str(promote)})
     return {"model_version": ref.version, "run_id": ref.run_id, "promoted": promote, **metrics,
-            "published": published,  # date -> Published: the window, re-encoded when promoted
             "val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "latent_dim": est.latent_dim}

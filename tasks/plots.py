@@ -36,5 +36,22 @@ def error_histogram(scores: np.ndarray, threshold: float):
     return fig
 
 
+def latent_projection(codes: np.ndarray, scores: np.ndarray, threshold: float, max_points: int = 20_000):
+    """The latents' first two principal components (the code itself when 2-D), coloured by error."""
+    from sklearn.decomposition import PCA
+
+    keep = np.random.default_rng(0).permutation(len(codes))[:max_points]
+    codes, scores = codes[keep], scores[keep]
+    xy = codes if codes.shape[1] <= 2 else PCA(n_components=2, random_state=0).fit_transform(codes)
+    if xy.shape[1] == 1:
+        xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+    fig, ax = _pyplot().subplots(figsize=(6, 5))
+    dots = ax.scatter(xy[:, 0], xy[:, 1], c=scores, s=3, cmap="viridis", vmax=threshold)
+    fig.colorbar(dots, ax=ax, label=f"reconstruction error (capped at the threshold {threshold:.3g})")
+    ax.set(xlabel="PC 1 of the latents", ylabel="PC 2 of the latents", title=f"{len(xy)} held-out rows, 2-D")
+    fig.tight_layout()
+    return fig
+
+
 def close(fig) -> None:
     _pyplot().close(fig)

@@ -23,20 +23,25 @@ def _report_uri(store: Storage, date: dt.date) -> str:
 
 
 def record(settings: Settings, date: dt.date, report: ValidationReport, fingerprint: str) -> str:
-    """Keep the failing report (with the raw fingerprint it judged); returns where it went."""
+    """Keep the failing report (with the raw fingerprint it judged) and its Data Docs pages; returns
+    where the report went (the pages lie beside it as ``data_docs_<suite>.html``)."""
     store = _root(settings)
     uri = _report_uri(store, date)
+    for suite, html in report.docs.items():
+        store.write_text(store.join(f"dt={date.isoformat()}", f"data_docs_{suite}.html"), html)
     body = json.loads(report.to_json())
     body |= {"date": date.isoformat(), "raw_fingerprint": fingerprint,
              "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    store.write_text(uri, json.dumps(body, indent=1, default=str))
+    store.write_text(uri, json.dumps(body, indent=1, default=str))  # last: its presence marks the day
     return uri
 
 
 def release(settings: Settings, date: dt.date) -> None:
     """The day passed and was published: it is no longer quarantined."""
     store = _root(settings)
-    store.delete(_report_uri(store, date))
+    store.delete(_report_uri(store, date))  # first: the day stops counting as failed
+    for f in store.list_files(store.join(f"dt={date.isoformat()}")):
+        store.delete(f.uri)
 
 
 def quarantined(settings: Settings) -> dict[dt.date, str]:
@@ -44,7 +49,7 @@ def quarantined(settings: Settings) -> dict[dt.date, str]:
     store = _root(settings)
     days = {}
     for name in store.list_dirs(store.uri):
-        if name.startswith("dt=") and store.list_files(store.join(name)):
+        if name.startswith("dt=") and any(f.uri.endswith("/report.json") for f in store.list_files(store.join(name))):
             day = dt.date.fromisoformat(name[3:])
             days[day] = _report_uri(store, day)
     return days

@@ -1,7 +1,11 @@
 """The Prefect tasks: thin wrappers that declare retries and caching around the building blocks.
 
-I/O steps retry with backoff; training is never retried blindly. Data frames are passed in memory
-between tasks, so results are not cached by input hash (NO_CACHE).
+I/O steps retry with backoff; training is never retried blindly and holds a slot of the global
+concurrency limit ``latentfeed-training``. Data frames are passed in memory between tasks, so
+results are not cached by input hash (NO_CACHE), except publishing: its cache key is the partition's
+idempotency key (raw fingerprint + config hash + model version), so a re-run, a resumed backfill or
+an overlapping one skips a partition already published from the same inputs; a file lock makes a
+second run with the same key wait for the first and take its result.
 """
 from __future__ import annotations
 
@@ -10,11 +14,18 @@ import datetime as dt
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import get_current_settings
+from prefect.transactions import IsolationLevel
 
 from ae_models import AutoencoderReducer
 
 from . import encode, ingest, publish, quarantine, tracking, validation
+from .locks import OSFileLockManager
 from .settings import Settings
 from .storage import StorageError, open_storage
 
@@ -43,16 +54,44 @@ def ingest_partition(settings: Settings, date: dt.date) -> ingest.Partition:
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_partition(settings: Settings, part: ingest.Partition,
-                       expected: list[str] = ()) -> validation.ValidationReport:
-    report = validation.validate(part, settings, list(expected))
+                       champion: AutoencoderReducer | None = None) -> validation.ValidationReport:
+    """Validate against the config, and against what the champion was trained on when there is one."""
+    report = validation.validate(part, settings, validation.Reference.of(champion) if champion else None)
     log = get_run_logger()
-    (log.info if report.success else log.error)("%s", report.summary())
+    (log.info if report.success and not report.warnings else log.warning if report.success
+     else log.error)("%s", report.summary())
     return report
+
+
+def ensure_training_limit(slots: int, update: bool = False) -> None:
+    """Create the global concurrency limit trainings take a slot of; ``update`` resets its size and
+    switches it on (an inactive limit limits nothing). Reads first: a refused create makes the
+    server log an error."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(TRAINING_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=slots))
+            except ObjectAlreadyExists:  # another run created it meanwhile
+                pass
+            return
+        if update and (limit.limit != slots or not limit.active):
+            client.update_global_concurrency_limit(
+                TRAINING_LIMIT, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
 
 
 @task(name="fit", cache_policy=NO_CACHE)
 def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
                 start_from: AutoencoderReducer | None = None) -> AutoencoderReducer:
+    """Fit afresh, or continue from ``start_from``; one slot of ``latentfeed-training`` is held throughout."""
+    ensure_training_limit(settings.schedule.training_slots)
+    with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
+        return _fit(settings, frame, columns, start_from)
+
+
+def _fit(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
+         start_from: AutoencoderReducer | None) -> AutoencoderReducer:
     """Fit afresh, or continue from ``start_from`` (a copy of the champion) when it takes these columns."""
     log = get_run_logger()
     m, t = settings.model, settings.training
@@ -87,10 +126,28 @@ def encode_partition(settings: Settings, ref: tracking.ModelRef, frame: pl.DataF
                                settings.features.latent_dtype)
 
 
-@task(name="publish", **_IO_RETRY)
+def idempotency_key(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition) -> str:
+    """Same raw files, same config, same model version: the same rows, so the work is done once."""
+    return (f"latentfeed-publish-{settings.dataset.name}-{part.date.isoformat()}-{part.fingerprint}-"
+            f"{settings.config_hash()}-v{ref.version}")
+
+
+def _publish_key(context, parameters: dict) -> str:
+    return idempotency_key(parameters["settings"], parameters["ref"], parameters["part"])
+
+
+def _publish_cache() -> CacheKeyFnPolicy:
+    locks = get_current_settings().home / "locks"  # one machine's runs; see the README for several
+    return CacheKeyFnPolicy(cache_key_fn=_publish_key).configure(
+        isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=OSFileLockManager(locks))
+
+
+@task(name="publish", retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=_publish_cache(), persist_result=True)
 def encode_and_publish(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
-                       lineage: dict[str, str]) -> publish.Published:
-    """Stream the partition through the encoder into one Delta commit (bounded memory; safe to retry)."""
+                       report: validation.ValidationReport, lineage: dict[str, str],
+                       tags: dict[str, str], metrics: dict[str, float]) -> publish.Published:
+    """Stream the partition through the encoder into one Delta commit (bounded memory; safe to retry),
+    then record it as an MLflow run with its validation result, Data Docs, ``tags`` and ``metrics``."""
     reducer = tracking.load_reducer(settings, ref)
     batches = encode.encode_batches(reducer, part.frame, list(settings.dataset.key_columns), ref.version,
                                     settings.features.latent_dtype)
@@ -98,6 +155,9 @@ def encode_and_publish(settings: Settings, ref: tracking.ModelRef, part: ingest.
     quarantine.release(settings, part.date)
     get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
                           pub.rows, pub.model_version, part.date, pub.table_uri, pub.table_version)
+    tracking.log_publish(settings, ref, part.date.isoformat(), report, tags={**lineage, **tags}, metrics={
+        "rows": pub.rows, "anomalies": pub.anomalies, "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes,
+        "validation_warnings": len(report.warnings), "delta_version": pub.table_version, **metrics})
     return pub
 
 

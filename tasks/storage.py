@@ -15,6 +15,12 @@ from urllib.parse import urlparse
 from .errors import LatentfeedError
 
 
+DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when the AWS chain sets none
+# Error codes S3 (and compatible stores) answer when throttling; 5xx answers are transient too.
+_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+               "RequestThrottled", "RequestThrottledException"}
+
+
 class StorageError(LatentfeedError, RuntimeError):
     """A store that cannot be reached or read; the message says which and why, never credentials."""
 
@@ -94,8 +100,10 @@ class S3Storage(Storage):
     def client(self):
         from botocore.config import Config
 
-        # "standard" retries throttling, 5xx and dropped connections with exponential backoff.
-        return self._session.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"},
+        # "standard" retries throttling, 5xx and dropped connections with exponential backoff; the
+        # attempts are the AWS chain's (AWS_MAX_ATTEMPTS, a profile's max_attempts), 9 when it sets none.
+        attempts = self._session._session.get_config_variable("max_attempts") or DEFAULT_MAX_ATTEMPTS
+        return self._session.client("s3", config=Config(retries={"total_max_attempts": attempts, "mode": "standard"},
                                                         connect_timeout=5, read_timeout=30))
 
     @staticmethod
@@ -115,6 +123,12 @@ class S3Storage(Storage):
             code = e.response.get("Error", {}).get("Code", "?")
             hint = {"NoSuchBucket": "the bucket does not exist", "InvalidAccessKeyId": "the access key is wrong",
                     "SignatureDoesNotMatch": "the secret key is wrong", "AccessDenied": "access denied"}
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code not in hint and (status >= 500 or code in _THROTTLING):
+                attempts = e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+                raise StorageError(f"{what}: the S3 endpoint still answered {code} (HTTP {status}) after {attempts} "
+                                   "attempt(s) with backoff; try again later (AWS_MAX_ATTEMPTS sets the attempts)"
+                                   ) from None
             raise StorageError(f"{what}: {hint.get(code, code)}") from None
         except BotoCoreError as e:
             raise StorageError(f"{what}: cannot reach the S3 endpoint ({type(e).__name__}); check "

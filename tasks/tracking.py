@@ -8,13 +8,16 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import polars as pl
+import torch
 
 from ae_models import AutoencoderReducer
+from ae_models.training import resolve_device
 
 from .settings import Settings
+from .validation import ValidationReport
 
 CHAMPION = "champion"
 _MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
@@ -94,15 +97,34 @@ def _load(tracking_uri: str, model_uri: str) -> AutoencoderReducer:
     return AutoencoderReducer.load(Path(local) / "artifacts" / "reducer")
 
 
-def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags: dict[str, str],
-                 metrics: dict[str, float], reports: list[str], holdout_scores: np.ndarray) -> ModelRef:
-    """Record a trained reducer as an MLflow run and register it (promotion is the caller's step)."""
+def _log_validation(date: str, report: ValidationReport) -> None:
+    """The partition's report (with GE's JSON results) and GE's Data Docs pages, into the active run."""
+    import mlflow
+
+    mlflow.log_text(report.to_json(), f"validation/dt={date}/result.json")
+    for suite, html in report.docs.items():
+        mlflow.log_text(html, f"validation/dt={date}/data_docs_{suite}.html")
+
+
+def _device_tags(est: AutoencoderReducer) -> dict[str, str]:
+    device = resolve_device(est.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"train_device": device.type, "train_device_name": name}
+
+
+def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFrame, tags: dict[str, str],
+                 metrics: dict[str, float], reports: dict[str, ValidationReport]) -> ModelRef:
+    """Record a trained reducer as an MLflow run and register it (promotion is the caller's step).
+
+    ``holdout`` (rows the reducer never saw) feeds the error histogram and the latent projection;
+    ``reports`` maps each training partition's date to its validation report.
+    """
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
     c = client(settings)
-    with mlflow.start_run(run_name=f"{settings.dataset.name}-train", tags=tags) as run:
+    with mlflow.start_run(run_name=f"{settings.dataset.name}-train", tags={**tags, **_device_tags(est)}) as run:
         mlflow.log_params(settings.flat())
         hist = [Metric(k, float(v), 0, int(row["epoch"])) for row in est.history_
                 for k, v in row.items() if k != "epoch" and np.isfinite(v)]
@@ -115,24 +137,42 @@ def log_training(settings: Settings, est: AutoencoderReducer, sample: Any, tags:
                             "train_rows_per_second": est.train_rows_per_second_, **metrics})
         from . import plots
 
+        codes, scores = est.transform_and_score(holdout)
         for fig, name in ((plots.loss_curves(est.history_, est.pca_val_error_), "loss_curves.png"),
-                          (plots.error_histogram(holdout_scores, est.threshold_), "recon_error_hist.png")):
+                          (plots.error_histogram(scores, est.threshold_), "recon_error_hist.png"),
+                          (plots.latent_projection(codes, scores, est.threshold_), "latent_projection.png")):
             mlflow.log_figure(fig, f"plots/{name}")
             plots.close(fig)
-        for i, text in enumerate(reports):
-            mlflow.log_text(text, f"validation/report_{i}.json")
+        for date, report in reports.items():
+            _log_validation(date, report)
+        sample = holdout.select(est.feature_names_in_).head(5).to_pandas()
         with tempfile.TemporaryDirectory() as tmp:
             reducer_dir = est.save(Path(tmp) / "reducer")
-            codes = est.transform(sample)
             with warnings.catch_warnings():  # MLflow's hints about integer columns and type hints
                 warnings.simplefilter("ignore", UserWarning)
-                signature = infer_signature(sample, _latent_frame(codes))
+                signature = infer_signature(sample, _latent_frame(est.transform(sample)))
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(_MODEL_CODE), artifacts={"reducer": str(reducer_dir)},
                     code_paths=[str(_AE_MODELS)], signature=signature, input_example=None,
                     registered_model_name=settings.mlflow.registered_model,
                     pip_requirements=_requirements())
     return ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
+
+
+def log_publish(settings: Settings, ref: ModelRef, date: str, report: ValidationReport,
+                tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """One MLflow run per published partition (the nightly's): what it read, how it was judged, what
+    it wrote; the validation result and Data Docs go with it. Returns the run id."""
+    import mlflow
+
+    client(settings)
+    with mlflow.start_run(run_name=f"{settings.dataset.name}-publish-{date}",
+                          tags={"kind": "publish", "dt": date, "model_name": ref.name,
+                                "model_version": str(ref.version), "training_run_id": ref.run_id,
+                                "validation_id": report.id, **tags}) as run:
+        mlflow.log_metrics(metrics)
+        _log_validation(date, report)
+    return run.info.run_id
 
 
 def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:

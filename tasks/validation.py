@@ -2,14 +2,18 @@
 
 GE's pandas engine needs ~31 s for 1M x 64 rows with a row-level suite. Instead, one polars pass
 (streaming, so bounded memory) computes a per-column profile (present, type, nulls, NaN/inf,
-values outside {0,1}) and table metrics (rows, duplicate keys); the GE suite runs on those small
-frames, so its verdict and its JSON result stay the source of truth at any partition size. Only for
-what failed does a second polars query fetch a few example rows.
+values outside {0,1}, categories and mean against the champion's training data) and table metrics
+(rows, duplicate keys); the generated GE suite runs on those small frames, so its verdict and its
+JSON result stay the source of truth at any partition size. Only for what failed does a second
+polars query fetch a few example rows. A user's own suite (``[validation].suite``) runs row-level
+on an even sample. Each expectation carries GE's ``severity``: ``critical`` failures block the
+partition, ``warning`` ones are reported only.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,17 +21,42 @@ from typing import Any
 
 import polars as pl
 
-from .ingest import Partition
-from .settings import Settings
+from ae_models import AutoencoderReducer
+from ae_models.preprocess import UNSEEN
 
-# profile column -> (what it checks, how to read a failure)
+from .ingest import Partition
+from .settings import ConfigError, Settings
+
+# check name (as in [validation.severity]) -> (profile column, what it checks)
 _COLUMN_CHECKS = {
-    "present": "column is present",
-    "type_ok": "column has the configured type",
-    "null_count": "no null values",
-    "nonfinite_count": "no NaN or inf values",
-    "non_binary_count": "binary values are 0 or 1",
+    "missing": ("present", "column is present"),
+    "type": ("type_ok", "column has the configured type"),
+    "nulls": ("null_count", "no null values"),
+    "nonfinite": ("nonfinite_count", "no NaN or inf values"),
+    "binary": ("non_binary_count", "binary values are 0 or 1"),
+    "unseen_categories": ("unseen_count", "categories were seen in training"),
+    "mean_drift": ("mean_shift", "mean within [validation].mean_drift_sigmas training std of the training mean"),
 }
+_GE_SEVERITY = {"error": "critical", "warning": "warning"}
+_GE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the champion learned from: the columns it takes, real columns' mean/std, categories seen."""
+
+    columns: list[str]
+    mean: dict[str, float]
+    std: dict[str, float]
+    categories: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, reducer: AutoencoderReducer) -> "Reference":
+        p = reducer.preprocessor_
+        scaled = p.scale == "standard"  # unscaled models kept no statistics
+        return cls(columns=list(p.columns), mean=dict(zip(p.real, p.mean)) if scaled else {},
+                   std=dict(zip(p.real, p.std)) if scaled else {},
+                   categories={c: [v for v in vocab if v != UNSEEN] for c, vocab in p.vocab.items()})
 
 
 @dataclass
@@ -35,39 +64,46 @@ class Failure:
     expectation: str
     check: str
     column: str
-    count: int
+    count: int | None  # rows at fault; None for a property of the whole column (its mean)
     examples: list[Any] = field(default_factory=list)
 
     def __str__(self) -> str:
-        ex = f"; e.g. {self.examples}" if self.examples else ""
-        return f"{self.expectation} on {self.column!r} failed ({self.check}): {self.count} bad{ex}"
+        bad = f": {self.count} bad" if self.count is not None else ""
+        ex = ("; e.g. " if bad else ": ") + str(self.examples) if self.examples else ""
+        return f"{self.expectation} on {self.column!r} failed ({self.check}){bad}{ex}"
 
 
 @dataclass
 class ValidationReport:
     partition: str
     success: bool
-    failures: list[Failure]
+    failures: list[Failure]  # critical: the partition is not published
+    warnings: list[Failure]  # reported, not blocking
     notes: list[str]
-    result: dict[str, Any]  # GE's results, JSON-ready
+    result: dict[str, Any]  # GE's validation results by suite, JSON-ready
+    docs: dict[str, str] = field(default_factory=dict, repr=False)  # GE Data Docs page (HTML) by suite
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     rows: int = 0
 
     def summary(self) -> str:
         head = f"validation {'passed' if self.success else 'FAILED'} for {self.partition} ({self.rows} rows)"
-        return "\n".join([head, *(f"  - {f}" for f in self.failures), *(f"  note: {n}" for n in self.notes)])
+        return "\n".join([head, *(f"  - {f}" for f in self.failures), *(f"  warning: {w}" for w in self.warnings),
+                          *(f"  note: {n}" for n in self.notes)])
 
     def to_json(self) -> str:
         return json.dumps({"id": self.id, "partition": self.partition, "success": self.success,
                            "rows": self.rows, "failures": [vars(f) for f in self.failures],
-                           "notes": self.notes, "great_expectations": self.result}, indent=1, default=str)
+                           "warnings": [vars(w) for w in self.warnings], "notes": self.notes,
+                           "great_expectations": self.result}, indent=1, default=str)
 
 
-def profile(part: Partition, settings: Settings, expected: list[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+def profile(part: Partition, settings: Settings,
+            reference: Reference | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One pass over the partition -> (per-column profile, one-row table profile).
 
-    ``expected`` names columns that must be present beyond the config's (the champion's inputs: a
-    glob such as ``x_*`` cannot tell that one of its columns went missing).
+    ``reference`` (the champion's training data) adds its input columns as expected (a glob such as
+    ``x_*`` cannot tell that one of its columns went missing), each real column's mean shift in
+    training standard deviations, and each category column's count of values unseen in training.
     """
     schema = part.frame.collect_schema()
     groups = [(c, g) for g in ("keys", "real", "binary", "categorical") for c in part.columns[g]]
@@ -76,26 +112,35 @@ def profile(part: Partition, settings: Settings, expected: list[str] = ()) -> tu
     if keys and len(keys) == len(settings.dataset.key_columns):
         aggs.append((pl.len() - pl.struct(keys).n_unique()).alias("__dup_keys"))
     for c, g in groups:
-        dtype = schema[c]
-        aggs.append(pl.col(c).null_count().alias(f"{c}__null"))
+        dtype, col = schema[c], pl.col(c)
+        aggs.append(col.null_count().alias(f"{c}__null"))
         if g in ("real", "binary") and dtype.is_float():
-            aggs.append((~pl.col(c).is_finite()).sum().alias(f"{c}__nonfinite"))
+            aggs.append((~col.is_finite()).sum().alias(f"{c}__nonfinite"))
         if g == "binary" and dtype.is_numeric():
-            aggs.append((~pl.col(c).is_in([0, 1])).sum().alias(f"{c}__nonbin"))
+            aggs.append((~col.is_in([0, 1])).sum().alias(f"{c}__nonbin"))
+        if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
+            aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
+        if reference and g == "categorical" and c in reference.categories:
+            aggs.append((~col.cast(pl.String).is_in(reference.categories[c])).sum().alias(f"{c}__unseen"))
     row = part.frame.select(aggs).collect(engine="streaming").row(0, named=True)
     records = []
     for c, g in groups:
         dtype = schema[c]
         type_ok = g in ("keys", "categorical") or dtype.is_numeric() or (g == "binary" and dtype == pl.Boolean)
+        mean = row.get(f"{c}__mean")
+        shift = abs(mean - reference.mean[c]) / reference.std[c] if mean is not None else 0.0
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": row[f"{c}__null"], "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
-                        "non_binary_count": row.get(f"{c}__nonbin", 0) or 0})
+                        "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
+                        "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift})
+    expected = reference.columns if reference else []
     missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
     for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
-                        "null_count": 0, "nonfinite_count": 0, "non_binary_count": 0})
+                        "null_count": 0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
+                        "mean": None, "mean_shift": 0.0})
     table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [row.get("__dup_keys", 0) or 0]})
-    return pl.DataFrame(records), table
+    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64}), table
 
 
 @lru_cache(maxsize=1)
@@ -110,82 +155,164 @@ def _context():
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("latentfeed_profiles")
     batches = {name: source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-               for name in ("columns", "table")}
+               for name in ("columns", "table", "sample")}
     return ctx, batches
 
 
 def _suites(settings: Settings):
+    """The generated suites; each expectation names its check in ``meta`` and carries its severity."""
     import great_expectations as gx
 
-    E = gx.expectations
-    columns = gx.ExpectationSuite(name=f"{settings.dataset.name}.columns", expectations=[
-        E.ExpectColumnValuesToBeInSet(column="present", value_set=[True]),
-        E.ExpectColumnValuesToBeInSet(column="type_ok", value_set=[True]),
-        E.ExpectColumnValuesToBeBetween(column="null_count", max_value=0),
-        E.ExpectColumnValuesToBeBetween(column="nonfinite_count", max_value=0),
-        E.ExpectColumnValuesToBeBetween(column="non_binary_count", max_value=0),
-    ])
-    table = gx.ExpectationSuite(name=f"{settings.dataset.name}.table", expectations=[
-        E.ExpectColumnValuesToBeBetween(column="rows", min_value=max(settings.dataset.min_rows, 1)),
-        E.ExpectColumnValuesToBeBetween(column="duplicate_keys", max_value=0),
-    ])
-    return columns, table
+    E, v = gx.expectations, settings.validation
+
+    def expect(check: str, cls, **kwargs):
+        level = v.level(check)
+        return [] if level == "off" else [cls(**kwargs, severity=_GE_SEVERITY[level], meta={"check": check})]
+
+    columns = [e for check, (col, _) in _COLUMN_CHECKS.items() for e in (
+        expect(check, E.ExpectColumnValuesToBeInSet, column=col, value_set=[True]) if col in ("present", "type_ok")
+        else expect(check, E.ExpectColumnValuesToBeBetween, column=col,
+                    max_value=v.mean_drift_sigmas if check == "mean_drift" else 0))]
+    table = [*expect("min_rows", E.ExpectColumnValuesToBeBetween, column="rows",
+                     min_value=max(settings.dataset.min_rows, 1)),
+             *expect("duplicate_keys", E.ExpectColumnValuesToBeBetween, column="duplicate_keys", max_value=0)]
+    return (gx.ExpectationSuite(name=f"{settings.dataset.name}.columns", expectations=columns),
+            gx.ExpectationSuite(name=f"{settings.dataset.name}.table", expectations=table))
 
 
-def _examples(part: Partition, check: str, column: str, keys: list[str], n: int = 3) -> list[Any]:
+def user_suite(settings: Settings):
+    """The user's GE expectation-suite JSON (``[validation].suite``), with default severities applied.
+
+    Each expectation is built on its own: GE's suite constructor logs and drops invalid ones.
+    """
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    path = settings.validation.suite
+    if not path or settings.validation.level("user_suite") == "off":
+        return None
+    try:
+        with open(path) as f:
+            spec = json.load(f)
+        name, items = spec["name"], spec["expectations"]
+    except FileNotFoundError:
+        raise ConfigError(f"[validation].suite: {path} does not exist") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"[validation].suite: {path} is not an expectation-suite JSON with a name and a list "
+                          f"of expectations ({type(e).__name__}: {e})") from None
+    expectations = []
+    for i, item in enumerate(items):
+        try:
+            item = {"severity": _GE_SEVERITY[settings.validation.level("user_suite")], **item}
+            expectations.append(ExpectationConfiguration(**item).to_domain_obj())
+        except Exception as e:  # GE raises its own, pydantic's and TypeErrors for bad entries
+            what = " ".join(str(e).split())[:300]
+            raise ConfigError(f"[validation].suite: {path}, expectation {i} "
+                              f"({item.get('type') if isinstance(item, dict) else item!r}): {what}") from None
+    return gx.ExpectationSuite(name=name, expectations=expectations)
+
+
+def _examples(part: Partition, check: str, column: str, keys: list[str], reference: Reference | None,
+              n: int = 3) -> list[Any]:
     """A few offending rows (their keys, or their values) for a failed column check."""
-    if check == "null_count":
-        cond = pl.col(column).is_null()
-    elif check == "nonfinite_count":
-        cond = ~pl.col(column).is_finite()
-    elif check == "non_binary_count":
-        cond = ~pl.col(column).is_in([0, 1])
-    else:
+    col = pl.col(column)
+    conds = {"nulls": col.is_null(), "nonfinite": ~col.is_finite(), "binary": ~col.is_in([0, 1])}
+    if reference and column in reference.categories:
+        conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
+    if check not in conds:
         return []
     show = [*keys, column] if keys else [column]
-    rows = part.frame.filter(cond).select(show).head(n).collect().rows(named=True)
-    return rows
+    return part.frame.filter(conds[check]).select(show).head(n).collect().rows(named=True)
 
 
-def validate(part: Partition, settings: Settings, expected: list[str] = ()) -> ValidationReport:
-    """Profile the partition with polars, let GE judge the profile, explain what failed."""
-    col_profile, table_profile = profile(part, settings, expected)
-    ctx, batches = _context()
-    col_suite, table_suite = _suites(settings)
-    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["column"]}
-    cres = batches["columns"].get_batch(batch_parameters={"dataframe": col_profile.to_pandas()}).validate(
-        col_suite, result_format=fmt)
-    tres = batches["table"].get_batch(batch_parameters={"dataframe": table_profile.to_pandas()}).validate(
-        table_suite, result_format={"result_format": "COMPLETE"})
-    failures: list[Failure] = []
-    by_column = {r["column"]: r for r in col_profile.iter_rows(named=True)}
+def _render(result) -> str:
+    """GE's own Data Docs page for one validation result (the renderer its site builder uses)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+
+
+def _column_findings(results, by_column: dict[str, dict], part: Partition,
+                     reference: Reference | None) -> list[tuple[str, Failure]]:
+    out = []
     keys = part.columns["keys"]
-    for r in cres.results:
+    for r in results:
         if r.success:
             continue
-        check = r.expectation_config.kwargs["column"]
+        check = r.expectation_config.meta["check"]
+        metric, what = _COLUMN_CHECKS[check]
         for idx in r.result.get("unexpected_index_list") or []:
             column = idx["column"] if isinstance(idx, dict) else str(idx)
             prof = by_column.get(column, {})
-            count = int(prof.get(check, 1)) if check.endswith("_count") else 1
-            examples = _examples(part, check, column, keys) if prof.get("present") else []
-            if check == "type_ok" and prof.get("present"):
+            count = int(prof.get(metric, 1)) if metric.endswith("_count") else 1
+            if check == "type" and prof.get("present"):
                 examples = [f"dtype {prof['dtype']}"]
-            failures.append(Failure(r.expectation_config.type, _COLUMN_CHECKS[check], column, count, examples))
+            elif check == "mean_drift":
+                examples = [f"mean {prof['mean']:.4g} vs training {reference.mean[column]:.4g} "
+                            f"(std {reference.std[column]:.4g}): {prof['mean_shift']:.2f} std away"]
+                count = None  # a property of the column, not of rows
+            else:
+                examples = _examples(part, check, column, keys, reference) if prof.get("present") else []
+            out.append((r.expectation_config.severity, Failure(r.expectation_config.type, what, column,
+                                                                count, examples)))
+    return out
+
+
+def _user_findings(result, sample_rows: int, part_rows: int) -> list[tuple[str, Failure]]:
+    """Failures of the user's suite, counted on the sample it ran on."""
+    out = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        res = r.result or {}
+        what = "user suite" + (f", on an even sample of {sample_rows} of {part_rows} rows" if sample_rows < part_rows
+                               else "")
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            what += f": {str(r.exception_info.get('exception_message', '')).splitlines()[0]}"
+        out.append((cfg.severity, Failure(cfg.type, what, cfg.kwargs.get("column", "(table)"),
+                                          res.get("unexpected_count"), list(res.get("partial_unexpected_list") or [])[:3])))
+    return out
+
+
+def validate(part: Partition, settings: Settings, reference: Reference | None = None) -> ValidationReport:
+    """Profile the partition with polars, let GE judge the profile (and a sample, for a user suite), explain."""
+    col_profile, table_profile = profile(part, settings, reference)
+    rows = int(table_profile["rows"][0])
+    extra = user_suite(settings)
+    frames = {"columns": col_profile.to_pandas(), "table": table_profile.to_pandas()}
+    if extra is not None and rows:
+        step = max(1, -(-rows // settings.validation.sample_rows))
+        frames["sample"] = part.frame.gather_every(step).collect(engine="streaming").to_pandas()
+    col_suite, table_suite = _suites(settings)
+    suites = {"columns": (col_suite, {"result_format": "COMPLETE", "unexpected_index_column_names": ["column"]}),
+              "table": (table_suite, {"result_format": "COMPLETE"}), "sample": (extra, {"result_format": "SUMMARY"})}
+    with _GE_LOCK:  # one GE context per process, and GE is not made for concurrent use
+        ctx, batches = _context()
+        results = {name: batches[name].get_batch(batch_parameters={"dataframe": frame}).validate(
+            suites[name][0], result_format=suites[name][1]) for name, frame in frames.items()}
+        docs = {name: _render(r) for name, r in results.items()}
+    by_column = {r["column"]: r for r in col_profile.iter_rows(named=True)}
+    findings = _column_findings(results["columns"].results, by_column, part, reference)
     table_row = table_profile.row(0, named=True)
-    for r in tres.results:
+    keys = part.columns["keys"]
+    for r in results["table"].results:
         if r.success:
             continue
         metric = r.expectation_config.kwargs["column"]
-        what = (f"at least {max(settings.dataset.min_rows, 1)} rows" if metric == "rows"
-                else f"unique keys {keys}")
+        what = f"at least {max(settings.dataset.min_rows, 1)} rows" if metric == "rows" else f"unique keys {keys}"
         examples = []
         if metric == "duplicate_keys":
             examples = part.frame.group_by(keys).len().filter(pl.col("len") > 1).head(3).collect().rows(named=True)
-        failures.append(Failure(r.expectation_config.type, what, "(table)", int(table_row[metric]), examples))
+        findings.append((r.expectation_config.severity,
+                         Failure(r.expectation_config.type, what, "(table)", int(table_row[metric]), examples)))
+    if "sample" in results:
+        findings += _user_findings(results["sample"], len(frames["sample"]), rows)
     notes = [f"extra column(s) ignored: {part.extra[:10]}{'...' if len(part.extra) > 10 else ''}"] if part.extra else []
-    return ValidationReport(partition=part.uri, success=not failures, failures=failures, notes=notes,
-                            result={"columns": cres.to_json_dict(), "table": tres.to_json_dict()},
-                            rows=int(table_row["rows"]))
-
-
+    failures = [f for sev, f in findings if sev == "critical"]
+    names = {"sample": "user"}  # what readers see: the user's suite, not our batch name
+    return ValidationReport(partition=part.uri, success=not failures, failures=failures,
+                            warnings=[f for sev, f in findings if sev != "critical"], notes=notes,
+                            result={names.get(k, k): r.to_json_dict() for k, r in results.items()},
+                            docs={names.get(k, k): html for k, html in docs.items()}, rows=rows)

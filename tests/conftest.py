@@ -20,6 +20,14 @@ DAYS = 2
 ROWS = 3000
 
 
+def pytest_configure(config) -> None:
+    """A Prefect home of the session's own (cached publish results, lock files), set before test modules
+    import our tasks, so tests never share caches with each other's sessions or the user's ~/.prefect."""
+    import tempfile
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="latentfeed-prefect-home-")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

@@ -1,0 +1,138 @@
+"""Backfills a data engineer can trust at scale: concurrency, idempotency keys, resume after a kill,
+overlapping runs, a Dask cluster, and one training per GPU slot."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import polars as pl
+from deltalake import DeltaTable
+
+from flows.backfill import backfill_flow
+from flows.cli import main
+from tasks import tracking
+from tasks.publish import published_slices
+from tasks.settings import load_settings
+
+from .conftest import day, make_dataset
+
+
+def _publish_runs(settings) -> list[str]:
+    """Days of the MLflow publish runs: one per partition actually encoded and written."""
+    c = tracking.client(settings)
+    runs = mlflow.search_runs([c.get_experiment_by_name(settings.experiment).experiment_id],
+                              filter_string="tags.kind = 'publish'", output_format="list")
+    return sorted(r.data.tags["dt"] for r in runs)
+
+
+def _assert_each_day_once(settings, days: list[str]) -> None:
+    df = pl.read_delta(settings.table_uri)
+    assert df["id"].n_unique() == df.height == 3000 * len(days)
+    assert sorted(df["dt"].cast(pl.Utf8).unique().to_list()) == days
+
+
+def test_overlapping_backfills_share_work_and_never_duplicate_rows(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=5)
+    config.write_text(config.read_text() + "\n[backfill]\nconcurrency = 2\n")
+    s = load_settings(config)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0  # the champion
+
+    outcomes: dict[str, list[dict]] = {}
+
+    def run(name: str, start: int, end: int) -> None:
+        outcomes[name] = backfill_flow(str(config), day(start), day(end))
+
+    threads = [threading.Thread(target=run, args=("a", 1, 3)), threading.Thread(target=run, args=("b", 2, 4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = outcomes["a"] + outcomes["b"]
+    assert {o["status"] for o in both} <= {"done", "skipped"}
+    _assert_each_day_once(s, [day(i) for i in range(5)])
+    # Days 2 and 3 are in both ranges: each was encoded and written once; the other run found it
+    # published when planning (skipped) or waited on its idempotency key and took the result.
+    assert _publish_runs(s) == [day(i) for i in range(5)]
+    worked = [o["date"] for o in both if o["status"] == "done" and "already published" not in o["detail"]]
+    assert sorted(worked) == [day(i) for i in range(1, 5)]
+
+    version = DeltaTable(s.table_uri).version()
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(2)]) == 0
+    assert f"{day(1)}  skipped" in capsys.readouterr().out
+    assert DeltaTable(s.table_uri).version() == version  # nothing rewritten
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(1), "--force"]) == 0
+    assert DeltaTable(s.table_uri).version() == version + 1  # --force publishes anew, replacing the slice
+    _assert_each_day_once(s, [day(i) for i in range(5)])
+
+
+def test_backfill_killed_half_way_resumes_with_what_did_not_finish(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=6)
+    config.write_text(config.read_text() + "\n[backfill]\nconcurrency = 1\n")
+    s = load_settings(config)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "backfill", "--config", str(config),
+                             "--start", day(1), "--end", day(5)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and published_slices(s).height < 3:  # day 0 and two backfilled days
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = set(published_slices(s)["dt"].cast(pl.Utf8).to_list()) - {day(0)}
+    assert 2 <= len(finished) < 5, "the backfill was killed half-way"
+    capsys.readouterr()
+
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(5)]) == 0
+    out = capsys.readouterr().out
+    for i in range(1, 6):
+        assert f"{day(i)}  {'skipped' if day(i) in finished else 'done'}" in out
+    _assert_each_day_once(s, [day(i) for i in range(6)])
+
+
+def test_backfill_on_a_local_dask_cluster_of_two_workers(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=4)
+    config.write_text(config.read_text() + '\n[backfill]\ntask_runner = "dask"\nconcurrency = 2\n')
+    s = load_settings(config)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    capsys.readouterr()
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(3)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{day(i)}  done" in out for i in range(1, 4)), out
+    _assert_each_day_once(s, [day(i) for i in range(4)])
+    assert _publish_runs(s) == [day(i) for i in range(4)]
+
+
+def test_training_waits_for_a_free_gpu_slot(tmp_path):
+    """With [schedule].training_slots = 1, a training starts only when no other holds the slot."""
+    from prefect.concurrency.sync import concurrency
+
+    from flows.train import train_flow
+    from tasks.steps import TRAINING_LIMIT, ensure_training_limit
+
+    config = make_dataset(tmp_path, days=1)
+    ensure_training_limit(1, update=True)
+    held, released = threading.Event(), []
+
+    def other_training() -> None:
+        with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
+            held.set()
+            time.sleep(4)
+            released.append(time.time())
+
+    t = threading.Thread(target=other_training)
+    t.start()
+    held.wait(30)
+    out = train_flow(str(config), day(0))
+    t.join()
+    run = tracking.client(load_settings(config)).get_run(out["run_id"])
+    assert run.info.start_time / 1000 >= released[0], "training ran while the only slot was held"

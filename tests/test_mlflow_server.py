@@ -1,0 +1,139 @@
+"""The nightly run against a real ``mlflow server`` (SQLite backend, artifacts proxied to moto S3).
+
+The embedded SQLite store is covered by test_nightly.py; this is the team setup: every tracking,
+registry and artifact call goes over HTTP to a separate server process, which writes the artifacts to
+S3 itself, so the client needs no bucket access and nothing is written beside the config.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from botocore.client import BaseClient
+
+from flows.cli import main
+from tasks.features import read_features
+from tasks.settings import load_settings
+
+from .conftest import day, free_port, make_dataset
+
+ARTIFACTS_PREFIX = "mlartifacts"
+
+
+def _log_tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's whole process group, then kill it if it lingers.
+
+    ``mlflow server`` is a launcher: it spawns uvicorn as a child, and terminating only the launcher
+    could leave the child serving after the test.
+    """
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    try:  # the launcher may be gone while its children still run
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, s3: BaseClient, moto_endpoint: str) -> Iterator[str]:
+    """A running ``mlflow server`` on 127.0.0.1; yields its URL and always stops it.
+
+    Depends on ``s3`` so that the server inherits the AWS environment that points at moto and the
+    bucket exists before the first upload.
+    """
+    port = free_port()
+    work = tmp_path / "mlflow-server"  # its cwd, so no default ./mlartifacts lands in the repo
+    work.mkdir()
+    log = work / "server.log"
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": moto_endpoint,
+           # no background job runner (extra processes, nothing here uses it): the machine has 2 cores
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+           "--serve-artifacts", "--artifacts-destination", f"s3://lake/{ARTIFACTS_PREFIX}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_log_tail(log)}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not answer /health in 90 s:\n{_log_tail(log)}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path, s3: BaseClient,
+                                                                 mlflow_server: str) -> None:
+    """With only ``tracking_uri`` pointing at the server, one nightly run trains, logs, registers and
+    promotes; the champion loads back through the server and reproduces the published latents, and
+    its artifacts are objects in the bucket, not files beside the config."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    config = make_dataset(tmp_path, days=1)
+    text = config.read_text()
+    config.write_text(text.replace('tracking_uri = "sqlite:///mlflow.db"', f'tracking_uri = "{mlflow_server}"'))
+    s = load_settings(config)
+    assert s.mlflow.tracking_uri == mlflow_server and s.mlflow.artifact_location is None
+
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(f"latentfeed/{s.dataset.name}")
+    assert experiment is not None
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    champion = client.get_model_version_by_alias(s.mlflow.registered_model, "champion")
+    assert champion.version == "1"
+    run = client.get_run(champion.run_id)  # the training run; the nightly may log others beside it
+    assert run.info.experiment_id == experiment.experiment_id
+    assert {"val_error", "pca_val_error", "anomaly_threshold"} <= set(run.data.metrics)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/loss_curves.png", "plots/recon_error_hist.png"} <= plots
+
+    model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
+    raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(0)}/*.parquet").sort("id")
+    predicted = model.predict(raw.drop("id").to_pandas())
+    latents = [f"latent_{i}" for i in range(s.model.latent_dim)]
+    assert list(predicted.columns) == latents and len(predicted) == raw.height
+    published = read_features(config, start=day(0), end=day(0)).collect().sort("id")
+    np.testing.assert_allclose(predicted.to_numpy(), published.select(latents).to_numpy(), atol=1e-5)
+
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="lake", Prefix=f"{ARTIFACTS_PREFIX}/") for o in page.get("Contents", [])]
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/plots/loss_curves.png") for k in keys), keys
+    assert any(k.endswith("/artifacts/MLmodel") for k in keys), keys
+    assert any("/artifacts/artifacts/reducer/" in k for k in keys), keys
+    assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,106 @@
+"""Validation that explains: severities, drift against the champion, a user's own GE suite, Data Docs."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import polars as pl
+
+from flows.cli import main
+from tasks import tracking
+from tasks.publish import published_slices
+from tasks.settings import load_settings
+
+from .conftest import day, make_dataset
+
+
+def _rewrite(config, i: int, fn) -> None:
+    path = f"{load_settings(config).dataset.raw_uri}/dt={day(i)}/part-0.parquet"
+    fn(pl.read_parquet(path)).write_parquet(path)
+
+
+def _published_days(config) -> list[str]:
+    return sorted(set(published_slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()))
+
+
+def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_error(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=3)
+    for i, segments in enumerate((["a", "b", "c"], ["a", "b", "zz"], ["a", "b", "c"])):
+        _rewrite(config, i, lambda f: f.with_columns(
+            pl.Series("segment", [segments[k % 3] for k in range(f.height)])))
+    _rewrite(config, 1, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
+    _rewrite(config, 2, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
+    config.write_text(config.read_text().replace('binary = ["flag_*"]', 'binary = ["flag_*"]\ncategorical = ["segment"]'))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    capsys.readouterr()
+
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0  # warnings: published all the same
+    out = capsys.readouterr().out
+    assert "validation warning(s)" in out
+    assert "'x_02' failed (mean within" in out and "std away" in out
+    assert "'segment' failed (categories were seen in training): 1000 bad" in out and "'zz'" in out
+    assert _published_days(config) == [day(0), day(1)]
+
+    config.write_text(config.read_text() + '\n[validation]\nseverity = { mean_drift = "error" }\n')
+    assert main(["run", "--config", str(config), "--date", day(2)]) == 1
+    err = capsys.readouterr().err
+    assert "'x_02' failed (mean within" in err and "nothing was published" in err
+    assert _published_days(config) == [day(0), day(1)]
+
+
+def test_user_suite_joins_the_generated_one(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"name": "house_rules", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x_00", "min_value": -50, "max_value": 50}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x_01", "max_value": 0.0}},
+        {"type": "expect_column_max_to_be_between", "kwargs": {"column": "x_03", "max_value": 0.0},
+         "severity": "warning"},
+    ]}))
+    text = config.read_text()
+    config.write_text(text + f'\n[validation]\nsuite = "{suite.name}"\n')
+    assert main(["validate", "--config", str(config), "--date", day(0), "--report-dir", str(tmp_path / "rep")]) == 1
+    out = capsys.readouterr().out
+    assert "expect_column_values_to_be_between on 'x_01' failed (user suite)" in out
+    assert "warning: expect_column_max_to_be_between on 'x_03'" in out
+    assert "'x_00'" not in out
+    result = json.loads((tmp_path / "rep" / "result.json").read_text())
+    assert result["great_expectations"]["user"]["suite_name"] == "house_rules"
+    assert "<html" in (tmp_path / "rep" / "data_docs_user.html").read_text().lower()
+
+    suite.write_text(json.dumps({"name": "bad", "expectations": [{"type": "expect_the_moon", "kwargs": {}}]}))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 2
+    err = capsys.readouterr().err
+    assert "[validation].suite" in err and "suite.json" in err and "expect_the_moon" in err
+    for bad, named in (('{ colour = "warning" }', "colour"), ('{ nulls = "fatal" }', "'fatal'")):
+        config.write_text(text + f'\n[validation]\nseverity = {bad}\n')
+        assert main(["run", "--config", str(config), "--date", day(0)]) == 2
+        err = capsys.readouterr().err
+        assert "[validation].severity" in err and named in err
+
+
+def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2)
+    _rewrite(config, 1, lambda f: f.with_columns(pl.when(pl.col("id") % 10 == 0).then(None)
+                                                 .otherwise(pl.col("x_07")).alias("x_07")))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+    s = load_settings(config)
+    ref = tracking.champion(s)
+    c = tracking.client(s)
+    train_files = {a.path for a in c.list_artifacts(ref.run_id, f"validation/dt={day(0)}")}
+    assert {f"validation/dt={day(0)}/result.json", f"validation/dt={day(0)}/data_docs_columns.html"} <= train_files
+    assert {a.path for a in c.list_artifacts(ref.run_id, "plots")} >= {"plots/latent_projection.png"}
+    assert c.get_run(ref.run_id).data.tags["train_device"] == "cpu"
+
+    runs = mlflow.search_runs([c.get_experiment_by_name(s.experiment).experiment_id],
+                              filter_string="tags.kind = 'publish'", output_format="list")
+    assert [r.data.tags["dt"] for r in runs] == [day(0)]  # the failing day published nothing
+    run = runs[0]
+    assert run.data.tags["model_version"] == str(ref.version) and run.data.metrics["rows"] == 3000
+    docs = c.download_artifacts(run.info.run_id, f"validation/dt={day(0)}/data_docs_columns.html", str(tmp_path))
+    assert "Great Expectations" in open(docs).read()
+
+    quarantine = tmp_path / "features" / "_quarantine" / s.features.table / f"dt={day(1)}"
+    assert "x_07" in (quarantine / "data_docs_columns.html").read_text()
+    assert json.loads((quarantine / "report.json").read_text())["failures"][0]["column"] == "x_07"
