@@ -7,7 +7,7 @@ import os
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.settings import get_current_settings
+from prefect.client.orchestration import get_client
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import tracking
@@ -66,9 +66,8 @@ def task_runner(settings: Settings):
         return DaskTaskRunner(address=b.dask_address)
     # A local cluster's workers are new processes: hand them this run's Prefect API (a temporary local
     # one when no server is configured), or each starts its own on the same database and they collide.
-    api = get_current_settings().api.url
-    if api:
-        os.environ.setdefault("PREFECT_API_URL", api)
+    with get_client(sync_client=True) as client:
+        os.environ.setdefault("PREFECT_API_URL", str(client.api_url).rstrip("/"))
     return DaskTaskRunner(cluster_kwargs={"n_workers": b.concurrency, "threads_per_worker": 1})
 
 

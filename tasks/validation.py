@@ -235,6 +235,7 @@ def _render(result) -> str:
 
 def _column_findings(results, by_column: dict[str, dict], part: Partition,
                      reference: Reference | None) -> list[tuple[str, Failure]]:
+    """(GE severity, failure) for each column a failed profile expectation names."""
     out = []
     keys = part.columns["keys"]
     for r in results:
@@ -289,7 +290,7 @@ def validate(part: Partition, settings: Settings, reference: Reference | None = 
     suites = {"columns": (col_suite, {"result_format": "COMPLETE", "unexpected_index_column_names": ["column"]}),
               "table": (table_suite, {"result_format": "COMPLETE"}), "sample": (extra, {"result_format": "SUMMARY"})}
     with _GE_LOCK:  # one GE context per process, and GE is not made for concurrent use
-        ctx, batches = _context()
+        _, batches = _context()
         results = {name: batches[name].get_batch(batch_parameters={"dataframe": frame}).validate(
             suites[name][0], result_format=suites[name][1]) for name, frame in frames.items()}
         docs = {name: _render(r) for name, r in results.items()}
