@@ -160,19 +160,21 @@ class S3Storage(Storage):
         bucket, key = self._split(uri)
         self._call(f"deleting {uri}", self.client.delete_object, Bucket=bucket, Key=key)
 
-    @cached_property
-    def _answers(self) -> bool:
+    _answered = False
+
+    def _check_answers(self) -> None:
         """One small listing of the prefix, once per instance. polars and deltalake would report a
         missing bucket, a wrong key or an unreachable endpoint as a multi-line object-store error
         (deltalake only after up to 3 minutes of retries); this says it in one line."""
-        bucket, prefix = self._split(self.uri + "/")
-        self._call(f"checking {self.uri}", self.client.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
-        return True
+        if not self._answered:
+            bucket, prefix = self._split(self.uri + "/")
+            self._call(f"checking {self.uri}", self.client.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            self._answered = True
 
     @property
     def storage_options(self) -> dict[str, str]:
         """Options for polars/deltalake, once the store has answered these credentials (else StorageError)."""
-        assert self._answers
+        self._check_answers()
         creds = self._session.get_credentials()
         if creds is None:
             raise StorageError(f"{self.uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "

@@ -4,11 +4,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,6 +74,53 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def log_tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+@contextmanager
+def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+                  cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group, output to ``log``; always stop the whole group after.
+
+    Servers and workers start children (uvicorn, flow-run subprocesses) that would outlive a
+    terminated leader; SIGTERM first lets them close their databases and mark themselves offline.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        try:  # the leader may be gone while children it started still run
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
+    """Wait until ``url`` answers 200; fail with the end of the server's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer in {timeout} s:\n{log_tail(log)}")
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")

@@ -36,11 +36,16 @@ def _assert_each_day_once(settings, days: list[str]) -> None:
     assert sorted(df["dt"].cast(pl.Utf8).unique().to_list()) == days
 
 
+def _with_champion(tmp_path, days: int, backfill: str):
+    """A dataset whose config has this [backfill] table, and a champion trained by day 0's nightly."""
+    config = make_dataset(tmp_path, days=days)
+    config.write_text(config.read_text() + f"\n[backfill]\n{backfill}\n")
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    return config, load_settings(config)
+
+
 def test_overlapping_backfills_share_work_and_never_duplicate_rows(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=5)
-    config.write_text(config.read_text() + "\n[backfill]\nconcurrency = 2\n")
-    s = load_settings(config)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0  # the champion
+    config, s = _with_champion(tmp_path, 5, "concurrency = 2")
 
     outcomes: dict[str, list[dict]] = {}
 
@@ -71,10 +76,7 @@ def test_overlapping_backfills_share_work_and_never_duplicate_rows(tmp_path, cap
 
 
 def test_backfill_killed_half_way_resumes_with_what_did_not_finish(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=6)
-    config.write_text(config.read_text() + "\n[backfill]\nconcurrency = 1\n")
-    s = load_settings(config)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    config, s = _with_champion(tmp_path, 6, "concurrency = 1")
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API
@@ -100,10 +102,7 @@ def test_backfill_killed_half_way_resumes_with_what_did_not_finish(tmp_path, cap
 
 
 def test_backfill_on_a_local_dask_cluster_of_two_workers(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=4)
-    config.write_text(config.read_text() + '\n[backfill]\ntask_runner = "dask"\nconcurrency = 2\n')
-    s = load_settings(config)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    config, s = _with_champion(tmp_path, 4, 'task_runner = "dask"\nconcurrency = 2')
     capsys.readouterr()
     assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(3)]) == 0
     out = capsys.readouterr().out

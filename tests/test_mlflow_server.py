@@ -7,11 +7,7 @@ S3 itself, so the client needs no bucket access and nothing is written beside th
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,32 +20,9 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
 
-from .conftest import day, free_port, make_dataset
+from .conftest import day, free_port, make_dataset, process_group, wait_healthy
 
 ARTIFACTS_PREFIX = "mlartifacts"
-
-
-def _log_tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's whole process group, then kill it if it lingers.
-
-    ``mlflow server`` is a launcher: it spawns uvicorn as a child, and terminating only the launcher
-    could leave the child serving after the test.
-    """
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    try:  # the launcher may be gone while its children still run
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture
@@ -71,27 +44,10 @@ def mlflow_server(tmp_path: Path, s3: BaseClient, moto_endpoint: str) -> Iterato
            "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
            "--serve-artifacts", "--artifacts-destination", f"s3://lake/{ARTIFACTS_PREFIX}"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_log_tail(log)}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health in 90 s:\n{_log_tail(log)}")
-            time.sleep(0.25)
+    with process_group(cmd, log, env, cwd=work) as proc:
+        wait_healthy(proc, url + "/health", log)
         yield url
-    finally:
-        _stop(proc)
 
 
 def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path, s3: BaseClient,

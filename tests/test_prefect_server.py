@@ -8,13 +8,8 @@ from the checkout, and the test only triggers the run and reads what it publishe
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,39 +23,10 @@ from tasks.features import read_features
 from tasks.settings import load_settings
 from tasks.steps import TRAINING_LIMIT
 
-from .conftest import ROWS, day, free_port, make_dataset
+from .conftest import ROWS, day, free_port, log_tail, make_dataset, process_group, wait_healthy
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 RUN_TIMEOUT_S = 300  # the flow run's subprocess imports torch, mlflow and GX, then trains 3 epochs
-
-
-def _log_tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
-
-
-@contextmanager
-def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` in its own process group and always stop the whole group afterwards.
-
-    A worker starts one subprocess per flow run, so terminating only the worker could leave a flow
-    run behind; SIGTERM first lets the server close its database and the worker mark itself offline.
-    """
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        try:  # the leader may be gone while children it started still run
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _home_env(home: Path, **settings: str) -> dict[str, str]:
@@ -81,20 +47,9 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
     # client and executed by a worker needs only the API, and the machine has 2 cores.
     cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"]
     log = home / "server.log"
-    with _process(cmd, env, log) as proc:
+    with process_group(cmd, log, env) as proc:
         url = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited with {proc.returncode}:\n{_log_tail(log)}")
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"true":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not answer /health in 90 s:\n{_log_tail(log)}")
-            time.sleep(0.3)
+        wait_healthy(proc, f"{url}/health", log)
         # The session's harness points this process at its own server; everything in this block
         # (deploy, run_deployment, reads) goes to ours instead.
         with temporary_settings({PREFECT_API_URL: url}):
@@ -115,21 +70,21 @@ def test_workers_run_the_deployed_nightly_with_training_on_the_gpu_pool(tmp_path
         nightly = client.read_deployment_by_name("latentfeed-nightly/sample-nightly")
         assert nightly.work_pool_name == settings.schedule.cpu_pool
 
-    def worker(pool: str) -> tuple[list[str], dict[str, str], Path]:
+    def worker(pool: str) -> tuple[list[str], Path, dict[str, str]]:
         env = _home_env(tmp_path / f"prefect-{pool}", PREFECT_API_URL=prefect_server, PREFECT_WORKER_QUERY_SECONDS="1")
         # --no-create-pool-if-not-found: the worker must find the pool deploy() created, not make its own
         return ([PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--no-create-pool-if-not-found"],
-                env, tmp_path / f"{pool}.log")
+                tmp_path / f"{pool}.log", env)
 
     # No champion yet: the nightly (on the CPU pool) hands training to the train deployment on the GPU pool.
     cpu, gpu = worker(settings.schedule.cpu_pool), worker(settings.schedule.gpu_pool)
-    log = cpu[2]
-    with _process(*cpu) as cpu_worker, _process(*gpu) as gpu_worker:
+    log = cpu[1]
+    with process_group(*cpu) as cpu_worker, process_group(*gpu) as gpu_worker:
         flow_run = run_deployment(name="latentfeed-nightly/sample-nightly", parameters={"date": day(0)},
                                   timeout=RUN_TIMEOUT_S, poll_interval=1)
-        assert cpu_worker.poll() is None and gpu_worker.poll() is None, f"a worker exited:\n{_log_tail(log)}"
-    assert flow_run.state.is_completed(), (f"{flow_run.state!r}\nworker log:\n{_log_tail(log)}\n"
-                                           f"gpu worker log:\n{_log_tail(gpu[2])}")
+        assert cpu_worker.poll() is None and gpu_worker.poll() is None, f"a worker exited:\n{log_tail(log)}"
+    assert flow_run.state.is_completed(), (f"{flow_run.state!r}\nworker log:\n{log_tail(log)}\n"
+                                           f"gpu worker log:\n{log_tail(gpu[1])}")
     with get_client(sync_client=True) as client:
         train = client.read_deployment_by_name("latentfeed-train/sample-train")
         # limit and sort spelled out: this client sends nulls for them, which its server refuses (422)
