@@ -81,8 +81,8 @@ def backfill_partition(config: str, date: str, ref: tracking.ModelRef, force: bo
     return {"status": "done", "detail": f"{pub.rows} rows, model v{ref.version} ({how})"}
 
 
-@flow(name="latentfeed-backfill-partitions", flow_run_name="partitions-{start}-{end}")
-def run_partitions(config: str, dates: list[str], ref: tracking.ModelRef, force: bool, start: str, end: str) -> dict:
+@flow(name="latentfeed-backfill-partitions", flow_run_name=run_name("partitions"))
+def run_partitions(config: str, dates: list[str], ref: tracking.ModelRef, force: bool, end: str) -> dict:
     """Every day on this flow's task runner, at most [backfill].concurrency at once; date -> outcome."""
     futures = {d: backfill_partition.submit(config, d, ref, force) for d in dates}
     outcomes = {}
@@ -121,7 +121,7 @@ def backfill_flow(config: str, start: str, end: str, force: bool = False, retrai
     plan, _ = plan_backfill(settings, first, last, force)
     todo = [p["date"] for p in plan if p["action"] == "run"]
     done = run_partitions.with_options(task_runner=task_runner(settings))(
-        config, todo, ref, force, first.isoformat(), last.isoformat()) if todo else {}
+        config, todo, ref, force, last.isoformat()) if todo else {}
     outcomes = []
     for item in plan:
         if item["action"] == "skip":

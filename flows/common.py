@@ -15,7 +15,7 @@ from tasks import tracking
 from tasks.errors import LatentfeedError
 from tasks.ingest import Partition
 from tasks.publish import Published
-from tasks.settings import Settings
+from tasks.settings import ConfigError, Settings, load_settings
 from tasks.steps import (encode_and_publish, idempotency_key, ingest_partition, quarantine_partition,
                          validate_partition)
 from tasks.validation import ValidationReport
@@ -38,13 +38,16 @@ def parse_date(value: str | dt.date | None, what: str = "date") -> dt.date:
 
 
 def run_name(kind: str):
-    """A flow_run_name callable: '<kind>-<dataset config stem>-<date>'."""
+    """A flow_run_name callable: '<kind>-<dataset>-<date>' (the config file's stem if it cannot be read)."""
 
     def name() -> str:
         p = flow_run.parameters
         date = p.get("date") or p.get("end") or "latest"
-        stem = str(p.get("config", "")).rsplit("/", 1)[-1].removesuffix(".toml")
-        return f"{kind}-{stem}-{date}"
+        try:
+            dataset = load_settings(p["config"]).dataset.name
+        except ConfigError:  # the flow itself reports it: a run name must not fail
+            dataset = str(p.get("config", "")).rsplit("/", 1)[-1].removesuffix(".toml")
+        return f"{kind}-{dataset}-{date}"
 
     return name
 

@@ -27,7 +27,7 @@ from ae_models import AutoencoderReducer
 from . import encode, ingest, publish, quarantine, tracking, validation
 from .locks import OSFileLockManager
 from .settings import Settings
-from .storage import StorageError, open_storage
+from .storage import open_storage
 
 # The global concurrency limit every training holds a slot of (slots: [schedule].training_slots, one per GPU).
 TRAINING_LIMIT = "latentfeed-training"
@@ -35,10 +35,13 @@ _IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACH
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry only failures of the store itself, not bad data."""
+    """Retry a step when the object-store client gave up (I/O errors) or a concurrent Delta commit won,
+    not on bad data nor on a clear StorageError (missing bucket, wrong key: boto3 already retried)."""
+    from deltalake.exceptions import CommitFailedError
+
     try:
         state.result()
-    except (StorageError, OSError):
+    except (OSError, CommitFailedError):
         return True
     except Exception:
         return False
@@ -142,7 +145,8 @@ def _publish_cache() -> CacheKeyFnPolicy:
         isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=OSFileLockManager(locks))
 
 
-@task(name="publish", retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=_publish_cache(), persist_result=True)
+@task(name="publish", retries=3, retry_delay_seconds=[1, 4, 16], retry_condition_fn=_transient,
+      cache_policy=_publish_cache(), persist_result=True)
 def encode_and_publish(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
                        report: validation.ValidationReport, lineage: dict[str, str],
                        tags: dict[str, str], metrics: dict[str, float]) -> publish.Published:

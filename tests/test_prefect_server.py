@@ -91,7 +91,7 @@ def test_workers_run_the_deployed_nightly_with_training_on_the_gpu_pool(tmp_path
         runs = client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
     trained = [r for r in runs if r.deployment_id == train.id]
     assert len(trained) == 1 and trained[0].state.is_completed() and trained[0].work_pool_name == "latentfeed-gpu"
-    assert flow_run.name == f"nightly-latentfeed-{day(0)}"
+    assert flow_run.name == f"nightly-sample-{day(0)}"
     assert flow_run.parameters == {"config": str(config.resolve()), "date": day(0)}
 
     published = read_features(settings, day(0), day(0)).collect()
