@@ -83,7 +83,13 @@ def set_champion(settings: Settings, ref: ModelRef) -> None:
 
 
 def load_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer:
-    """The estimator behind a registered version (downloaded once per process and version)."""
+    """The estimator behind a registered version (downloaded once per process and version).
+
+    ``models:/`` URIs resolve through the process's registry URI, not the ``tracking_uri`` passed
+    to the download: set it first, or a fresh process (a Dask worker) would read MLflow's default
+    store, ``./mlflow.db`` in its working directory.
+    """
+    client(settings)
     return _load(settings.mlflow.tracking_uri, ref.uri)
 
 

@@ -101,14 +101,18 @@ def test_backfill_killed_half_way_resumes_with_what_did_not_finish(tmp_path, cap
     _assert_each_day_once(s, [day(i) for i in range(6)])
 
 
-def test_backfill_on_a_local_dask_cluster_of_two_workers(tmp_path, capsys):
+def test_backfill_on_a_local_dask_cluster_of_two_workers(tmp_path, capsys, monkeypatch):
     config, s = _with_champion(tmp_path, 4, 'task_runner = "dask"\nconcurrency = 2')
     capsys.readouterr()
+    cwd = tmp_path / "cwd"  # worker processes start here: none may fall back to MLflow's ./mlflow.db
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(3)]) == 0
     out = capsys.readouterr().out
     assert all(f"{day(i)}  done" in out for i in range(1, 4)), out
     _assert_each_day_once(s, [day(i) for i in range(4)])
     assert _publish_runs(s) == [day(i) for i in range(4)]
+    assert not list(cwd.iterdir())
 
 
 def test_training_waits_for_a_free_gpu_slot(tmp_path):
