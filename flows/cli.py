@@ -89,6 +89,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_backfill(args) -> int:
+    from tasks import tracking
+
     from .backfill import backfill_flow, plan_backfill
     from .common import parse_date
 
@@ -96,8 +98,6 @@ def cmd_backfill(args) -> int:
     plan, undated = plan_backfill(settings, parse_date(args.start, "start"), parse_date(args.end, "end"), args.force)
     if undated:
         print(f"ignored folder(s) whose date does not parse: {undated}")
-    from tasks import tracking
-
     first_train = " (after retraining, which may re-encode the window)" if args.retrain else (
         f" (no champion yet: one is trained on the window ending {args.end} first)"
         if tracking.champion(settings) is None else "")
