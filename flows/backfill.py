@@ -87,16 +87,10 @@ def run_partitions(config: str, dates: list[str], ref: tracking.ModelRef, force:
     futures = {d: backfill_partition.submit(config, d, ref, force) for d in dates}
     outcomes = {}
     for d, future in futures.items():
-        future.wait()
-        if future.state.is_completed():
+        try:
             outcomes[d] = future.result()
-        else:
-            reason = (future.state.message or "failed").removeprefix("Task run encountered an exception ")
-            try:
-                future.result()
-            except Exception as e:  # the task's own error: the message that says what is wrong
-                reason = str(e) or type(e).__name__
-            outcomes[d] = {"status": "failed", "detail": reason}
+        except Exception as e:  # the task's own error: the message that says what is wrong
+            outcomes[d] = {"status": "failed", "detail": str(e) or type(e).__name__}
     return outcomes
 
 

@@ -57,7 +57,8 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
         log.info("training on the window ending %s: %s", day, reason)
         retrain(settings, config, day.isoformat(), warm_start=ref is not None, reason=reason)
         ref = tracking.champion(settings)
-    # After a promotion the window, this day included, is already published: the publish cache returns it.
+    # After a promotion the window, this day included, is already published: the publish cache returns
+    # it when the training ran in this process's Prefect home (else the slice is replaced, same rows).
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
     pub, _ = publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
     run = tracking.run_metrics(settings, ref.run_id)

@@ -18,8 +18,13 @@ def _root(settings: Settings) -> Storage:
     return open_storage(f"{settings.features.uri.rstrip('/')}/_quarantine/{settings.features.table}")
 
 
+def _day(store: Storage, date: dt.date, name: str = "") -> str:
+    """The day's folder, or the file ``name`` in it."""
+    return store.join(f"dt={date.isoformat()}", *([name] if name else []))
+
+
 def _report_uri(store: Storage, date: dt.date) -> str:
-    return store.join(f"dt={date.isoformat()}", "report.json")
+    return _day(store, date, "report.json")
 
 
 def record(settings: Settings, date: dt.date, report: ValidationReport, fingerprint: str) -> str:
@@ -28,7 +33,7 @@ def record(settings: Settings, date: dt.date, report: ValidationReport, fingerpr
     store = _root(settings)
     uri = _report_uri(store, date)
     for suite, html in report.docs.items():
-        store.write_text(store.join(f"dt={date.isoformat()}", f"data_docs_{suite}.html"), html)
+        store.write_text(_day(store, date, f"data_docs_{suite}.html"), html)
     body = json.loads(report.to_json())
     body |= {"date": date.isoformat(), "raw_fingerprint": fingerprint,
              "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -40,7 +45,7 @@ def release(settings: Settings, date: dt.date) -> None:
     """The day passed and was published: it is no longer quarantined."""
     store = _root(settings)
     store.delete(_report_uri(store, date))  # first: the day stops counting as failed
-    for f in store.list_files(store.join(f"dt={date.isoformat()}")):
+    for f in store.list_files(_day(store, date)):
         store.delete(f.uri)
 
 

@@ -169,10 +169,13 @@ def _suites(settings: Settings):
         level = v.level(check)
         return [] if level == "off" else [cls(**kwargs, severity=_GE_SEVERITY[level], meta={"check": check})]
 
-    columns = [e for check, (col, _) in _COLUMN_CHECKS.items() for e in (
-        expect(check, E.ExpectColumnValuesToBeInSet, column=col, value_set=[True]) if col in ("present", "type_ok")
-        else expect(check, E.ExpectColumnValuesToBeBetween, column=col,
-                    max_value=v.mean_drift_sigmas if check == "mean_drift" else 0))]
+    columns = []
+    for check, (col, _) in _COLUMN_CHECKS.items():
+        if col in ("present", "type_ok"):
+            columns += expect(check, E.ExpectColumnValuesToBeInSet, column=col, value_set=[True])
+        else:
+            columns += expect(check, E.ExpectColumnValuesToBeBetween, column=col,
+                              max_value=v.mean_drift_sigmas if check == "mean_drift" else 0)
     table = [*expect("min_rows", E.ExpectColumnValuesToBeBetween, column="rows",
                      min_value=max(settings.dataset.min_rows, 1)),
              *expect("duplicate_keys", E.ExpectColumnValuesToBeBetween, column="duplicate_keys", max_value=0)]

@@ -123,26 +123,22 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 9
         time.sleep(0.25)
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """A moto_server process on 127.0.0.1 (a separate process: clients talk real HTTP to it)."""
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[str]:
+    """A moto_server process on 127.0.0.1 and a free port (clients talk real HTTP to it); yields its URL."""
+    port, log = free_port(), log_dir / "moto_server.log"
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto_server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with process_group([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                       log) as proc:
+        wait_healthy(proc, url + "/moto-api/", log)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> Iterator[str]:
+    """The session's moto_server: a separate process, so clients talk real HTTP to it."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 @pytest.fixture

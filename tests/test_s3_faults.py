@@ -35,7 +35,7 @@ from tasks.publish import publish_partition, published_slices
 from tasks.settings import load_settings
 from tasks.storage import open_storage
 
-from .conftest import START, day, free_port, make_dataset, process_group, wait_healthy
+from .conftest import START, day, make_dataset, moto_server
 from .test_bad_input import BAD_FILES
 
 ROWS = 1000
@@ -273,11 +273,7 @@ class LockedStore:
 def locked_s3(tmp_path_factory) -> Iterator[LockedStore]:
     """Bucket, data and IAM user are made before authentication is switched on (moto's
     /moto-api/reset-auth), so between a refused call and an accepted one only the credentials differ."""
-    port, log = free_port(), tmp_path_factory.mktemp("locked-moto") / "moto_server.log"
-    url = f"http://127.0.0.1:{port}"
-    with process_group([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                       log) as proc:
-        wait_healthy(proc, url + "/moto-api/", log)
+    with moto_server(tmp_path_factory.mktemp("locked-moto")) as url:
         admin = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="admin",
                      aws_secret_access_key="admin")
         iam = boto3.client("iam", **admin)
