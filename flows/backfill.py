@@ -53,15 +53,21 @@ def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
     return plan, undated
 
 
+def dask_runner_class():
+    """prefect-dask's runner, or a ConfigError naming the setting that asks for it (checked before any work)."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError('[backfill].task_runner = "dask" needs prefect-dask: pip install "latentfeed[dask]"') from None
+    return DaskTaskRunner
+
+
 def task_runner(settings: Settings):
     """Threads by default; ``prefect-dask``'s DaskTaskRunner to spread partitions over a Dask cluster."""
     b = settings.backfill
     if b.task_runner == "threads":
         return ThreadPoolTaskRunner(max_workers=b.concurrency)
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        raise ConfigError('[backfill].task_runner = "dask" needs prefect-dask: pip install "latentfeed[dask]"') from None
+    DaskTaskRunner = dask_runner_class()
     if b.dask_address:
         return DaskTaskRunner(address=b.dask_address)
     # A local cluster's workers are new processes: hand them this run's Prefect API (a temporary local

@@ -91,10 +91,12 @@ def cmd_validate(args) -> int:
 def cmd_backfill(args) -> int:
     from tasks import tracking
 
-    from .backfill import backfill_flow, plan_backfill
+    from .backfill import backfill_flow, dask_runner_class, plan_backfill
     from .common import parse_date
 
     settings = _settings(args)
+    if settings.backfill.task_runner == "dask":
+        dask_runner_class()
     plan, undated = plan_backfill(settings, parse_date(args.start, "start"), parse_date(args.end, "end"), args.force)
     if undated:
         print(f"ignored folder(s) whose date does not parse: {undated}")

@@ -6,6 +6,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
 from tasks import tracking
 from tasks.refresh import ChampionHealth, refresh_reason
@@ -26,7 +27,11 @@ def retrain(settings: Settings, config: str, end: str, warm_start: bool, reason:
         train_flow(**params)
         return
     name = f"latentfeed-train/{settings.dataset.name}-train"
-    run = run_deployment(name, parameters=params, timeout=None)
+    try:
+        run = run_deployment(name, parameters=params, timeout=None)
+    except ObjectNotFound:
+        raise StepFailed(f"[schedule].train_on_gpu_pool is set but deployment {name} is not registered with "
+                         "the Prefect API: run `latentfeed deploy --config ...` first") from None
     if not run.state or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise StepFailed(f"training on pool {settings.schedule.gpu_pool} (deployment {name}, flow run {run.name}) "

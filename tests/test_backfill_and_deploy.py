@@ -67,3 +67,13 @@ def test_deploy_registers_pools_and_scheduled_deployments(tmp_path, capsys):
     assert dep.parameters == {"config": str(config.resolve())}
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 2 * * *"
     assert pool.type == "process" and train.work_pool_name == "latentfeed-gpu"
+
+
+def test_gpu_pool_handoff_without_a_deployment_is_a_clear_failure(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    config.write_text(config.read_text().replace('name = "sample"', 'name = "undeployed"')
+                      + "\n[schedule]\ntrain_on_gpu_pool = true\n")
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    err = capsys.readouterr().err
+    assert "deployment latentfeed-train/undeployed-train is not registered" in err and "latentfeed deploy" in err
+    assert published_slices(load_settings(config)).is_empty()
