@@ -16,12 +16,14 @@ class AEConfig:
 
     kind: str = "undercomplete"
     latent_dim: int = 8
-    hidden: tuple[int, ...] = (64, 32)
+    hidden: tuple[int, ...] = (64, 32)  # the estimator sizes it to the data (reducer.auto_hidden)
     activation: str = "relu"
     n_real: int = 0
     n_binary: int = 0
     cat_cardinalities: tuple[int, ...] = ()
-    sparsity: float = 1e-3  # L1 weight on the code (sparse)
+    nullable_index: tuple[int, ...] = ()  # real/binary columns that get a missing-indicator input
+    dropout: float = 0.0  # on the MLPs' hidden layers
+    sparsity: float = 1e-2  # L1 weight on the code (sparse): ~15 % of entries near 0 on digits at k=32
     noise_std: float = 0.2  # Gaussian corruption (denoising)
     mask_prob: float = 0.0  # masking corruption (denoising)
     beta: float = 1.0  # KL weight (variational)
@@ -30,8 +32,13 @@ class AEConfig:
 
     @property
     def n_inputs(self) -> int:
-        """Width of the encoded input: real + binary + one-hot categories."""
+        """Width of what is reconstructed: real + binary + one-hot categories."""
         return self.n_real + self.n_binary + sum(self.cat_cardinalities)
+
+    @property
+    def n_encoder_inputs(self) -> int:
+        """What the encoder reads: the reconstructed columns plus one missing-indicator per nullable column."""
+        return self.n_inputs + len(self.nullable_index)
 
     def check(self) -> None:
         """Refuse configurations that cannot train into something useful."""
@@ -54,11 +61,14 @@ class AEConfig:
             raise ValueError("kind='denoising' needs noise_std > 0 or mask_prob > 0 to corrupt its input")
         if not 0 <= self.mask_prob < 1:
             raise ValueError(f"mask_prob={self.mask_prob} must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         d["cat_cardinalities"] = list(self.cat_cardinalities)
+        d["nullable_index"] = list(self.nullable_index)
         return d
 
     @classmethod
@@ -66,4 +76,5 @@ class AEConfig:
         d = dict(d)
         d["hidden"] = tuple(d.get("hidden", ()))
         d["cat_cardinalities"] = tuple(d.get("cat_cardinalities", ()))
+        d["nullable_index"] = tuple(d.get("nullable_index", ()))
         return cls(**d)

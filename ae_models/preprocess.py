@@ -2,6 +2,10 @@
 
 Frames are read by column name through ``frame[name]`` (polars and pandas both allow it), arrays by
 position, so this module needs nothing beyond NumPy.
+
+Missing values are first class: a null (or NaN) in a real or binary column stays NaN in the matrix
+the model receives (the model imputes it, sees a missing-indicator, and leaves it out of the loss);
+a null category is a level of its own.
 """
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 
 UNSEEN = "<unseen>"  # slot 0 of every vocabulary: categories not seen in fit land here
+NULL = "<null>"  # the level of a missing category, when fit saw one
+SCALES = ("auto", "standard", "shared", "none")
+_SCALE_SAMPLE = 100_000  # rows the scale decision and its quantiles are read from
+SHARED_SPREAD_RATIO = 10.0  # auto: spreads of the non-sparse real columns within this factor -> one unit
 
 
 def is_frame(X: Any) -> bool:
@@ -31,35 +39,86 @@ def _columns(X: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {n: arr[:, int(n[1:])] for n in names}
 
 
+def is_missing(v: Any) -> bool:
+    """None, NaN, pandas' NA/NaT: what a frame holds for a missing value."""
+    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    """A column as float64, missing values as NaN (object columns hold None/NA for them)."""
+    if values.dtype == object:
+        values = np.array([np.nan if is_missing(v) else v for v in values], dtype=object)
+    return values.astype(np.float64)
+
+
 def _numeric_matrix(cols: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """Stack the named columns into one float32 (n, len(names)) matrix; name the first bad column."""
+    """Stack the named columns into one float32 (n, len(names)) matrix, NaN where a value is missing;
+    name the first column holding text or an infinite value."""
     n = len(next(iter(cols.values()))) if cols else 0
     out = np.empty((n, len(names)), np.float32, order="F")  # column writes are contiguous
     for j, name in enumerate(names):
         try:
-            out[:, j] = cols[name]
+            out[:, j] = _as_float(cols[name])
         except (TypeError, ValueError):
             raise ValueError(f"column {name!r} holds non-numeric values (dtype {cols[name].dtype}); "
                              "convert it to numbers or declare it categorical") from None
-    finite = np.isfinite(out)
-    if not finite.all():
-        j = int((~finite).any(0).argmax())
-        bad = ~finite[:, j]
-        raise ValueError(f"column {names[j]!r} has {int(bad.sum())} NaN/inf/null value(s), first at row "
-                         f"{int(np.argmax(bad))}; drop or impute them before fitting or encoding")
+    inf = np.isinf(out)
+    if inf.any():
+        j = int(inf.any(0).argmax())
+        raise ValueError(f"column {names[j]!r} has {int(inf[:, j].sum())} infinite value(s) (or values beyond "
+                         f"float32), first at row {int(np.argmax(inf[:, j]))}; drop or clip them")
     return out
+
+
+def _category(v: Any) -> str:
+    return NULL if is_missing(v) else str(v)
+
+
+def shared_unit(X: np.ndarray) -> bool:
+    """Whether real columns look like one unit (pixels, spectra, one sensor type), judged on a sample.
+
+    Two signs must both hold: every varying column's 1-99 % range lies within the typical column's
+    range widened by its width on either side (same numeric range), and the columns that are not
+    mostly one value (their median absolute deviation is above 0) have standard deviations within
+    ``SHARED_SPREAD_RATIO`` of each other. Mostly-constant columns (border pixels, rare counts) take
+    no part in the second test: in one unit they are simply quiet, not a different scale.
+    """
+    std = np.nanstd(X, 0)
+    varying = std > 0
+    if X.shape[1] < 2 or varying.sum() < 2:
+        return False
+    lo, hi = np.nanquantile(X[:, varying], [0.01, 0.99], axis=0)
+    low, high = float(np.median(lo)), float(np.median(hi))
+    width = high - low
+    if width <= 0 or (lo < low - width).any() or (hi > high + width).any():
+        return False
+    busy = np.nanmedian(np.abs(X[:, varying] - np.nanmedian(X[:, varying], 0)), 0) > 0
+    spread = std[varying][busy]
+    return len(spread) < 2 or float(spread.max() / spread.min()) <= SHARED_SPREAD_RATIO
 
 
 @dataclass
 class Preprocessor:
-    """Turns a frame or array into the model's float32 matrix: [real | binary | one-hot cats]."""
+    """Turns a frame or array into the model's float32 matrix: [real | binary | one-hot cats].
+
+    ``scale``: ``standard`` centres each real column and divides by its standard deviation;
+    ``shared`` centres each column and divides all by one standard deviation (the root mean square
+    of theirs), so columns keep the weights their common unit gives them; ``none`` leaves values as
+    they are; ``auto`` picks ``shared`` when :func:`shared_unit` says the columns share a unit, else
+    ``standard``. ``scaling`` records what was used.
+    """
 
     real: list[str]
     binary: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
-    scale: str = "standard"  # standard | none
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
+    scale: str = "auto"
+    scaling: str = ""
+    mean: list[float] = field(default_factory=list)  # what transform subtracts from each real column
+    std: list[float] = field(default_factory=list)  # what it then divides by
+    column_mean: list[float] = field(default_factory=list)  # each real column's mean and std in its own
+    column_std: list[float] = field(default_factory=list)  # unit, whatever the scaling (drift checks read them)
+    fill: list[float] = field(default_factory=list)  # model-space value of a missing real/binary entry
+    nullable: list[str] = field(default_factory=list)  # real/binary columns fit saw missing: indicator inputs
     vocab: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
@@ -67,8 +126,8 @@ class Preprocessor:
               categorical: Sequence[str] | None, scale: str) -> "Preprocessor":
         """Column groups: what was named, else numeric -> real and anything else -> categorical."""
         names = column_names(X)
-        if scale not in ("standard", "none"):
-            raise ValueError(f"scale={scale!r} is unknown; choose 'standard' or 'none'")
+        if scale not in SCALES:
+            raise ValueError(f"scale={scale!r} is unknown; choose one of {', '.join(SCALES)}")
         if real is None and binary is None and categorical is None:
             cols = _columns(X, names)
             real = [n for n in names if cols[n].dtype.kind in "biuf"]
@@ -87,17 +146,50 @@ class Preprocessor:
         return [*self.real, *self.binary, *self.categorical]
 
     @property
+    def numeric(self) -> list[str]:
+        """The real and binary columns, in matrix order: the ones that can hold NaN."""
+        return [*self.real, *self.binary]
+
+    @property
     def cardinalities(self) -> tuple[int, ...]:
         return tuple(len(self.vocab[c]) for c in self.categorical)
 
+    @property
+    def nullable_index(self) -> tuple[int, ...]:
+        return tuple(self.numeric.index(c) for c in self.nullable)
+
     def fit(self, X: Any) -> "Preprocessor":
         cols = self._read(X)
-        if self.real:
-            real = _numeric_matrix(cols, self.real).astype(np.float64)
-            std = real.std(0)
-            self.mean = real.mean(0).tolist() if self.scale == "standard" else [0.0] * len(self.real)
-            self.std = np.where(std > 1e-12, std, 1.0).tolist() if self.scale == "standard" else [1.0] * len(self.real)
-        self.vocab = {n: [UNSEEN, *sorted({str(v) for v in cols[n]})] for n in self.categorical}
+        numeric = _numeric_matrix(cols, self.numeric) if self.numeric else np.zeros((0, 0), np.float32)
+        empty = [c for c, all_missing in zip(self.numeric, np.isnan(numeric).all(0)) if all_missing]
+        if empty and len(numeric):
+            raise ValueError(f"column(s) {empty} hold no values at all (every row is missing): drop them")
+        self.nullable = [c for c, has in zip(self.numeric, np.isnan(numeric).any(0)) if has]
+        r = len(self.real)
+        self.mean, self.std, self.column_mean, self.column_std, self.scaling = [], [], [], [], "none"
+        if r:
+            real = numeric[:, :r].astype(np.float64)
+            sample = real[:: max(1, len(real) // _SCALE_SAMPLE)]
+            self.scaling = self.scale if self.scale != "auto" else ("shared" if shared_unit(sample) else "standard")
+            mean, std = np.nanmean(real, 0), np.nanstd(real, 0)
+            self.column_mean, self.column_std = mean.tolist(), std.tolist()
+            if self.scaling == "standard":
+                scale = np.where(std > 1e-12, std, 1.0)
+            elif self.scaling == "shared":
+                rms = float(np.sqrt(np.mean(std ** 2)))
+                scale = np.full(r, rms if rms > 1e-12 else 1.0)
+            else:
+                mean, scale = np.zeros(r), np.ones(r)
+            self.mean, self.std = mean.tolist(), scale.tolist()
+        rates = np.nanmean(numeric[:, r:], 0) if self.binary else np.zeros(0)
+        # A missing real value is imputed at its column's mean, a binary one at its base rate.
+        self.fill = [*(0.0 for _ in range(r))] if self.scaling != "none" else np.nanmean(
+            numeric[:, :r], 0).tolist()
+        self.fill += [float(v) for v in rates]
+        self.vocab = {}
+        for n in self.categorical:
+            levels = {_category(v) for v in cols[n]}
+            self.vocab[n] = [UNSEEN, *([NULL] if NULL in levels else []), *sorted(levels - {NULL})]
         return self
 
     def _read(self, X: Any) -> dict[str, np.ndarray]:
@@ -113,7 +205,7 @@ class Preprocessor:
         return _columns(X, self.columns)
 
     def transform(self, X: Any) -> np.ndarray:
-        """Frame or array -> (n, d) float32, checking every value it reads."""
+        """Frame or array -> (n, d) float32, NaN where a real or binary value is missing."""
         cols = self._read(X)
         parts: list[np.ndarray] = []
         if self.real:
@@ -123,7 +215,7 @@ class Preprocessor:
             parts.append(real)
         if self.binary:
             binary = _numeric_matrix(cols, self.binary)
-            bad = (binary != 0) & (binary != 1)
+            bad = (binary != 0) & (binary != 1) & ~np.isnan(binary)
             if bad.any():
                 j = int(bad.any(0).argmax())
                 vals = binary[bad[:, j], j]
@@ -131,9 +223,10 @@ class Preprocessor:
                                  f"e.g. {vals[:3].tolist()}; declare it real or fix the values")
             parts.append(binary)
         for n in self.categorical:
-            index = {c: i for i, c in enumerate(self.vocab[n])}
-            codes = np.array([index.get(str(v), 0) for v in cols[n]])
-            parts.append(np.eye(len(index), dtype=np.float32)[codes])
+            vocab = self.vocab[n]
+            index = {c: i for i, c in enumerate(vocab)}
+            codes = np.array([index.get(_category(v), 0) for v in cols[n]], dtype=np.int64)
+            parts.append(np.eye(len(vocab), dtype=np.float32)[codes])
         return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, 1))
 
     def inverse(self, M: np.ndarray) -> np.ndarray:
@@ -144,8 +237,9 @@ class Preprocessor:
         start = b
         labels = []
         for n in self.categorical:
-            card = len(self.vocab[n])
-            labels.append(np.asarray(self.vocab[n], dtype=object)[M[:, start:start + card].argmax(1)][:, None])
+            vocab = np.asarray([None if v == NULL else v for v in self.vocab[n]], dtype=object)
+            card = len(vocab)
+            labels.append(vocab[M[:, start:start + card].argmax(1)][:, None])
             start += card
         if labels:
             return np.concatenate([np.concatenate(out, 1).astype(object), *labels], 1)

@@ -1,11 +1,13 @@
 """``AutoencoderReducer``: the scikit-learn-style face of the family.
 
-``__init__`` only stores; ``fit`` validates, fits preprocessing, starts the linear path at PCA,
-trains, and learns the anomaly threshold; fitted state ends in ``_``.
+``__init__`` only stores; ``fit`` validates, fits preprocessing, sizes the network and the training
+to the data, starts the linear path at PCA, trains, and learns the anomaly threshold; fitted state
+ends in ``_``.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,8 +19,11 @@ from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categoric
 from .preprocess import Preprocessor
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
+ENCODE_BATCH = 65_536  # rows encoded at once
+AUTO = "auto"
+LATENT_PREFIX = "latent_"  # the code's columns: latent_0 .. latent_{k-1}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -26,19 +31,63 @@ class NotFittedError(ValueError, AttributeError):
 
 
 class AutoencoderReducer:
-    """Reduce a table to ``latent_dim`` columns with an autoencoder; score rows by reconstruction error."""
+    """Reduce a table to ``latent_dim`` columns with an autoencoder; score rows by reconstruction error.
 
-    def __init__(self, kind: str = "undercomplete", latent_dim: int = 8, hidden: Sequence[int] = (64, 32),
-                 activation: str = "relu", epochs: int = 50, batch_size: int = 1024, lr: float = 1e-3,
-                 weight_decay: float = 0.0, patience: int = 10, val_fraction: float = 0.1,
-                 sparsity: float = 1e-3, noise_std: float = 0.2, mask_prob: float = 0.0, beta: float = 1.0,
-                 pca_init: bool = True, scale: str = "standard", real: Sequence[str] | None = None,
-                 binary: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
-                 anomaly_quantile: float = 0.99, device: str = "auto", precision: str = "auto",
-                 seed: int = 0, callback: Callback | None = None):
-        self.kind, self.latent_dim, self.hidden, self.activation = kind, latent_dim, tuple(hidden), activation
+    Parameters
+    ----------
+    kind : "undercomplete" | "linear" | "sparse" | "denoising" | "variational"
+        The family member; a code at least as wide as the input needs a regularised kind.
+    latent_dim : int
+        Width of the code (the published latents).
+    hidden : "auto" or widths of the encoder's hidden layers (the decoder mirrors them)
+        ``auto`` scales with the input width (see :func:`auto_hidden`).
+    activation : "relu" | "tanh" | "sigmoid" | "gelu"
+    epochs : "auto" or int
+        ``auto`` trains for a budget of optimizer steps suited to the row count
+        (:func:`auto_plan`); an int caps training at that many passes. Early stopping on held-out
+        rows ends either sooner.
+    batch_size : "auto" or int
+        ``auto`` grows with the square root of the row count, from 32 to 4,096 rows.
+    lr, weight_decay : AdamW's learning rate and decoupled weight decay.
+    dropout : float
+        On the hidden layers. Off by default: on the real tables of ``bench/real_data.py`` it only
+        raised held-out error; early stopping on held-out rows is the regulariser that scales with
+        the row count.
+    patience : int
+        Held-out measurements without improvement before training stops.
+    val_fraction : float
+        Rows held out for early stopping, the PCA comparison and the threshold's sanity.
+    sparsity, noise_std, mask_prob, beta :
+        The sparse kind's L1 weight, the denoising kind's corruption, the variational kind's KL weight.
+    pca_init : bool
+        Start the linear path at PCA, so training begins at PCA's reconstruction.
+    scale : "auto" | "standard" | "shared" | "none"
+        How real columns are scaled (see :class:`~ae_models.preprocess.Preprocessor`); ``auto``
+        keeps one unit for columns that share one (pixels) and standardises heterogeneous ones.
+    real, binary, categorical : column names of each group; by default numeric columns are real and
+        the others categorical. Missing values (null, NaN) are allowed in every group.
+    anomaly_quantile : float
+        ``is_anomaly`` flags rows whose score is above this quantile of the training rows' scores.
+    device : "auto" | "cpu" | "cuda";  precision : "auto" | "fp32" | "bf16"
+    seed : int
+        Seeds the split, initialisation, batches and noise (the process's global RNG is left alone).
+    callback : called as ``callback(step, row)`` at every held-out measurement.
+    """
+
+    def __init__(self, kind: str = AEConfig.kind, latent_dim: int = AEConfig.latent_dim,
+                 hidden: Sequence[int] | str = AUTO, activation: str = AEConfig.activation, epochs: int | str = AUTO,
+                 batch_size: int | str = AUTO, lr: float = 3e-3, weight_decay: float = 0.0,
+                 dropout: float = AEConfig.dropout, patience: int = 10, val_fraction: float = 0.1,
+                 sparsity: float = AEConfig.sparsity, noise_std: float = AEConfig.noise_std,
+                 mask_prob: float = AEConfig.mask_prob, beta: float = AEConfig.beta,
+                 pca_init: bool = AEConfig.pca_init, scale: str = AUTO,
+                 real: Sequence[str] | None = None, binary: Sequence[str] | None = None,
+                 categorical: Sequence[str] | None = None, anomaly_quantile: float = 0.99,
+                 device: str = "auto", precision: str = "auto", seed: int = 0, callback: Callback | None = None):
+        self.kind, self.latent_dim, self.activation = kind, latent_dim, activation
+        self.hidden = hidden if isinstance(hidden, str) else tuple(hidden)
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
-        self.patience, self.val_fraction = patience, val_fraction
+        self.dropout, self.patience, self.val_fraction = dropout, patience, val_fraction
         self.sparsity, self.noise_std, self.mask_prob, self.beta = sparsity, noise_std, mask_prob, beta
         self.pca_init, self.scale = pca_init, scale
         self.real, self.binary, self.categorical = real, binary, categorical
@@ -48,40 +97,65 @@ class AutoencoderReducer:
     # ----------------------------------------------------------------------------------- fitting
     def fit(self, X: Any, y: Any = None) -> "AutoencoderReducer":
         """Learn preprocessing, the PCA start and the network from X (array, polars or pandas frame)."""
+        self._check_params()
         self.preprocessor_ = Preprocessor.infer(X, self.real, self.binary, self.categorical, self.scale).fit(X)
-        M = self.preprocessor_.transform(X)
+        M = torch.from_numpy(self.preprocessor_.transform(X))
         if M.shape[0] < 2:
             raise ValueError(f"fit needs at least 2 rows, got {M.shape[0]}")
         p = self.preprocessor_
-        self.config_ = AEConfig(kind=self.kind, latent_dim=self.latent_dim, hidden=self.hidden,
+        train, val = self._split(M)
+        self.plan_ = auto_plan(len(train), len(p.numeric) + sum(p.cardinalities), self.hidden, self.epochs,
+                               self.batch_size)
+        self.config_ = AEConfig(kind=self.kind, latent_dim=self.latent_dim, hidden=tuple(self.plan_["hidden"]),
                                 activation=self.activation, n_real=len(p.real), n_binary=len(p.binary),
-                                cat_cardinalities=p.cardinalities, sparsity=self.sparsity,
-                                noise_std=self.noise_std, mask_prob=self.mask_prob, beta=self.beta,
-                                pca_init=self.pca_init)
+                                cat_cardinalities=p.cardinalities, nullable_index=p.nullable_index,
+                                dropout=self.dropout, sparsity=self.sparsity, noise_std=self.noise_std,
+                                mask_prob=self.mask_prob, beta=self.beta, pca_init=self.pca_init)
         self.config_.check()
-        torch.manual_seed(self.seed)
-        self.model_ = Autoencoder(self.config_)
-        train, val = self._split(torch.from_numpy(M))
-        self.loss_ = self._make_loss(train)
-        mean, components = _pca(train, self.config_.latent_dim, self.seed)
-        self.pca_val_error_ = self._pca_error(val, mean, components)
-        if self.pca_init:
-            self.model_.init_pca(mean, components)
-        self._train(train, val, self.epochs)
+        with _seeded(self.seed, self.device):
+            self.model_ = Autoencoder(self.config_)
+            self.model_.fill.copy_(torch.tensor(p.fill, dtype=torch.float32))
+            self.loss_ = self._make_loss(train)
+            mean, components = _pca(self._imputed(train), self.config_.latent_dim, self.seed)
+            self._pca_errors(val, mean, components)
+            if self.pca_init:
+                self.model_.init_pca(mean, components)
+            self._train(train, val, self.plan_["max_steps"])
         return self
 
     def partial_fit(self, X: Any, y: Any = None, epochs: int | None = None) -> "AutoencoderReducer":
-        """Continue training a fitted model on new rows (warm start); preprocessing stays as fitted."""
+        """Continue training a fitted model on new rows (warm start); preprocessing stays as fitted.
+
+        ``epochs`` caps the passes over X; by default the step budget of the fitted plan applies.
+        """
         if not hasattr(self, "model_"):
             return self.fit(X)
         train, val = self._split(torch.from_numpy(self.preprocessor_.transform(X)))
-        self._train(train, val, self.epochs if epochs is None else epochs)
+        per_epoch = max(1, -(-len(train) // self.plan_["batch_size"]))
+        with _seeded(self.seed, self.device):
+            # PCA's error on these rows, not the first fit's: the comparison reported is this run's
+            self._pca_errors(val, *_pca(self._imputed(train), self.config_.latent_dim, self.seed))
+            self._train(train, val, self.plan_["max_steps"] if epochs is None else epochs * per_epoch)
         return self
+
+    def _check_params(self) -> None:
+        for name in ("hidden", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != AUTO:
+                raise ValueError(f"{name}={value!r}: use 'auto' or a number")
+        if not isinstance(self.epochs, str) and self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs} must be at least 1 (or 'auto')")
+        if not isinstance(self.batch_size, str) and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be at least 1 (or 'auto')")
 
     def _split(self, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_val = int(round(M.shape[0] * self.val_fraction)) if M.shape[0] >= 10 else 0
         perm = torch.randperm(M.shape[0], generator=torch.Generator().manual_seed(self.seed))
         return M[perm[n_val:]], M[perm[:n_val]]
+
+    def _imputed(self, M: torch.Tensor) -> torch.Tensor:
+        """Rows with missing values at their fill values: what PCA and the threshold statistics read."""
+        return self.model_.prepare(M)[:, :self.config_.n_inputs]
 
     def _make_loss(self, train: torch.Tensor) -> ReconstructionLoss:
         p, r = self.preprocessor_, len(self.preprocessor_.real)
@@ -91,7 +165,7 @@ class AutoencoderReducer:
             cat_h.append(categorical_entropy(train[:, start:start + card].mean(0)))
             start += card
         cat_baseline = torch.stack(cat_h) if cat_h else torch.zeros(0)
-        return ReconstructionLoss(self.config_, bernoulli_entropy(train[:, r:b].mean(0)), cat_baseline)
+        return ReconstructionLoss(self.config_, bernoulli_entropy(train[:, r:b].nanmean(0)), cat_baseline)
 
     def _step_loss(self, model: Autoencoder, batch: torch.Tensor) -> torch.Tensor:
         out, mu, logvar = model(batch)
@@ -106,50 +180,136 @@ class AutoencoderReducer:
         out, mu, logvar = model(batch)
         return self.loss_(out, batch) + regulariser(model.cfg, mu, logvar, self.loss_.n_columns)
 
-    def _train(self, train: torch.Tensor, val: torch.Tensor, epochs: int) -> None:
-        settings = LoopSettings(epochs=epochs, batch_size=self.batch_size, lr=self.lr,
-                                weight_decay=self.weight_decay, patience=self.patience, seed=self.seed,
-                                device=self.device, precision=self.precision)
+    def _train(self, train: torch.Tensor, val: torch.Tensor, max_steps: int) -> None:
+        plan = self.plan_
+        settings = LoopSettings(max_steps=max_steps, batch_size=plan["batch_size"], lr=self.lr,
+                                weight_decay=self.weight_decay, eval_every=plan["eval_every"],
+                                patience=self.patience, seed=self.seed, device=self.device,
+                                precision=self.precision)
         self.loss_.to(resolve_device(self.device))
-        result: LoopResult = fit_loop(self.model_, train, val, self._step_loss, self._row_objective, settings,
-                                      self.callback)
+        # early stopping reads a fixed subset of the held-out rows: enough to rank states, cheap to repeat
+        result: LoopResult = fit_loop(self.model_, train, val[:EVAL_ROWS], self._step_loss, self._row_objective,
+                                      settings, self.callback)
         self.model_.cpu()
         self.loss_.cpu()
         self.history_ = result.history
-        self.best_epoch_, self.val_error_ = result.best_epoch, result.best_val
+        self.best_step_, self.val_error_, self.steps_ = result.best_step, result.best_val, result.steps
         self.train_seconds_, self.train_rows_per_second_ = result.seconds, result.rows_per_second
-        scores = self._scores(train)
+        self.val_mse_ = self._real_mse(val, self._reconstruct(val)) if len(val) else float("nan")
+        self._fit_anomaly_model(train, val)
+
+    @torch.no_grad()
+    def _fit_anomaly_model(self, train: torch.Tensor, val: torch.Tensor) -> None:
+        """What the anomaly score measures against, learned on the data (anomalies included).
+
+        The code's location and precision come from the training rows' codes by a trimmed estimate
+        (three rounds, each dropping the 10 % of rows farthest away, so the anomalies in the data do
+        not widen it). The mean reconstruction error, the threshold and the baseline score come from
+        the held-out rows when there are at least ``MIN_CALIBRATION_ROWS`` of them: the network
+        rebuilds its own training rows better than new ones, so a threshold set on them would flag
+        far more than ``1 - anomaly_quantile`` of new rows.
+        """
+        codes, errors, mask = self._codes_and_errors(train)
+        keep = codes.astype(np.float64)
+        mean, precision = np.zeros(self.latent_dim), np.eye(self.latent_dim)
+        for _ in range(3 if len(keep) > 2 * self.latent_dim else 0):
+            mean = keep.mean(0)
+            cov = np.atleast_2d(np.cov(keep, rowvar=False))
+            cov += np.eye(len(cov)) * max(1e-9, 1e-6 * np.trace(cov) / len(cov))
+            precision = np.linalg.inv(cov)
+            d2 = _mahalanobis(codes, mean, precision)
+            keep = codes[d2 <= np.quantile(d2, 0.9)].astype(np.float64)
+        self.code_mean_, self.code_precision_ = mean.tolist(), precision.tolist()
+        if len(val) >= MIN_CALIBRATION_ROWS:
+            codes, errors, mask = self._codes_and_errors(val)
+        row_error = errors.sum(1) / np.maximum(mask.sum(1), 1)
+        self.error_mean_ = max(float(row_error.mean()), 1e-12) if len(row_error) else 1.0
+        scores = self._anomaly_scores(codes, errors, mask)
         self.threshold_ = float(np.quantile(scores, self.anomaly_quantile)) if len(scores) else float("inf")
         # What score_samples averages on data like the training data: the yardstick for drift.
         self.baseline_error_ = float(scores.mean()) if len(scores) else float("nan")
+        codes = self._encode(train)
+        lo, hi = (codes.min(0), codes.max(0)) if len(codes) else (np.zeros(self.latent_dim), np.ones(self.latent_dim))
+        margin = 0.05 * (hi - lo)
+        self.latent_range_ = np.stack([lo - margin, hi + margin]).astype(np.float32)
 
-    def _pca_error(self, val: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor) -> float:
-        """Held-out error of PCA at the same size, in the model's own per-column unit."""
-        if not len(val):
+    @torch.no_grad()
+    def _codes_and_errors(self, M: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Codes (n, k), per-column errors (n, c) and which entries were observed (n, c), in batches."""
+        self.model_.eval()
+        codes, errors, masks = [], [], []
+        for i in range(0, len(M), ENCODE_BATCH):
+            batch = M[i:i + ENCODE_BATCH]
+            z, _ = self.model_.encode(batch)
+            e, m = self.loss_.columns(self.model_.decode(z), batch)
+            codes.append(z.numpy())
+            errors.append(e.numpy())
+            masks.append(m.numpy())
+        if not codes:
+            c = self.loss_.n_columns
+            return np.zeros((0, self.latent_dim), np.float32), np.zeros((0, c), np.float32), np.zeros((0, c), bool)
+        return np.concatenate(codes), np.concatenate(errors), np.concatenate(masks)
+
+    def _anomaly_scores(self, codes: np.ndarray, errors: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The combined index of a row (after PCA monitoring's SPE + T^2): its reconstruction error over
+        the training rows' mean, plus the squared Mahalanobis distance of its code over the code's
+        width. Each part averages about 1 on training rows: the first finds rows the model cannot
+        rebuild, the second rows it rebuilds well but places where the data are rare."""
+        residual = errors.sum(1) / np.maximum(mask.sum(1), 1) / self.error_mean_
+        density = _mahalanobis(codes, np.asarray(self.code_mean_), np.asarray(self.code_precision_))
+        return (residual + density / self.latent_dim).astype(np.float32)
+
+    @torch.no_grad()
+    def _reconstruct(self, M: torch.Tensor) -> torch.Tensor:
+        self.model_.eval()
+        return torch.cat([self.model_.decode(self.model_.encode(M[i:i + ENCODE_BATCH])[0])
+                          for i in range(0, len(M), ENCODE_BATCH)]) if len(M) else M
+
+    def _real_mse(self, M: torch.Tensor, out: torch.Tensor) -> float:
+        """Mean squared error over the observed real entries, in the unit ``error_unit_`` names."""
+        r = self.config_.n_real
+        if not r or not len(M):
             return float("nan")
-        recon = (val - mean) @ comps.T @ comps + mean
+        target = M[:, :r].double()
+        observed = ~torch.isnan(target)
+        scale = torch.as_tensor(self.preprocessor_.std, dtype=torch.float64) if self.error_unit_ == "data" else 1.0
+        diff = torch.where(observed, (out[:, :r].double() - target) * scale, torch.zeros((), dtype=torch.float64))
+        return float((diff ** 2).sum() / observed.sum().clamp_min(1))
+
+    @property
+    def error_unit_(self) -> str:
+        """``data`` when real columns keep their own unit (``shared``/``none`` scaling), else ``standardised``."""
+        return "standardised" if self.preprocessor_.scaling == "standard" else "data"
+
+    @torch.no_grad()
+    def _pca_errors(self, val: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor) -> None:
+        """PCA at the same size on the held-out rows: in the model's unit and in ``error_unit_``."""
+        if not len(val):
+            self.pca_val_error_ = self.pca_val_mse_ = float("nan")
+            return
+        recon = (self._imputed(val) - mean) @ comps.T @ comps + mean
         r = self.config_.n_real
         # Binary and categorical parts of PCA's output are probabilities; score them as logits.
         p = recon[:, r:].clamp(1e-3, 1 - 1e-3)
         out = torch.cat([recon[:, :r], torch.log(p / (1 - p))], 1)
-        return float(self.loss_(out, val).mean())
+        self.pca_val_error_ = float(self.loss_(out, val).mean())
+        self.pca_val_mse_ = self._real_mse(val, recon)
 
     # ---------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this AutoencoderReducer is not fitted yet: call fit(X) or load(path) first")
 
-    def _scores(self, M: torch.Tensor) -> np.ndarray:
-        return evaluate(self.model_, M, self._row_error, torch.device("cpu"), "fp32").numpy()
-
     @torch.no_grad()
+    def _encode(self, M: torch.Tensor) -> np.ndarray:
+        self.model_.eval()
+        return np.concatenate([self.model_.encode(M[i:i + ENCODE_BATCH])[0].numpy()
+                               for i in range(0, len(M), ENCODE_BATCH)] or [np.zeros((0, self.latent_dim), np.float32)])
+
     def transform(self, X: Any) -> np.ndarray:
         """Rows -> codes (n, latent_dim) float32; the variational kind returns the posterior mean."""
         self._check_fitted()
-        M = torch.from_numpy(self.preprocessor_.transform(X))
-        self.model_.eval()
-        return np.concatenate([self.model_.encode(M[i:i + 65536])[0].numpy()
-                               for i in range(0, len(M), 65536)] or [np.zeros((0, self.latent_dim), np.float32)])
+        return self._encode(torch.from_numpy(self.preprocessor_.transform(X)))
 
     @torch.no_grad()
     def inverse_transform(self, Z: Any) -> np.ndarray:
@@ -159,25 +319,20 @@ class AutoencoderReducer:
         return self.preprocessor_.inverse(self.loss_.activate(out).numpy())
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Per-row reconstruction error (higher = more anomalous), float32."""
-        self._check_fitted()
-        return self._scores(torch.from_numpy(self.preprocessor_.transform(X))).astype(np.float32)
+        """Per-row anomaly score (higher = more anomalous), float32: see ``_anomaly_scores``."""
+        return self.transform_and_score(X)[1]
 
-    def transform_and_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Codes and per-row error in one pass over the input (what the pipeline publishes)."""
+    def reconstruction_error(self, X: Any) -> np.ndarray:
+        """Per-row reconstruction error, the training objective (mean over observed columns), float32."""
         self._check_fitted()
         M = torch.from_numpy(self.preprocessor_.transform(X))
-        codes, errors = [], []
-        self.model_.eval()
-        with torch.no_grad():
-            for i in range(0, len(M), 65536):
-                batch = M[i:i + 65536]
-                z, _ = self.model_.encode(batch)
-                codes.append(z.numpy())
-                errors.append(self.loss_(self.model_.decode(z), batch).numpy())
-        if not codes:
-            return np.zeros((0, self.latent_dim), np.float32), np.zeros(0, np.float32)
-        return np.concatenate(codes), np.concatenate(errors).astype(np.float32)
+        return evaluate(self.model_, M, self._row_error, torch.device("cpu"), "fp32").numpy()
+
+    def transform_and_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and per-row anomaly scores in one pass over the input (what the pipeline publishes)."""
+        self._check_fitted()
+        codes, errors, mask = self._codes_and_errors(torch.from_numpy(self.preprocessor_.transform(X)))
+        return codes, self._anomaly_scores(codes, errors, mask)
 
     def is_anomaly(self, X: Any) -> np.ndarray:
         """Rows whose error exceeds the threshold learned on the training data."""
@@ -197,18 +352,24 @@ class AutoencoderReducer:
         self._check_fitted()
         return self.preprocessor_.columns
 
+    def get_feature_names_out(self, input_features: Any = None) -> list[str]:
+        """Names of the code's columns, as the feature table and the served model call them."""
+        return [f"{LATENT_PREFIX}{i}" for i in range(self.latent_dim)]
+
     @property
     def n_features_in_(self) -> int:
         return len(self.feature_names_in_)
 
-    def sparsity_(self, X: Any, tol: float = 1e-2) -> float:
-        """Fraction of code entries with |z| < tol (the sparse kind's effect)."""
+    def code_sparsity(self, X: Any, tol: float = 1e-2) -> float:
+        """Fraction of X's code entries with |z| < tol (what the sparse kind's L1 term buys)."""
         return float((np.abs(self.transform(X)) < tol).mean())
 
     # -------------------------------------------------------------------------------- persistence
     _PARAMS = ("kind", "latent_dim", "hidden", "activation", "epochs", "batch_size", "lr", "weight_decay",
-               "patience", "val_fraction", "sparsity", "noise_std", "mask_prob", "beta", "pca_init", "scale",
-               "real", "binary", "categorical", "anomaly_quantile", "device", "precision", "seed")
+               "dropout", "patience", "val_fraction", "sparsity", "noise_std", "mask_prob", "beta", "pca_init",
+               "scale", "real", "binary", "categorical", "anomaly_quantile", "device", "precision", "seed")
+    _FITTED = ("threshold_", "baseline_error_", "val_error_", "pca_val_error_", "val_mse_", "pca_val_mse_",
+               "history_", "plan_", "best_step_", "steps_", "error_mean_", "code_mean_", "code_precision_")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -230,8 +391,8 @@ class AutoencoderReducer:
         torch.save(state, path / "weights.pt")
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"format_version": FORMAT_VERSION, "params": params, "config": self.config_.to_dict(),
-                "preprocessor": self.preprocessor_.to_dict(), "threshold": self.threshold_,
-                "baseline_error": self.baseline_error_, "val_error": self.val_error_, "pca_val_error": self.pca_val_error_, "history": self.history_}
+                "preprocessor": self.preprocessor_.to_dict(), "latent_range": self.latent_range_.tolist(),
+                **{k.rstrip("_"): getattr(self, k) for k in self._FITTED}}
         (path / "reducer.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
         return path
 
@@ -245,9 +406,11 @@ class AutoencoderReducer:
         except FileNotFoundError as e:
             raise ValueError(f"{path} is not a saved AutoencoderReducer: {e.filename} is missing") from None
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
+            raise ValueError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+                             "train the model again with this version of ae_models")
         params = dict(meta["params"])
-        params["hidden"] = tuple(params["hidden"])
+        if isinstance(params["hidden"], list):
+            params["hidden"] = tuple(params["hidden"])
         est = cls(**params)
         est.config_ = AEConfig.from_dict(meta["config"])
         est.preprocessor_ = Preprocessor.from_dict(meta["preprocessor"])
@@ -261,10 +424,64 @@ class AutoencoderReducer:
             raise ValueError(f"{path}: the weights do not match the saved config ({str(e).splitlines()[0]}); "
                              "the folder was altered or mixes two models") from None
         est.model_.eval()
-        est.threshold_, est.val_error_ = meta["threshold"], meta["val_error"]
-        est.baseline_error_ = meta["baseline_error"]
-        est.pca_val_error_, est.history_ = meta["pca_val_error"], meta["history"]
+        for k in cls._FITTED:
+            setattr(est, k, meta[k.rstrip("_")])
+        est.latent_range_ = np.asarray(meta["latent_range"], np.float32)
         return est
+
+
+def auto_hidden(width: int) -> tuple[int, int]:
+    """Hidden widths for an input ``width`` columns wide: the next power of two at or above twice the
+    width, between 64 and 512, then half of that."""
+    first = int(min(512, max(64, 2 ** math.ceil(math.log2(max(2 * width, 1))))))
+    return first, first // 2
+
+
+def auto_plan(n_train: int, width: int, hidden: Sequence[int] | str, epochs: int | str,
+              batch_size: int | str) -> dict[str, Any]:
+    """Network and training size for ``n_train`` rows of ``width`` model columns; explicit settings win.
+
+    Training is sized in optimizer steps, not passes: a 1,000-row table needs many passes, a
+    10M-row table less than one. ``batch_size`` auto is the power of two nearest sqrt(rows)
+    (32 to 4,096); ``epochs`` auto is a budget of ``STEP_BUDGET`` steps or ``EPOCH_BUDGET`` passes,
+    whichever is fewer; early stopping on held-out error ends training sooner.
+    """
+    batch = int(batch_size) if not isinstance(batch_size, str) else int(
+        min(4096, max(32, 2 ** round(math.log2(math.sqrt(max(n_train, 1)))))))
+    per_epoch = max(1, -(-n_train // batch))
+    steps = min(STEP_BUDGET, EPOCH_BUDGET * per_epoch) if isinstance(epochs, str) else int(epochs) * per_epoch
+    return {"hidden": list(auto_hidden(width) if isinstance(hidden, str) else hidden), "batch_size": batch,
+            "max_steps": steps, "eval_every": min(max(per_epoch, EVAL_EVERY_MIN), EVAL_EVERY)}
+
+
+STEP_BUDGET = 50_000  # optimizer steps of an auto-sized training, at most ...
+EPOCH_BUDGET = 300  # ... and passes over the data, at most (small tables reach the step budget slowly)
+EVAL_ROWS = 65_536  # held-out rows each early-stopping measurement reads, at most
+MIN_CALIBRATION_ROWS = 100  # held-out rows needed to set the threshold on them rather than on training rows
+EVAL_EVERY = 200  # steps between held-out measurements: an epoch, but at most this many ...
+EVAL_EVERY_MIN = 50  # ... and at least this many (a tiny table's epoch is too short to judge progress by)
+
+
+class _seeded:
+    """Seed torch for one fit without touching the process's global RNG (fork, seed, restore)."""
+
+    def __init__(self, seed: int, device: str):
+        cuda = resolve_device(device).type == "cuda"
+        self._fork = torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else [])
+        self._seed = seed
+
+    def __enter__(self) -> None:
+        self._fork.__enter__()
+        torch.manual_seed(self._seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fork.__exit__(*exc)
+
+
+def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of ``codes`` (n, k) from ``mean`` under ``precision``."""
+    d = codes.astype(np.float64) - mean
+    return np.einsum("ij,jk,ik->i", d, precision, d)
 
 
 def _pca(M: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
