@@ -200,18 +200,26 @@ read it:
 
 
 def _format_runs(runs: list[dict]) -> str:
-    lines = [f"{'date':<10}  {'rows in':>8}  {'rows out':>8}  {'anomalies':>9}  {'raw bytes':>10}  "
-             f"{'feature bytes':>13}  model"]
+    lines = [f"{'date':<10}  {'rows in':>8}  {'rows out':>8}  {'anomalies':>9}  {'raw disk':>10}  {'feature disk':>12}  "
+             f"{'raw memory':>10}  {'feature memory':>14}  model"]
     for r in runs:
         lines.append(f"{r['date']:<10}  {r['rows_in']:>8}  {r['rows_out']:>8}  {r['anomalies']:>9}  "
-                     f"{r['raw_bytes']:>10}  {r['feature_bytes']:>13}  v{r['model_version']}")
-    raw, feat = sum(r["raw_bytes"] for r in runs), sum(r["feature_bytes"] for r in runs)
+                     f"{r['raw_bytes']:>10,}  {r['feature_bytes']:>12,}  {r['raw_memory_bytes']:>10,}  "
+                     f"{r['feature_memory_bytes']:>14,}  v{r['model_version']}")
+    total = {k: sum(r[k] for r in runs) for k in ("raw_bytes", "feature_bytes", "raw_memory_bytes",
+                                                  "feature_memory_bytes")}
     last = runs[-1]
-    lines.append(f"latent size {last['latent_dim']}; feature bytes / raw bytes = {feat / max(raw, 1):.3f}")
+    lines.append(f"latent size {last['latent_dim']} ({last['latent_dtype']}); features / raw: "
+                 f"{total['feature_bytes'] / max(total['raw_bytes'], 1):.2f} on disk, "
+                 f"{total['feature_memory_bytes'] / max(total['raw_memory_bytes'], 1):.2f} in memory")
     lines += [f"{r['date']} validation warning(s): {r['warnings']}" for r in runs if r.get("warnings")]
     if last.get("val_error") is not None:
         lines.append(f"held-out reconstruction error {last['val_error']:.4f} vs PCA at the same size "
-                     f"{last['pca_val_error']:.4f} (ratio {last['val_error'] / last['pca_val_error']:.2f})")
+                     f"{last['pca_val_error']:.4f} (ratio {last['val_error'] / last['pca_val_error']:.2f}; "
+                     "per-column normalised)")
+    if last.get("val_mse") is not None:
+        lines.append(f"real columns, squared error in {last['error_unit']} units: {last['val_mse']:.4g} vs PCA's "
+                     f"{last['pca_val_mse']:.4g} (ratio {last['val_mse'] / last['pca_val_mse']:.2f})")
     return "\n".join(lines)
 
 
@@ -230,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="latentfeed-demo")
     d.add_argument("--days", type=int, default=5)
     d.add_argument("--rows", type=int, default=30_000)
-    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--epochs", type=int, help="cap training at this many passes (default: sized to the data)")
     add("run", cmd_run, "the nightly flow for one partition").add_argument("--date", help="YYYY-MM-DD (default: yesterday)")
     b = add("backfill", cmd_backfill, "every partition in a date range")
     b.add_argument("--start", required=True)

@@ -67,10 +67,13 @@ def nightly_flow(config: str, date: str | None = None) -> dict:
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
     pub, _ = publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
     run = tracking.run_metrics(settings, ref.run_id)
+    model = tracking.load_reducer(settings, ref)
     summary = {"date": day.isoformat(), "rows_in": report.rows, "rows_out": pub.rows, "anomalies": pub.anomalies,
-               "latent_dim": tracking.load_reducer(settings, ref).latent_dim,
-               "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "model_version": ref.version,
+               "latent_dim": model.latent_dim, "latent_dtype": settings.features.latent_dtype,
+               "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes, "raw_memory_bytes": pub.raw_memory_bytes,
+               "feature_memory_bytes": pub.memory_bytes, "model_version": ref.version,
                "run_id": ref.run_id, "val_error": run.get("val_error"), "pca_val_error": run.get("pca_val_error"),
+               "val_mse": run.get("val_mse"), "pca_val_mse": run.get("pca_val_mse"), "error_unit": model.error_unit_,
                "table_uri": pub.table_uri, "delta_version": pub.table_version,
                "refresh": reason or "", "promoted": ref != before,
                "warnings": "; ".join(str(w) for w in report.warnings)}

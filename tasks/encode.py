@@ -1,4 +1,4 @@
-"""Rows -> the feature table's rows: keys, date, model version, latents, error, anomaly flag."""
+"""Rows -> the feature table's rows: keys, date, model version, latents, anomaly score and flag."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,32 +8,47 @@ import polars as pl
 
 from ae_models import AutoencoderReducer
 
-LATENT_PREFIX = "latent_"
+from .latents import Quantisation, store, store_score
+
 BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size
+
+
+def quantisation(reducer: AutoencoderReducer) -> Quantisation:
+    """The int8 grid of a model version: the range its codes took on its training rows."""
+    low, high = reducer.latent_range_
+    return Quantisation.of_range(low, high)
 
 
 def encode_frame(reducer: AutoencoderReducer, frame: pl.DataFrame, keys: list[str], model_version: int,
                  latent_dtype: str = "float32") -> pl.DataFrame:
     """Encode one partition's rows (``frame`` holds keys, ``dt`` and the feature columns)."""
-    codes, errors = reducer.transform_and_score(frame)
-    dtype = pl.Float16 if latent_dtype == "float16" else pl.Float32
-    latents = {f"{LATENT_PREFIX}{i}": pl.Series(codes[:, i]).cast(dtype) for i in range(codes.shape[1])}
+    codes, scores = reducer.transform_and_score(frame)
+    grid = quantisation(reducer) if latent_dtype == "int8" else None
     return frame.select(*keys, "dt").with_columns(
         pl.lit(model_version, dtype=pl.Int32).alias("model_version"),
-        **latents,
-        recon_error=pl.Series(errors, dtype=pl.Float32),
-        is_anomaly=pl.Series(errors > np.float32(reducer.threshold_), dtype=pl.Boolean),
+        **store(codes, latent_dtype, grid),
+        recon_error=store_score(scores, latent_dtype),
+        is_anomaly=pl.Series(scores > np.float32(reducer.threshold_), dtype=pl.Boolean),
     )
 
 
-def encode_batches(reducer: AutoencoderReducer, frame: pl.LazyFrame, keys: list[str], model_version: int,
-                   latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
-    """Stream a partition through the encoder ``batch_rows`` at a time.
+class EncodedBatches:
+    """A partition streamed through the encoder ``batch_rows`` at a time; ``raw_memory`` counts the
+    in-memory bytes of the raw rows read so far (what the partition takes as a polars frame).
 
     Each batch is its own sliced read (parquet skips the row groups before it), so only one batch is
-    in memory at once; a background reader (``collect_batches``) outruns the encoder and buffers.
+    in memory at once; a background reader (``collect_batches``) would outrun the encoder and buffer.
     """
-    total = frame.select(pl.len()).collect().item()
-    for start in range(0, total, batch_rows):
-        chunk = frame.slice(start, batch_rows).collect(engine="streaming")
-        yield encode_frame(reducer, chunk, keys, model_version, latent_dtype)
+
+    def __init__(self, reducer: AutoencoderReducer, frame: pl.LazyFrame, keys: list[str], model_version: int,
+                 latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS):
+        self.reducer, self.frame, self.keys, self.model_version = reducer, frame, keys, model_version
+        self.latent_dtype, self.batch_rows = latent_dtype, batch_rows
+        self.raw_memory = 0
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        total = self.frame.select(pl.len()).collect().item()
+        for start in range(0, total, self.batch_rows):
+            chunk = self.frame.slice(start, self.batch_rows).collect(engine="streaming")
+            self.raw_memory += chunk.drop("dt").estimated_size()
+            yield encode_frame(self.reducer, chunk, self.keys, self.model_version, self.latent_dtype)

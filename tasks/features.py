@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import LatentfeedError
+from .latents import latent_columns, read_quantisation
 from .publish import _options, published_slices
 from .settings import Settings, load_settings
 from .tracking import champion
@@ -20,7 +21,8 @@ class FeatureVersionError(LatentfeedError, LookupError):
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
                   end: dt.date | str | None = None, version: int | str = "champion") -> pl.LazyFrame:
-    """Rows of one model version (default: the champion) between ``start`` and ``end`` inclusive."""
+    """Rows of one model version (default: the champion) between ``start`` and ``end`` inclusive;
+    latents come back as float32 whatever ``[features].latent_dtype`` stored (int8 is dequantised)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
     available = sorted(set(published_slices(settings)["model_version"].to_list()))
     if version == "champion":
@@ -35,6 +37,10 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
                                   f"published versions: {available}")
     lf = pl.scan_delta(settings.table_uri, storage_options=_options(settings)).filter(
         pl.col("model_version") == version)
+    schema = lf.collect_schema()
+    int8 = [c for c in latent_columns(schema.names()) if schema[c] == pl.Int8]
+    if int8:
+        lf = lf.with_columns(read_quantisation(settings, version).dequantise(int8))
     if start is not None:
         lf = lf.filter(pl.col("dt") >= pl.lit(dt.date.fromisoformat(str(start))))
     if end is not None:
@@ -68,7 +74,7 @@ class LatentDataset(IterableDataset):
     def __init__(self, config: Settings | str | Path, start=None, end=None, version: int | str = "champion",
                  columns: tuple[str, ...] = (), batch_rows: int = 65536):
         frame = read_features(config, start, end, version).collect()
-        self.latent_columns = [c for c in frame.columns if c.startswith("latent_")]
+        self.latent_columns = latent_columns(frame.columns)
         self.frame = frame.select(*self.latent_columns, "recon_error", *columns)
         self.columns, self.batch_rows = list(columns), batch_rows
 

@@ -5,22 +5,28 @@ imported by latentfeed itself. ``ae_models`` travels with the model as a code pa
 only mlflow, torch, numpy and pandas.
 """
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
 class LatentEncoder(PythonModel):
-    """predict(raw feature columns) -> latent_0..latent_{k-1}, with the fitted preprocessing applied."""
+    """predict(raw feature columns) -> what a feature-table row holds: latent_0..latent_{k-1},
+    recon_error (the anomaly score) and is_anomaly, with the fitted preprocessing applied (nulls
+    where the model allows them; ordinary pandas dtypes)."""
 
     def load_context(self, context):
         from ae_models import AutoencoderReducer
 
         self.reducer = AutoencoderReducer.load(context.artifacts["reducer"])
 
-    def predict(self, context, model_input, params=None):
-        codes = self.reducer.transform(model_input)
-        return pd.DataFrame(codes, columns=[f"latent_{i}" for i in range(codes.shape[1])],
-                            index=getattr(model_input, "index", None))
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        codes, scores = self.reducer.transform_and_score(model_input)
+        out = pd.DataFrame(codes, columns=self.reducer.get_feature_names_out(),
+                           index=getattr(model_input, "index", None))
+        out["recon_error"] = scores
+        out["is_anomaly"] = scores > np.float32(self.reducer.threshold_)
+        return out
 
 
 mlflow.models.set_model(LatentEncoder())

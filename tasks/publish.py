@@ -15,10 +15,17 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from .errors import LatentfeedError
+from .latents import Quantisation, latent_columns, write_quantisation
 from .settings import Settings
 from .storage import open_storage
 
 PARTITION_BY = ["model_version", "dt"]
+ZSTD_LEVEL = 3  # higher levels shrink latents by a few percent at several times the write time
+
+
+class SchemaMismatch(LatentfeedError, ValueError):
+    """The rows to publish do not fit the table's schema; the message names the column and both types."""
 
 
 @dataclass
@@ -28,8 +35,10 @@ class Published:
     date: dt.date
     rows: int
     anomalies: int
-    bytes: int
+    bytes: int  # on disk
+    memory_bytes: int  # in memory as read_features returns it (float32 latents)
     table_version: int
+    raw_memory_bytes: int = 0  # the raw rows in memory as a polars frame, when the caller counted them
 
 
 def _options(settings: Settings) -> dict[str, str] | None:
@@ -40,12 +49,44 @@ def _options(settings: Settings) -> dict[str, str] | None:
     return opts
 
 
+def writer_properties(schema: pa.Schema):
+    """Encodings that suit each column: byte-stream-split floats and delta-packed integer keys under
+    zstd, dictionaries for int8 latents (a 255-level column compresses best that way).
+
+    Measured on 100k-row days: about half the bytes of deltalake's default (snappy, dictionaries
+    everywhere). Byte-stream-split is for float columns only (DuckDB refuses it on integers).
+    """
+    from deltalake import ColumnProperties, WriterProperties
+
+    floats = ColumnProperties(dictionary_enabled=False, encoding="BYTE_STREAM_SPLIT")
+    packed = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
+    columns = {}
+    for f in schema:
+        if pa.types.is_floating(f.type):
+            columns[f.name] = floats
+        elif pa.types.is_integer(f.type) and f.type.bit_width >= 32 and f.name not in PARTITION_BY:
+            columns[f.name] = packed
+    return WriterProperties(compression="ZSTD", compression_level=ZSTD_LEVEL, column_properties=columns)
+
+
+def check_schema(table, schema: pa.Schema, settings: Settings) -> None:
+    """Refuse rows whose columns do not fit the table, naming the column, both types and the fix."""
+    have = {f.name: f.type for f in table.schema().to_arrow()}
+    for f in schema:
+        if f.name in have and have[f.name] != f.type:
+            hint = (" ([features].latent_dtype changed: a table keeps one latent type, so name a new "
+                    "[features].table for the new one)") if f.name in latent_columns([f.name]) else ""
+            raise SchemaMismatch(f"column {f.name!r} of {settings.table_uri} is {have[f.name]}, but the rows to "
+                                 f"publish have {f.type}{hint}; nothing was written")
+
+
 def publish_partition(settings: Settings, rows: Iterable[pl.DataFrame], model_version: int, date: dt.date,
-                      lineage: dict[str, Any]) -> Published:
+                      lineage: dict[str, Any], quantisation: Quantisation | None = None) -> Published:
     """Replace the (model_version, date) slice of the table with ``rows`` in one commit.
 
     ``rows`` are the encoder's batches: they stream into the Delta writer, so memory stays bounded
-    whatever the partition's size, and still land as one commit.
+    whatever the partition's size, and still land as one commit. int8 latents need their
+    ``quantisation``, written beside the table first so no reader meets rows it cannot decode.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -53,23 +94,32 @@ def publish_partition(settings: Settings, rows: Iterable[pl.DataFrame], model_ve
     first = next(batches, None)
     if first is None:
         raise ValueError(f"nothing to publish for {date}: no rows")
-    counts = {"rows": 0, "anomalies": 0}
+    counts = {"rows": 0, "anomalies": 0, "memory": 0}
+    int8_latents = [c for c in latent_columns(first.columns) if first.schema[c] == pl.Int8]
 
     def arrow_batches():
         for frame in itertools.chain([first], batches):
             counts["rows"] += frame.height
             counts["anomalies"] += int(frame["is_anomaly"].sum())
+            # as read back: int8 latents come out as float32, 3 bytes more per value
+            counts["memory"] += frame.estimated_size() + 3 * frame.height * len(int8_latents)
             yield from frame.to_arrow().to_batches()
 
     schema = first.to_arrow().schema
     uri, opts = settings.table_uri, _options(settings)
+    existing = open_table(settings)
+    if existing is not None:
+        check_schema(existing, schema, settings)
+    if int8_latents:
+        write_quantisation(settings, model_version, quantisation)
     predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
     write_deltalake(uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
                     predicate=predicate, partition_by=PARTITION_BY, storage_options=opts,
+                    writer_properties=writer_properties(schema),
                     commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
     table = DeltaTable(uri, storage_options=opts)
     return Published(uri, model_version, date, counts["rows"], counts["anomalies"],
-                     _slice_bytes(table, model_version, date), table.version())
+                     _slice_bytes(table, model_version, date), counts["memory"], table.version())
 
 
 def _slice_bytes(table, model_version: int, date: dt.date) -> int:

@@ -25,13 +25,10 @@ binary = ["flag_*"]
 [model]
 kind = "undercomplete"
 latent_dim = {latent_dim}
-hidden = [64, 32]
 
 [training]
-epochs = {epochs}
-batch_size = 512
 device = "auto"
-window_days = 30
+window_days = 30{epochs}
 
 [features]
 uri = "features"
@@ -64,8 +61,9 @@ def make_rows(n: int, seed: int, n_real: int = 24, n_binary: int = 8, anomaly_fr
 
 
 def write_sample_dataset(root: Path, start: dt.date, days: int, rows_per_day: int, seed: int = 0,
-                         name: str = "sample", latent_dim: int = 4, epochs: int = 20) -> Path:
-    """Write ``days`` daily parquet partitions under root/raw and a config at root/latentfeed.toml."""
+                         name: str = "sample", latent_dim: int = 4, epochs: int | None = None) -> Path:
+    """Write ``days`` daily parquet partitions under root/raw and a config at root/latentfeed.toml;
+    ``epochs`` caps training (tests keep it short), else the estimator sizes it."""
     for i in range(days):
         date = start + dt.timedelta(days=i)
         frame, _ = make_rows(rows_per_day, seed + i)
@@ -74,5 +72,6 @@ def write_sample_dataset(root: Path, start: dt.date, days: int, rows_per_day: in
         folder.mkdir(parents=True, exist_ok=True)
         frame.select("id", pl.exclude("id")).write_parquet(folder / "part-0.parquet")
     config = root / "latentfeed.toml"
-    config.write_text(SAMPLE_CONFIG.format(name=name, latent_dim=latent_dim, epochs=epochs))
+    config.write_text(SAMPLE_CONFIG.format(name=name, latent_dim=latent_dim,
+                                           epochs=f"\nepochs = {epochs}" if epochs else ""))
     return config

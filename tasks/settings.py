@@ -1,12 +1,13 @@
 """The one TOML config, checked before any work; errors name the key and what it should be."""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from .errors import LatentfeedError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -39,20 +40,22 @@ class DatasetSettings(_Section):
 class ModelSettings(_Section):
     kind: Literal["undercomplete", "linear", "sparse", "denoising", "variational"] = "undercomplete"
     latent_dim: int = Field(8, ge=1)
-    hidden: list[int] = [64, 32]
+    hidden: Literal["auto"] | list[Annotated[int, Field(ge=1)]] = "auto"  # auto: sized to the input's width
     activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
-    sparsity: float = Field(1e-3, ge=0)
-    noise_std: float = Field(0.2, ge=0)
-    mask_prob: float = Field(0.0, ge=0, lt=1)
-    beta: float = Field(1.0, ge=0)
-    anomaly_quantile: float = Field(0.99, gt=0, lt=1)
+    # None: the estimator's default (see ae_models.AutoencoderReducer)
+    sparsity: float | None = Field(None, ge=0)
+    noise_std: float | None = Field(None, ge=0)
+    mask_prob: float | None = Field(None, ge=0, lt=1)
+    beta: float | None = Field(None, ge=0)
+    anomaly_quantile: float | None = Field(None, gt=0, lt=1)
 
 
 class TrainingSettings(_Section):
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    patience: int = Field(10, ge=1)
+    # auto: a budget of optimizer steps and a batch size sized to the rows (the estimator's defaults)
+    epochs: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    lr: float | None = Field(None, gt=0)  # None: the estimator's default
+    patience: int | None = Field(None, ge=1)  # held-out measurements without improvement; None: the default
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     window_days: int = Field(30, ge=1)
@@ -69,7 +72,7 @@ class TrainingSettings(_Section):
 class FeaturesSettings(_Section):
     uri: str = "data/features"
     table: str = Field("features", pattern=r"^[A-Za-z0-9_-]+$")
-    latent_dtype: Literal["float32", "float16"] = "float32"
+    latent_dtype: Literal["float32", "float16", "int8"] = "float32"  # see tasks/latents.py
     retention_hours: int = Field(168, ge=0)  # how long vacuum leaves files of retired versions for readers
 
 
@@ -113,6 +116,9 @@ class ValidationSettings(_Section):
     # mean_drift: a real column's mean moved more than this many of its training standard deviations.
     mean_drift_sigmas: float = Field(0.5, gt=0)
     severity: dict[str, Severity] = {}
+    # Nulls a feature column may hold, as a fraction of its rows: one number for every feature column,
+    # or column names/glob patterns -> fraction (the first that matches wins). Keys are never nullable.
+    max_null_fraction: Annotated[float, Field(ge=0, le=1)] | dict[str, Annotated[float, Field(ge=0, le=1)]] = 0.0
 
     @field_validator("severity")
     @classmethod
@@ -124,6 +130,14 @@ class ValidationSettings(_Section):
 
     def level(self, check: str) -> str:
         return self.severity.get(check, CHECKS[check])
+
+    def null_fraction(self, column: str) -> float:
+        """The share of a feature column's rows that may be null."""
+        if not isinstance(self.max_null_fraction, dict):
+            return self.max_null_fraction
+        if column in self.max_null_fraction:
+            return self.max_null_fraction[column]
+        return next((v for pat, v in self.max_null_fraction.items() if fnmatch.fnmatchcase(column, pat)), 0.0)
 
 
 class Settings(_Section):

@@ -10,6 +10,7 @@ second run with the same key wait for the first and take its result.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 
 import polars as pl
@@ -93,31 +94,42 @@ def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list
         return _fit(settings, frame, columns, start_from)
 
 
+def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=None) -> AutoencoderReducer:
+    """The estimator the config describes; what it leaves unset (``auto``, None) is the estimator's default."""
+    m, t = settings.model, settings.training
+    optional = {"lr": t.lr, "patience": t.patience, "sparsity": m.sparsity, "noise_std": m.noise_std,
+                "mask_prob": m.mask_prob, "beta": m.beta, "anomaly_quantile": m.anomaly_quantile}
+    return AutoencoderReducer(kind=m.kind, latent_dim=m.latent_dim,
+                              hidden=m.hidden if isinstance(m.hidden, str) else tuple(m.hidden),
+                              activation=m.activation, epochs=t.epochs, batch_size=t.batch_size,
+                              real=columns["real"], binary=columns["binary"], categorical=columns["categorical"],
+                              device=t.device, seed=t.seed, callback=callback,
+                              **{k: v for k, v in optional.items() if v is not None})
+
+
 def _fit(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
          start_from: AutoencoderReducer | None) -> AutoencoderReducer:
     """Fit afresh, or continue from ``start_from`` (a copy of the champion) when it takes these columns."""
     log = get_run_logger()
-    m, t = settings.model, settings.training
 
-    def progress(epoch: int, row: dict[str, float]) -> None:
-        log.info("epoch %d/%d  train_loss %.4f  val_error %.4f", epoch, t.epochs, row["train_loss"], row["val_error"])
+    def progress(step: int, row: dict[str, float]) -> None:
+        if step == 0:
+            log.info("start (PCA's solution): val_error %.4f", row["val_error"])
+        else:
+            log.info("step %d (epoch %.1f)  train_loss %.4f  val_error %.4f", step, row["epoch"], row["train_loss"],
+                     row["val_error"])
 
     names = [c for g in ("real", "binary", "categorical") for c in columns[g]]
     if start_from is not None and sorted(start_from.feature_names_in_) == sorted(names):
         est = copy.deepcopy(start_from)  # the loaded champion is cached and shared: never train it in place
         est.callback = progress
-        log.info("warm start from the champion: %d more epoch(s) on %d rows", t.epochs, frame.height)
-        return est.partial_fit(frame, epochs=t.epochs)
+        epochs = None if isinstance(settings.training.epochs, str) else settings.training.epochs
+        log.info("warm start from the champion on %d rows", frame.height)
+        return est.partial_fit(frame, epochs=epochs)
     if start_from is not None:
         log.info("the champion takes other columns than the config names now: training afresh")
-
-    est = AutoencoderReducer(kind=m.kind, latent_dim=m.latent_dim, hidden=tuple(m.hidden), activation=m.activation,
-                             epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
-                             sparsity=m.sparsity, noise_std=m.noise_std, mask_prob=m.mask_prob, beta=m.beta,
-                             real=columns["real"], binary=columns["binary"], categorical=columns["categorical"],
-                             anomaly_quantile=m.anomaly_quantile, device=t.device, seed=t.seed, callback=progress)
-    log.info("training %s autoencoder on %d rows x %d columns", m.kind, frame.height,
-             len(columns["real"]) + len(columns["binary"]) + len(columns["categorical"]))
+    est = build_reducer(settings, columns, progress)
+    log.info("training %s autoencoder on %d rows x %d columns", settings.model.kind, frame.height, len(names))
     return est.fit(frame)
 
 
@@ -153,14 +165,17 @@ def encode_and_publish(settings: Settings, ref: tracking.ModelRef, part: ingest.
     """Stream the partition through the encoder into one Delta commit (bounded memory; safe to retry),
     then record it as an MLflow run with its validation result, Data Docs, ``tags`` and ``metrics``."""
     reducer = tracking.load_reducer(settings, ref)
-    batches = encode.encode_batches(reducer, part.frame, list(settings.dataset.key_columns), ref.version,
-                                    settings.features.latent_dtype)
-    pub = publish.publish_partition(settings, batches, ref.version, part.date, lineage)
+    dtype = settings.features.latent_dtype
+    batches = encode.EncodedBatches(reducer, part.frame, list(settings.dataset.key_columns), ref.version, dtype)
+    pub = publish.publish_partition(settings, batches, ref.version, part.date, lineage,
+                                    encode.quantisation(reducer) if dtype == "int8" else None)
+    pub = dataclasses.replace(pub, raw_memory_bytes=batches.raw_memory)
     quarantine.release(settings, part.date)
     get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
                           pub.rows, pub.model_version, part.date, pub.table_uri, pub.table_version)
     tracking.log_publish(settings, ref, part.date.isoformat(), report, tags={**lineage, **tags}, metrics={
         "rows": pub.rows, "anomalies": pub.anomalies, "raw_bytes": part.raw_bytes, "feature_bytes": pub.bytes,
+        "raw_memory_bytes": pub.raw_memory_bytes, "feature_memory_bytes": pub.memory_bytes,
         "validation_warnings": len(report.warnings), "delta_version": pub.table_version, **metrics})
     return pub
 

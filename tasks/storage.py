@@ -52,6 +52,10 @@ class Storage(ABC):
         """Write a small object whole: readers see the old content or the new, never a part."""
 
     @abstractmethod
+    def read_text(self, uri: str) -> str:
+        """A small object's text; FileNotFoundError when it does not exist."""
+
+    @abstractmethod
     def delete(self, uri: str) -> None:
         """Remove a small object; nothing happens when it does not exist."""
 
@@ -82,6 +86,9 @@ class LocalStorage(Storage):
         tmp = p.with_name(f".{p.name}.tmp")
         tmp.write_text(text)
         tmp.replace(p)  # atomic on one file system
+
+    def read_text(self, uri: str) -> str:
+        return Path(uri).read_text()
 
     def delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
@@ -121,6 +128,8 @@ class S3Storage(Storage):
                                "AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from None
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "?")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{what}: no such object") from None
             hint = {"NoSuchBucket": "the bucket does not exist", "InvalidAccessKeyId": "the access key is wrong",
                     "SignatureDoesNotMatch": "the secret key is wrong", "AccessDenied": "access denied"}
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -155,6 +164,10 @@ class S3Storage(Storage):
     def write_text(self, uri: str, text: str) -> None:
         bucket, key = self._split(uri)
         self._call(f"writing {uri}", self.client.put_object, Bucket=bucket, Key=key, Body=text.encode())
+
+    def read_text(self, uri: str) -> str:
+        bucket, key = self._split(uri)
+        return self._call(f"reading {uri}", self.client.get_object, Bucket=bucket, Key=key)["Body"].read().decode()
 
     def delete(self, uri: str) -> None:
         bucket, key = self._split(uri)

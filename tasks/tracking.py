@@ -127,19 +127,24 @@ def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFr
     """
     import mlflow
     from mlflow.entities import Metric
-    from mlflow.models import infer_signature
 
     c = client(settings)
-    with mlflow.start_run(run_name=f"{settings.dataset.name}-train", tags={**tags, **_device_tags(est)}) as run:
-        mlflow.log_params(settings.flat())
-        hist = [Metric(k, float(v), 0, int(row["epoch"])) for row in est.history_
-                for k, v in row.items() if k != "epoch" and np.isfinite(v)]
+    plan = est.plan_
+    fitted_tags = {"error_unit": est.error_unit_, "scaling": est.preprocessor_.scaling,
+                   "hidden": str(plan["hidden"]), "nullable_columns": ",".join(est.preprocessor_.nullable)}
+    with mlflow.start_run(run_name=f"{settings.dataset.name}-train",
+                          tags={**tags, **_device_tags(est), **fitted_tags}) as run:
+        mlflow.log_params(settings.flat())  # what the config says (unset: None) ...
+        mlflow.log_params({f"estimator.{k}": str(v) for k, v in est.get_params().items()})  # ... what ran
+        hist = [Metric(k, float(v), 0, int(row["step"])) for row in est.history_
+                for k, v in row.items() if k != "step" and np.isfinite(v)]
         for i in range(0, len(hist), 900):
             c.log_batch(run.info.run_id, metrics=hist[i:i + 900])
-        mlflow.log_metrics({"val_error": est.val_error_, "pca_val_error": est.pca_val_error_,
+        finite = {k: v for k, v in {"val_mse": est.val_mse_, "pca_val_mse": est.pca_val_mse_}.items() if np.isfinite(v)}
+        mlflow.log_metrics({"val_error": est.val_error_, "pca_val_error": est.pca_val_error_, **finite,
                             "anomaly_threshold": est.threshold_,
-                            "baseline_error": est.baseline_error_, "best_epoch": est.best_epoch_,
-                            "train_seconds": est.train_seconds_,
+                            "baseline_error": est.baseline_error_, "best_step": est.best_step_, "steps": est.steps_,
+                            "batch_size": plan["batch_size"], "train_seconds": est.train_seconds_,
                             "train_rows_per_second": est.train_rows_per_second_, **metrics})
         from . import plots
 
@@ -151,15 +156,13 @@ def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFr
             plots.close(fig)
         for date, report in reports.items():
             _log_validation(date, report)
-        sample = holdout.select(est.feature_names_in_).head(5).to_pandas()
         with tempfile.TemporaryDirectory() as tmp:
             reducer_dir = est.save(Path(tmp) / "reducer")
-            with warnings.catch_warnings():  # MLflow's hints about integer columns and type hints
+            with warnings.catch_warnings():  # MLflow's hint about type hints on predict
                 warnings.simplefilter("ignore", UserWarning)
-                signature = infer_signature(sample, _latent_frame(est.transform(sample)))
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(_MODEL_CODE), artifacts={"reducer": str(reducer_dir)},
-                    code_paths=[str(_AE_MODELS)], signature=signature, input_example=None,
+                    code_paths=[str(_AE_MODELS)], signature=signature(est), input_example=None,
                     registered_model_name=settings.mlflow.registered_model,
                     pip_requirements=_requirements())
     return ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
@@ -191,10 +194,17 @@ def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
     return dict(client(settings).get_run(run_id).data.metrics)
 
 
-def _latent_frame(codes: np.ndarray):
-    import pandas as pd
+def signature(est: AutoencoderReducer):
+    """The served model's signature: the feature columns by name, each of any dtype and optional (the
+    model's own preprocessing checks them, with the pipeline's messages: MLflow's strict types would
+    refuse an int64 or bool column for a float one), and what a table row holds."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    return pd.DataFrame(codes, columns=[f"latent_{i}" for i in range(codes.shape[1])])
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in est.feature_names_in_])
+    outputs = Schema([*(ColSpec("float", name) for name in est.get_feature_names_out()),
+                      ColSpec("float", "recon_error"), ColSpec("boolean", "is_anomaly")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def _requirements() -> list[str]:

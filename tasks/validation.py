@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from ae_models import AutoencoderReducer
-from ae_models.preprocess import UNSEEN
+from ae_models.preprocess import NULL, UNSEEN
 
 from .ingest import Partition
 from .settings import ConfigError, Settings
@@ -31,7 +31,7 @@ from .settings import ConfigError, Settings
 _COLUMN_CHECKS = {
     "missing": ("present", "column is present"),
     "type": ("type_ok", "column has the configured type"),
-    "nulls": ("null_count", "no null values"),
+    "nulls": ("null_excess", "nulls within [validation].max_null_fraction"),
     "nonfinite": ("nonfinite_count", "no NaN or inf values"),
     "binary": ("non_binary_count", "binary values are 0 or 1"),
     "unseen_categories": ("unseen_count", "categories were seen in training"),
@@ -53,10 +53,10 @@ class Reference:
     @classmethod
     def of(cls, reducer: AutoencoderReducer) -> "Reference":
         p = reducer.preprocessor_
-        scaled = p.scale == "standard"  # unscaled models kept no statistics
-        return cls(columns=list(p.columns), mean=dict(zip(p.real, p.mean)) if scaled else {},
-                   std=dict(zip(p.real, p.std)) if scaled else {},
-                   categories={c: [v for v in vocab if v != UNSEEN] for c, vocab in p.vocab.items()})
+        spread = {c: s for c, s in zip(p.real, p.column_std) if s > 0}  # a constant column has no drift unit
+        return cls(columns=list(p.columns), mean={c: m for c, m in zip(p.real, p.column_mean) if c in spread},
+                   std=spread, categories={c: [v for v in vocab if v not in (UNSEEN, NULL)]
+                                           for c, vocab in p.vocab.items()})
 
 
 @dataclass
@@ -129,18 +129,20 @@ def profile(part: Partition, settings: Settings,
         type_ok = g in ("keys", "categorical") or dtype.is_numeric() or (g == "binary" and dtype == pl.Boolean)
         mean = row.get(f"{c}__mean")
         shift = abs(mean - reference.mean[c]) / reference.std[c] if mean is not None else 0.0
+        nulls = row[f"{c}__null"]
+        allowed = 0.0 if g == "keys" else settings.validation.null_fraction(c) * row["__rows"]
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
-                        "null_count": row[f"{c}__null"], "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
+                        "null_count": nulls, "null_excess": nulls - allowed, "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
                         "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift})
     expected = reference.columns if reference else []
     missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
     for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
-                        "null_count": 0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
+                        "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
                         "mean": None, "mean_shift": 0.0})
     table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [row.get("__dup_keys", 0) or 0]})
-    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64}), table
+    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64}), table
 
 
 @lru_cache(maxsize=1)
@@ -249,7 +251,8 @@ def _column_findings(results, by_column: dict[str, dict], part: Partition,
         for idx in r.result.get("unexpected_index_list") or []:
             column = idx["column"] if isinstance(idx, dict) else str(idx)
             prof = by_column.get(column, {})
-            count = int(prof.get(metric, 1)) if metric.endswith("_count") else 1
+            counted = "null_count" if check == "nulls" else metric  # rows at fault, not the excess
+            count = int(prof.get(counted, 1)) if counted.endswith("_count") else 1
             if check == "type" and prof.get("present"):
                 examples = [f"dtype {prof['dtype']}"]
             elif check == "mean_drift":

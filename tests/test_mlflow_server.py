@@ -82,10 +82,10 @@ def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path,
     model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
     raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(0)}/*.parquet").sort("id")
     predicted = model.predict(raw.drop("id").to_pandas())
-    latents = [f"latent_{i}" for i in range(s.model.latent_dim)]
-    assert list(predicted.columns) == latents and len(predicted) == raw.height
+    row = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["recon_error"]
+    assert list(predicted.columns) == row + ["is_anomaly"] and len(predicted) == raw.height
     published = read_features(config, start=day(0), end=day(0)).collect().sort("id")
-    np.testing.assert_allclose(predicted.to_numpy(), published.select(latents).to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(predicted[row].to_numpy(), published.select(row).to_numpy(), rtol=1e-5, atol=1e-5)
 
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket="lake", Prefix=f"{ARTIFACTS_PREFIX}/") for o in page.get("Contents", [])]

@@ -61,9 +61,11 @@ def test_champion_pyfunc_predicts_the_published_latents(published):
     table = read_features(config, start=day(1), end=day(1)).collect().sort("id")
     features = [c for c in raw.columns if c != "id"]
     predicted = model.predict(raw.sort("id").select(features).to_pandas())
-    latents = table.select([c for c in table.columns if c.startswith("latent_")]).to_numpy()
-    assert list(predicted.columns) == [f"latent_{i}" for i in range(latents.shape[1])]
-    np.testing.assert_allclose(predicted.to_numpy(), latents, atol=1e-5)
+    columns = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["recon_error", "is_anomaly"]
+    assert list(predicted.columns) == columns
+    np.testing.assert_allclose(predicted[columns[:-1]].to_numpy(), table.select(columns[:-1]).to_numpy(), rtol=1e-5,
+                               atol=1e-5)
+    assert (predicted["is_anomaly"].to_numpy() == table["is_anomaly"].to_numpy()).all()
 
 
 def test_reader_refuses_unknown_version(published):

@@ -16,7 +16,7 @@ def _data(n=400, d=10, seed=0):
 
 
 def _est(kind, **kw):
-    return AutoencoderReducer(kind=kind, latent_dim=3, hidden=(16,), epochs=3, batch_size=64, seed=0, **kw)
+    return AutoencoderReducer(kind=kind, latent_dim=3, **kw)  # the defaults: what users run
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -47,8 +47,7 @@ def test_frames_and_mixed_column_types():
     df = pl.DataFrame({**{f"r{i}": real[:, i] for i in range(4)},
                        "b": (real[:, 0] > 0).astype(np.int8),
                        "c": np.where(real[:, 1] > 0.5, "hi", np.where(real[:, 1] < -0.5, "lo", "mid"))})
-    est = AutoencoderReducer(latent_dim=2, hidden=(16,), epochs=20, batch_size=64, binary=["b"],
-                             real=["r0", "r1", "r2", "r3"], categorical=["c"]).fit(df)
+    est = AutoencoderReducer(latent_dim=2, binary=["b"], real=["r0", "r1", "r2", "r3"], categorical=["c"]).fit(df)
     assert est.config_.cat_cardinalities == (4,)  # 3 categories + the unseen slot
     np.testing.assert_allclose(est.transform(df.to_pandas()), est.transform(df), atol=1e-6)
     recon = est.inverse_transform(est.transform(df))
@@ -60,28 +59,32 @@ def test_frames_and_mixed_column_types():
 
 def test_bad_inputs_name_the_column():
     X = _data()
-    est = _est("undercomplete").fit(pd.DataFrame(X, columns=[f"f{i}" for i in range(10)]))
+    est = _est("undercomplete", epochs=1).fit(pd.DataFrame(X, columns=[f"f{i}" for i in range(10)]))
     bad = pd.DataFrame(X, columns=[f"f{i}" for i in range(10)])
-    bad.loc[5, "f3"] = np.nan
-    with pytest.raises(ValueError, match="column 'f3' has 1 NaN"):
+    bad.loc[5, "f3"] = np.inf
+    with pytest.raises(ValueError, match="column 'f3' has 1 infinite"):
         est.transform(bad)
+    text = pd.DataFrame(X, columns=[f"f{i}" for i in range(10)]).astype({"f2": object})
+    text.loc[0, "f2"] = "n/a"
+    with pytest.raises(ValueError, match="column 'f2' holds non-numeric"):
+        est.transform(text)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['f9'\]"):
         est.transform(bad.drop(columns="f9"))
     with pytest.raises(ValueError, match=r"expected \(n_rows, 10\)"):
-        _est("undercomplete").fit(X).transform(X[:, :4])
+        _est("undercomplete", epochs=1).fit(X).transform(X[:, :4])
 
 
 def test_plain_overcomplete_is_refused_with_a_reason():
     X = _data(d=6)
     with pytest.raises(ValueError, match="learn the identity.*'sparse', 'denoising' or 'variational'"):
         AutoencoderReducer(latent_dim=8, epochs=1).fit(X)
-    AutoencoderReducer(kind="sparse", latent_dim=8, hidden=(16,), epochs=1).fit(X)
+    AutoencoderReducer(kind="sparse", latent_dim=8, epochs=1).fit(X)
 
 
 def test_load_refuses_weights_that_do_not_match_the_config(tmp_path):
     X = _data()
-    _est("undercomplete").fit(X).save(tmp_path / "a")
-    AutoencoderReducer(latent_dim=2, hidden=(16,), epochs=1).fit(X).save(tmp_path / "b")
+    _est("undercomplete", epochs=1).fit(X).save(tmp_path / "a")
+    AutoencoderReducer(latent_dim=2, epochs=1).fit(X).save(tmp_path / "b")
     (tmp_path / "b" / "reducer.json").replace(tmp_path / "a" / "reducer.json")
     with pytest.raises(ValueError, match="do not match the saved config"):
         AutoencoderReducer.load(tmp_path / "a")
@@ -89,10 +92,10 @@ def test_load_refuses_weights_that_do_not_match_the_config(tmp_path):
 
 def test_partial_fit_continues_from_the_fitted_model():
     X = _data(n=800)
-    est = _est("undercomplete").fit(X[:400])
-    mean, before = list(est.preprocessor_.mean), est.score_samples(X[400:]).mean()
-    assert est.partial_fit(X[400:], epochs=10) is est
-    assert est.score_samples(X[400:]).mean() < before
+    est = _est("undercomplete", epochs=2).fit(X[:400])
+    mean, before = list(est.preprocessor_.mean), est.reconstruction_error(X[400:]).mean()
+    assert est.partial_fit(X[400:], epochs=20) is est
+    assert est.reconstruction_error(X[400:]).mean() < before
     assert est.preprocessor_.mean == mean  # preprocessing stays as first fitted
 
 
@@ -101,3 +104,51 @@ def test_variational_samples_rows():
     assert est.sample(5).shape == (5, 10)
     with pytest.raises(ValueError, match="kind='variational'"):
         _est("linear").fit(_data()).sample(2)
+
+
+def test_fit_leaves_the_global_rng_alone():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _est("denoising", epochs=1).fit(_data())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_missing_values_are_imputed_masked_and_flagged(tmp_path):
+    """Nulls in real, binary and category columns: fit and transform take them; the codes of rows
+    with a missing value are defined, finite and reproducible; a missing entry is left out of the error."""
+    rng = np.random.default_rng(3)
+    n = 800
+    t = rng.normal(size=(n, 2))
+    real = np.tanh(t @ rng.normal(size=(2, 5))) + 0.05 * rng.normal(size=(n, 5))
+    df = pd.DataFrame(real, columns=[f"r{i}" for i in range(5)])
+    df["b"] = pd.array((t[:, 0] > 0).astype(int), dtype="Int64")
+    df["c"] = np.where(t[:, 1] > 0, "up", "down").astype(object)
+    df.loc[rng.uniform(size=n) < 0.3, "r1"] = np.nan
+    df.loc[rng.uniform(size=n) < 0.2, "b"] = pd.NA
+    df.loc[rng.uniform(size=n) < 0.5, "c"] = None
+    est = AutoencoderReducer(latent_dim=2, real=[f"r{i}" for i in range(5)], binary=["b"], categorical=["c"]).fit(df)
+    p = est.preprocessor_
+    assert p.nullable == ["r1", "b"] and p.vocab["c"][:2] == ["<unseen>", "<null>"]
+    assert est.config_.n_encoder_inputs == est.config_.n_inputs + 2  # one missing-indicator per nullable column
+    Z = est.transform(df)
+    assert np.isfinite(Z).all() and np.isfinite(est.score_samples(df)).all()
+    np.testing.assert_array_equal(est.transform(df), Z)
+    est.save(tmp_path / "m")
+    np.testing.assert_array_equal(AutoencoderReducer.load(tmp_path / "m").transform(df), Z)
+    # a missing entry takes no part in the error; an observed wild value does
+    one = df.iloc[[0]].copy()
+    one["r1"] = np.nan
+    wrong = one.copy()
+    wrong["r1"] = 100.0
+    assert est.reconstruction_error(wrong)[0] > est.reconstruction_error(one)[0]
+    # polars nulls read the same as pandas NA
+    np.testing.assert_allclose(est.transform(pl.from_pandas(df)), Z, atol=1e-6)
+
+
+def test_a_column_with_no_values_is_refused():
+    df = pd.DataFrame({"a": np.arange(50.0), "b": np.full(50, np.nan)})
+    with pytest.raises(ValueError, match=r"\['b'\] hold no values"):
+        AutoencoderReducer(latent_dim=1, epochs=1).fit(df)

