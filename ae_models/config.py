@@ -5,9 +5,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 KINDS = ("undercomplete", "linear", "sparse", "denoising", "variational")
+LATENT_PREFIX = "latent_"  # the code's columns, as the estimator and the feature table name them: latent_0 ...
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 # Kinds whose regulariser stops an overcomplete code from learning the identity.
 REGULARISED_KINDS = ("sparse", "denoising", "variational")
+
+
+def latent_names(k: int) -> list[str]:
+    """The names of a k-wide code's columns: latent_0 .. latent_{k-1}."""
+    return [f"{LATENT_PREFIX}{i}" for i in range(k)]
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .config import AEConfig
+from .config import AEConfig, latent_names
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
 from .preprocess import Preprocessor
+from .training import EVAL_BATCH as ENCODE_BATCH
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
 FORMAT_VERSION = 3
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
-ENCODE_BATCH = 65_536  # rows encoded at once
 AUTO = "auto"
-LATENT_PREFIX = "latent_"  # the code's columns: latent_0 .. latent_{k-1}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -357,7 +356,7 @@ class AutoencoderReducer:
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         """Names of the code's columns, as the feature table and the served model call them."""
-        return [f"{LATENT_PREFIX}{i}" for i in range(self.latent_dim)]
+        return latent_names(self.latent_dim)
 
     @property
     def n_features_in_(self) -> int:

@@ -20,6 +20,7 @@ StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 # (model, batch) -> per-row held-out error, measured in eval mode.
 EvalError = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, dict[str, float]], None]
+EVAL_BATCH = 65_536  # rows evaluated (or encoded) at once
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, X: torch.Tensor, error: EvalError, device: torch.device,
-             precision: str = "auto", batch_size: int = 65536) -> torch.Tensor:
+             precision: str = "auto", batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Per-row error over X in eval mode, in large batches; returns a CPU float32 tensor."""
     was_training = model.training
     model.eval()

@@ -6,21 +6,24 @@ CPU pool, train on the GPU pool. Both pools are process pools: start a worker on
 checkout where latentfeed is installed. deploy() also sizes the global concurrency limit that every
 training holds a slot of (``[schedule].training_slots``, one per GPU), so a GPU pool with more workers
 or runs than GPUs still trains one model per GPU at a time.
+
+The flows are loaded from their entrypoints in the checkout (``flow.from_source``), not imported:
+``deployments`` depends on ``tasks`` only, so ``flows`` (whose CLI calls ``deploy``) never imports
+itself back through here.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
-from flows.backfill import backfill_flow
-from flows.nightly import nightly_flow
-from flows.train import train_flow
+from tasks.limits import ensure_training_limit
+from tasks.names import ENTRYPOINTS, FLOWS, TRAINING_LIMIT, deployment
 from tasks.settings import load_settings
-from tasks.steps import TRAINING_LIMIT, ensure_training_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +37,8 @@ def ensure_pool(name: str, description: str) -> None:
 
 
 def deploy(config: Path) -> list[str]:
-    """Create the pools and training limit if needed and register the deployments.
+    """Create the pools and training limit if needed and register the deployments; each run reads
+    ``config`` (its absolute path is the deployments' parameter), so edits apply to the next run.
 
     Returns one line for the training limit and one per deployment.
     """
@@ -46,19 +50,15 @@ def deploy(config: Path) -> list[str]:
     ensure_training_limit(sched.training_slots, update=True)
     params = {"config": str(Path(config).resolve())}
     name = settings.dataset.name
-    plans = [
-        (nightly_flow, "flows/nightly.py:nightly_flow", f"{name}-nightly", sched.cpu_pool,
-         {"schedule": Cron(sched.cron, timezone=sched.timezone)}),
-        (backfill_flow, "flows/backfill.py:backfill_flow", f"{name}-backfill", sched.cpu_pool, {}),
-        (train_flow, "flows/train.py:train_flow", f"{name}-train", sched.gpu_pool, {}),
-    ]
+    plans = [("nightly", sched.cpu_pool, {"schedule": Cron(sched.cron, timezone=sched.timezone)}),
+             ("backfill", sched.cpu_pool, {}), ("train", sched.gpu_pool, {})]
     lines = [f"global concurrency limit {TRAINING_LIMIT}: {sched.training_slots} training(s) at once"]
-    for flow, entrypoint, dep_name, pool, schedule in plans:
-        source = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
+    for kind, pool, schedule in plans:
+        source = flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINTS[kind])
         # to_deployment().apply() registers without Flow.deploy's online-worker probe, which prefect 3.8's
         # client sends with limit=None and its own server refuses (422).
-        deployment = source.to_deployment(name=dep_name, work_pool_name=pool, parameters=params, **schedule)
-        dep_id = deployment.apply()
+        dep = source.to_deployment(name=deployment(name, kind), work_pool_name=pool, parameters=params, **schedule)
+        dep_id = dep.apply()
         when = f"cron '{sched.cron}' ({sched.timezone})" if schedule else "on demand"
-        lines.append(f"deployment {flow.name}/{dep_name} on pool {pool}, {when} [{dep_id}]")
+        lines.append(f"deployment {FLOWS[kind]}/{deployment(name, kind)} on pool {pool}, {when} [{dep_id}]")
     return lines

@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.errors import LatentfeedError
-from tasks.settings import ConfigError
+from tasks.errors import ConfigError, LatentfeedError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _settings(args):
-    """The checked config; a user GE suite it names is parsed too, so a bad one stops us before any work."""
+    """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
+    a bad one stops us before any work."""
     from tasks.settings import load_settings
     from tasks.validation import user_suite
 
@@ -24,11 +24,16 @@ def _settings(args):
     return settings
 
 
+def _date(value: str | None, what: str = "date") -> str | None:
+    """A date argument checked before any work (None: the flow's default)."""
+    from .parameters import parse_date
+
+    return None if value is None else parse_date(value, what).isoformat()
+
+
 def _run_flow(fn, **params) -> tuple[bool, object]:
     """Run a flow; return (ok, result-or-message) without letting a traceback reach the user."""
     from prefect.exceptions import PrefectException
-
-    from tasks.errors import LatentfeedError
 
     try:
         return True, fn(**params)
@@ -39,8 +44,8 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
 def cmd_run(args) -> int:
     from .nightly import nightly_flow
 
-    _settings(args)  # refuse a bad config before starting Prefect
-    ok, out = _run_flow(nightly_flow, config=str(args.config), date=args.date)
+    settings = _settings(args)  # refuse a bad config before starting Prefect
+    ok, out = _run_flow(nightly_flow, config=settings, date=_date(args.date))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
@@ -51,32 +56,28 @@ def cmd_run(args) -> int:
 def cmd_train(args) -> int:
     from .train import train_flow
 
-    _settings(args)
-    ok, out = _run_flow(train_flow, config=str(args.config), end=args.end)
+    settings = _settings(args)
+    ok, out = _run_flow(train_flow, config=settings, end=_date(args.end, "end"))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"model version {out['model_version']} (run {out['run_id']}): holdout error "
-          f"{out['holdout_error']:.5f}; {'promoted to champion' if out['promoted'] else 'champion kept'}")
+    print(f"model version {out.model_version} (run {out.run_id}): holdout error "
+          f"{out.holdout_error:.5f}; {'promoted to champion' if out.promoted else 'champion kept'}")
     return EXIT_OK
 
 
 def cmd_validate(args) -> int:
     from tasks import tracking
-    from tasks.ingest import IngestError, scan_partition
-    from tasks.storage import StorageError, open_storage
+    from tasks.ingest import scan_partition
+    from tasks.storage import open_storage
     from tasks.validation import Reference, validate
 
-    from .common import parse_date
-
     settings = _settings(args)
-    try:
-        part = scan_partition(open_storage(settings.dataset.raw_uri), settings, parse_date(args.date))
-        ref = tracking.champion(settings)
-        report = validate(part, settings, Reference.of(tracking.load_reducer(settings, ref)) if ref else None)
-    except (IngestError, StorageError) as e:
-        print(f"FAILED: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    day = dt.date.fromisoformat(_date(args.date))
+    part = scan_partition(open_storage(settings.dataset.raw_uri), settings, day)
+    ref = tracking.champion(settings)
+    champion = tracking.usable_reducer(settings, ref) if ref else None
+    report = validate(part, settings, Reference.of(champion) if champion else None)
     print(report.summary())
     if args.report_dir:
         out = Path(args.report_dir)
@@ -90,32 +91,32 @@ def cmd_validate(args) -> int:
 
 def cmd_backfill(args) -> int:
     from tasks import tracking
+    from tasks.backfill_plan import plan_backfill
 
-    from .backfill import backfill_flow, dask_runner_class, plan_backfill
-    from .common import parse_date
+    from .backfill import backfill_flow, dask_runner_class
 
     settings = _settings(args)
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
-    plan, undated = plan_backfill(settings, parse_date(args.start, "start"), parse_date(args.end, "end"), args.force)
+    start, end = _date(args.start, "start"), _date(args.end, "end")
+    plan, undated = plan_backfill(settings, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
     if undated:
         print(f"ignored folder(s) whose date does not parse: {undated}")
     first_train = " (after retraining, which may re-encode the window)" if args.retrain else (
-        f" (no champion yet: one is trained on the window ending {args.end} first)"
+        f" (no champion yet: one is trained on the window ending {end} first)"
         if tracking.champion(settings) is None else "")
     print(f"plan{first_train}:")
-    print("\n".join(f"{p['date']}  {p['action']:<5} {p['state']}" for p in plan))
+    print("\n".join(f"{p.date}  {p.action:<5} {p.state}" for p in plan))
     if args.dry_run:
         return EXIT_OK
-    ok, out = _run_flow(backfill_flow, config=str(args.config), start=args.start, end=args.end, force=args.force,
-                        retrain=args.retrain)
+    ok, out = _run_flow(backfill_flow, config=settings, start=start, end=end, force=args.force, retrain=args.retrain)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print("\noutcomes:\n" + "\n".join(f"{o['date']}  {o['status']:<8} {o['detail'].splitlines()[0]}" for o in out))
-    failed = [o for o in out if o["status"] == "failed"]
+    print("\noutcomes:\n" + "\n".join(f"{o.date}  {o.status:<8} {o.detail.splitlines()[0]}" for o in out))
+    failed = [o for o in out if o.status == "failed"]
     for o in failed:
-        print(f"\n{o['date']} failed:\n{o['detail']}")
+        print(f"\n{o.date} failed:\n{o.detail}")
     if failed:
         print(f"{len(failed)} of {len(out)} partition(s) failed", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
@@ -123,14 +124,12 @@ def cmd_backfill(args) -> int:
 
 def cmd_features(args) -> int:
     from tasks import tracking
-    from tasks.publish import published_slices
+    from tasks.table import published_slices, retire_versions
 
     settings = _settings(args)
     if args.vacuum:
-        from tasks.publish import retire_versions
-
         if args.keep_versions < 1:
-            raise ValueError(f"--keep-versions must be at least 1, got {args.keep_versions}")
+            raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
         ref = tracking.champion(settings)
         done = retire_versions(settings, args.keep_versions, ref.version if ref else None)
         print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
@@ -139,9 +138,9 @@ def cmd_features(args) -> int:
     if args.version is not None:
         slices = slices.filter(slices["model_version"] == args.version)
     if args.start:
-        slices = slices.filter(slices["dt"] >= dt.date.fromisoformat(args.start))
+        slices = slices.filter(slices["dt"] >= dt.date.fromisoformat(_date(args.start, "start")))
     if args.end:
-        slices = slices.filter(slices["dt"] <= dt.date.fromisoformat(args.end))
+        slices = slices.filter(slices["dt"] <= dt.date.fromisoformat(_date(args.end, "end")))
     ref = tracking.champion(settings)
     print(f"table {settings.table_uri}; champion: "
           f"{f'{ref.name} version {ref.version}' if ref else 'none'}")
@@ -157,7 +156,6 @@ def cmd_features(args) -> int:
 def cmd_deploy(args) -> int:
     from deployments.deploy import deploy
 
-    _settings(args)
     for line in deploy(Path(args.config)):
         print(line)
     return EXIT_OK
@@ -165,6 +163,7 @@ def cmd_deploy(args) -> int:
 
 def cmd_demo(args) -> int:
     from tasks.sample_data import write_sample_dataset
+    from tasks.settings import load_settings
 
     from .nightly import nightly_flow
 
@@ -175,11 +174,12 @@ def cmd_demo(args) -> int:
     start = dt.date.today() - dt.timedelta(days=args.days)
     print(f"writing {args.days} daily partitions of {args.rows} rows to {work / 'raw'} ...", flush=True)
     config = write_sample_dataset(work, start, args.days, args.rows, epochs=args.epochs)
+    settings = load_settings(config)
     runs = []
     for i in range(args.days):
         day = (start + dt.timedelta(days=i)).isoformat()
         print(f"\n=== nightly run for {day} ===", flush=True)
-        ok, out = _run_flow(nightly_flow, config=str(config), date=day)
+        ok, out = _run_flow(nightly_flow, config=settings, date=day)
         if not ok:
             print(f"FAILED: {out}", file=sys.stderr)
             return EXIT_FAILED
@@ -189,37 +189,38 @@ def cmd_demo(args) -> int:
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
     print(f"""
 config:         {config}
-MLflow:         mlflow ui --backend-store-uri {tracking_uri}   (model {last['model_version']}, run {last['run_id']})
-feature table:  {last['table_uri']}
+MLflow:         mlflow ui --backend-store-uri {tracking_uri}   (model {last.model_version}, run {last.run_id})
+feature table:  {last.table_uri}
 
 read it:
-  polars:  pl.read_delta("{last['table_uri']}").filter(pl.col("model_version") == {last['model_version']})
+  polars:  pl.read_delta("{last.table_uri}").filter(pl.col("model_version") == {last.model_version})
   duckdb:  from tasks.features import duckdb_connection
-           duckdb_connection().sql("SELECT * FROM delta_scan('{last['table_uri']}') WHERE model_version = {last['model_version']}")""")
+           duckdb_connection().sql("SELECT * FROM delta_scan('{last.table_uri}') WHERE model_version = {last.model_version}")""")
     return EXIT_OK
 
 
-def _format_runs(runs: list[dict]) -> str:
+def _format_runs(runs: list) -> str:
+    """The nightly results as the summary table the CLI prints."""
     lines = [f"{'date':<10}  {'rows in':>8}  {'rows out':>8}  {'anomalies':>9}  {'raw disk':>10}  {'feature disk':>12}  "
              f"{'raw memory':>10}  {'feature memory':>14}  model"]
     for r in runs:
-        lines.append(f"{r['date']:<10}  {r['rows_in']:>8}  {r['rows_out']:>8}  {r['anomalies']:>9}  "
-                     f"{r['raw_bytes']:>10,}  {r['feature_bytes']:>12,}  {r['raw_memory_bytes']:>10,}  "
-                     f"{r['feature_memory_bytes']:>14,}  v{r['model_version']}")
-    total = {k: sum(r[k] for r in runs) for k in ("raw_bytes", "feature_bytes", "raw_memory_bytes",
-                                                  "feature_memory_bytes")}
+        lines.append(f"{r.date:<10}  {r.rows_in:>8}  {r.rows_out:>8}  {r.anomalies:>9}  "
+                     f"{r.raw_bytes:>10,}  {r.feature_bytes:>12,}  {r.raw_memory_bytes:>10,}  "
+                     f"{r.feature_memory_bytes:>14,}  v{r.model_version}")
+    total = {k: sum(getattr(r, k) for r in runs) for k in ("raw_bytes", "feature_bytes", "raw_memory_bytes",
+                                                           "feature_memory_bytes")}
     last = runs[-1]
-    lines.append(f"latent size {last['latent_dim']} ({last['latent_dtype']}); features / raw: "
+    lines.append(f"latent size {last.latent_dim} ({last.latent_dtype}); features / raw: "
                  f"{total['feature_bytes'] / max(total['raw_bytes'], 1):.2f} on disk, "
                  f"{total['feature_memory_bytes'] / max(total['raw_memory_bytes'], 1):.2f} in memory")
-    lines += [f"{r['date']} validation warning(s): {r['warnings']}" for r in runs if r.get("warnings")]
-    if last.get("val_error") is not None:
-        lines.append(f"held-out reconstruction error {last['val_error']:.4f} vs PCA at the same size "
-                     f"{last['pca_val_error']:.4f} (ratio {last['val_error'] / last['pca_val_error']:.2f}; "
+    lines += [f"{r.date} validation warning(s): {r.warnings}" for r in runs if r.warnings]
+    if last.val_error is not None:
+        lines.append(f"held-out reconstruction error {last.val_error:.4f} vs PCA at the same size "
+                     f"{last.pca_val_error:.4f} (ratio {last.val_error / last.pca_val_error:.2f}; "
                      "per-column normalised)")
-    if last.get("val_mse") is not None:
-        lines.append(f"real columns, squared error in {last['error_unit']} units: {last['val_mse']:.4g} vs PCA's "
-                     f"{last['pca_val_mse']:.4g} (ratio {last['val_mse'] / last['pca_val_mse']:.2f})")
+    if last.val_mse is not None:
+        lines.append(f"real columns, squared error in {last.error_unit} units: {last.val_mse:.4g} vs PCA's "
+                     f"{last.pca_val_mse:.4g} (ratio {last.val_mse / last.pca_val_mse:.2f})")
     return "\n".join(lines)
 
 
@@ -261,15 +262,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _DropExpectedTracebacks(logging.Filter):
+    """Prefect logs every flow/task exception with its traceback; ours need only their message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LatentfeedError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_expected_failures() -> None:
+    """Filter the loggers Prefect reports flow and task exceptions on (they exist before its handlers)."""
+    f = _DropExpectedTracebacks()
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(x, _DropExpectedTracebacks) for x in logger.filters):
+            logger.addFilter(f)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The application's own console: set here, once, not by the library modules it uses.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for noisy in ("mlflow", "alembic", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command != "features":
-        from .common import quiet_expected_failures
-
-        quiet_expected_failures()
+        _quiet_expected_failures()
     try:
         return args.fn(args)
     except ConfigError as e:
@@ -278,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except LatentfeedError as e:  # an unreachable store or unreadable table before any flow started
         print(f"FAILED: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except ValueError as e:  # bad dates and other usage mistakes
+    except ValueError as e:  # a setting the model refuses (e.g. latent_dim too wide for the columns)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

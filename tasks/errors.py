@@ -1,9 +1,37 @@
-"""The base of every expected failure: bad config, bad data, unreachable store.
+"""Every expected failure: bad config, bad data, an unreachable store, a step that cannot go on.
 
 These are reported by their message alone (no traceback); anything else is a bug and keeps its
-traceback.
+traceback. The CLI maps ``ConfigError`` to exit 2 and the others to exit 1.
 """
 
 
 class LatentfeedError(Exception):
     """An expected failure whose message says what is wrong and how to fix it."""
+
+
+class ConfigError(LatentfeedError, ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class StorageError(LatentfeedError, RuntimeError):
+    """A store that cannot be reached or read; the message says which and why, never credentials."""
+
+
+class IngestError(LatentfeedError, RuntimeError):
+    """A partition that cannot be read; the message names the partition and the file."""
+
+
+class SchemaMismatch(LatentfeedError, ValueError):
+    """Rows that do not fit the feature table's schema; the message names the column and both types."""
+
+
+class FeatureVersionError(LatentfeedError, LookupError):
+    """The asked-for model version has no rows; the message lists the versions that do."""
+
+
+class IncompatibleModel(LatentfeedError, ValueError):
+    """A registered model version this code cannot load (saved by another format of ae_models)."""
+
+
+class StepFailed(LatentfeedError, RuntimeError):
+    """A partition or step failed for a reason the message states in full (bad data, missing input)."""

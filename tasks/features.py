@@ -8,15 +8,11 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .errors import LatentfeedError
+from .errors import FeatureVersionError
 from .latents import latent_columns, read_quantisation
-from .publish import _options, published_slices
+from .table import published_slices, storage_options
 from .settings import Settings, load_settings
 from .tracking import champion
-
-
-class FeatureVersionError(LatentfeedError, LookupError):
-    """The asked-for model version has no rows; the message lists the versions that do."""
 
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
@@ -35,7 +31,7 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     if version not in available:
         raise FeatureVersionError(f"model version {version} has no rows in {settings.table_uri}; "
                                   f"published versions: {available}")
-    lf = pl.scan_delta(settings.table_uri, storage_options=_options(settings)).filter(
+    lf = pl.scan_delta(settings.table_uri, storage_options=storage_options(settings)).filter(
         pl.col("model_version") == version)
     schema = lf.collect_schema()
     int8 = [c for c in latent_columns(schema.names()) if schema[c] == pl.Int8]

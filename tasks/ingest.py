@@ -8,13 +8,17 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .errors import LatentfeedError
+from .errors import IngestError, StorageError
 from .settings import Settings
-from .storage import FileInfo, Storage, StorageError
+from .storage import FileInfo, Storage
 
 
-class IngestError(LatentfeedError, RuntimeError):
-    """A partition that cannot be read; the message names the partition and the file."""
+FEATURE_GROUPS = ("real", "binary", "categorical")  # the column groups the model reads, in its order
+
+
+def feature_names(columns: dict[str, list[str]]) -> list[str]:
+    """The model's input columns from resolved groups, in the model's order."""
+    return [c for g in FEATURE_GROUPS for c in columns[g]]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Partition:
 
     @property
     def feature_columns(self) -> list[str]:
-        return [*self.columns["real"], *self.columns["binary"], *self.columns["categorical"]]
+        return feature_names(self.columns)
 
 
 def partition_uri(storage: Storage, settings: Settings, date: dt.date) -> str:
@@ -62,7 +66,13 @@ def list_partition_dates(storage: Storage, settings: Settings) -> tuple[list[dt.
     return sorted(dates), bad
 
 
-def _resolve(patterns: list[str], available: list[str]) -> tuple[list[str], list[str]]:
+def even_sample(frame: pl.LazyFrame, rows: int, at_most: int) -> pl.DataFrame:
+    """Every k-th row of a ``rows``-row frame, k the smallest stride that keeps at most ``at_most`` rows;
+    read in streaming mode, so memory holds only the sample."""
+    return frame.gather_every(max(1, -(-rows // max(at_most, 1)))).collect(engine="streaming")
+
+
+def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str], list[str]]:
     """Expand names and glob patterns against the columns present; report those matching nothing."""
     out, missing = [], []
     for pat in patterns:
@@ -89,7 +99,7 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
     empty = [f.uri for f in files if f.size == 0]
     if empty:
         raise IngestError(f"raw file {empty[0]} is empty (0 bytes)")
-    opts = storage.storage_options
+    opts = storage.storage_options()
     paths = [f.uri for f in files]
     try:
         if settings.dataset.format == "parquet":
@@ -104,7 +114,7 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
     cols, missing = {}, []
     for group, names in (("keys", d.key_columns), ("real", d.real), ("binary", d.binary),
                          ("categorical", d.categorical)):
-        cols[group], miss = _resolve(names, available)
+        cols[group], miss = resolve_columns(names, available)
         missing += miss
     wanted = [c for g in cols.values() for c in g]
     extra = [c for c in available if c not in wanted and c != d.partition_key]

@@ -21,16 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ae_models.reducer import LATENT_PREFIX
+from ae_models.config import LATENT_PREFIX, latent_names
 
 from .settings import Settings
 from .storage import open_storage
 
 LEVELS = 127  # int8 codes run from -127 to 127 (-128 is left unused, so the grid is symmetric)
-
-
-def latent_names(k: int) -> list[str]:
-    return [f"{LATENT_PREFIX}{i}" for i in range(k)]
 
 
 def latent_columns(columns: list[str]) -> list[str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
+
 from .settings import TrainingSettings
 
 
@@ -15,6 +17,14 @@ class ChampionHealth:
     baseline_error: float  # mean reconstruction error on its own training rows
     anomaly_share: float  # share of the partition's rows over the anomaly threshold
     expected_anomaly_share: float  # 1 - the anomaly quantile: the share seen in training
+
+
+def champion_health(created: float, now: float, rows: pl.DataFrame, baseline_error: float,
+                    anomaly_quantile: float) -> ChampionHealth:
+    """The champion (registered at ``created``, seconds since the epoch) judged on ``rows`` it encoded."""
+    return ChampionHealth(age_days=(now - created) / 86400, mean_error=float(rows["recon_error"].mean()),
+                          baseline_error=baseline_error, anomaly_share=float(rows["is_anomaly"].mean()),
+                          expected_anomaly_share=1 - anomaly_quantile)
 
 
 def refresh_reason(policy: TrainingSettings, health: ChampionHealth | None) -> str | None:

@@ -9,12 +9,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from .errors import LatentfeedError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ae_models.config import ACTIVATIONS, KINDS
 
-class ConfigError(LatentfeedError, ValueError):
-    """A config that cannot be used; the CLI prints it and exits 2."""
+from .errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -38,10 +37,10 @@ class DatasetSettings(_Section):
 
 
 class ModelSettings(_Section):
-    kind: Literal["undercomplete", "linear", "sparse", "denoising", "variational"] = "undercomplete"
+    kind: Literal[KINDS] = "undercomplete"
     latent_dim: int = Field(8, ge=1)
     hidden: Literal["auto"] | list[Annotated[int, Field(ge=1)]] = "auto"  # auto: sized to the input's width
-    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
+    activation: Literal[ACTIVATIONS] = "relu"
     # None: the estimator's default (see ae_models.AutoencoderReducer)
     sparsity: float | None = Field(None, ge=0)
     noise_std: float | None = Field(None, ge=0)

@@ -1,7 +1,7 @@
 """Local folders and S3 behind one small interface, chosen from the URI in one place.
 
 boto3 lists and reads small objects; polars and deltalake read and write table data through their
-own object-store clients, configured from the same resolved AWS chain via ``storage_options``.
+own object-store clients, configured from the same resolved AWS chain via ``storage_options()``.
 """
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import LatentfeedError
-
+from .errors import StorageError
 
 DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when the AWS chain sets none
 # Error codes S3 (and compatible stores) answer when throttling; 5xx answers are transient too.
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                "RequestThrottled", "RequestThrottledException"}
-
-
-class StorageError(LatentfeedError, RuntimeError):
-    """A store that cannot be reached or read; the message says which and why, never credentials."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,6 @@ class Storage(ABC):
     def delete(self, uri: str) -> None:
         """Remove a small object; nothing happens when it does not exist."""
 
-    @property
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
         return None
@@ -184,9 +178,9 @@ class S3Storage(Storage):
             self._call(f"checking {self.uri}", self.client.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
             self._answered = True
 
-    @property
     def storage_options(self) -> dict[str, str]:
-        """Options for polars/deltalake, once the store has answered these credentials (else StorageError)."""
+        """Options for polars/deltalake, once the store has answered these credentials (else StorageError):
+        the first call lists the prefix once."""
         self._check_answers()
         creds = self._session.get_credentials()
         if creds is None:

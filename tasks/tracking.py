@@ -1,27 +1,33 @@
-"""MLflow: experiments, training runs, the registry and the ``champion`` alias."""
+"""MLflow: experiments, training runs, the registry and the ``champion`` alias.
+
+Everything goes through an ``MlflowClient`` built from the settings: nothing here sets MLflow's
+process-wide URIs, active run or experiment, or the environment, so two configs in one process (or
+threads of a backfill) never see each other's store.
+"""
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from ae_models import AutoencoderReducer
-from ae_models.training import resolve_device
 
+from .errors import IncompatibleModel
 from .settings import Settings
 from .validation import ValidationReport
 
 CHAMPION = "champion"
 _MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 _AE_MODELS = Path(__file__).resolve().parent.parent / "ae_models"
+_BATCH = 900  # metrics per log_batch call (MLflow takes at most 1,000)
 
 
 @dataclass(frozen=True)
@@ -31,31 +37,31 @@ class ModelRef:
     run_id: str
     created: float = 0.0  # registration time, seconds since the epoch
 
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+
+@lru_cache(maxsize=8)
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def client(settings: Settings):
-    """An MLflow client on the configured store, with the dataset's experiment ready."""
-    import mlflow
+    """The MLflow client of the configured store (tracking and registry)."""
+    return _client(settings.mlflow.tracking_uri)
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for noisy in ("mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    users_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow.tracking_uri)
-    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which load_settings reads as the user's
-    # override: undo that, or every later config in this process would use this one's store.
-    if users_uri is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = users_uri
-    if mlflow.get_experiment_by_name(settings.experiment) is None:
-        mlflow.create_experiment(settings.experiment, artifact_location=_artifact_uri(settings))
-    mlflow.set_experiment(settings.experiment)
-    return mlflow.MlflowClient()
+
+def experiment_id(settings: Settings) -> str:
+    """The dataset's experiment, created on first use (another process may create it meanwhile)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    found = c.get_experiment_by_name(settings.experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return c.create_experiment(settings.experiment, artifact_location=_artifact_uri(settings))
+    except MlflowException:
+        return c.get_experiment_by_name(settings.experiment).experiment_id
 
 
 def _artifact_uri(settings: Settings) -> str | None:
@@ -69,9 +75,8 @@ def champion(settings: Settings) -> ModelRef | None:
     """The model version in service, or None before the first training."""
     from mlflow.exceptions import MlflowException
 
-    c = client(settings)
     try:
-        mv = c.get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
+        mv = client(settings).get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None
     return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
@@ -83,39 +88,87 @@ def set_champion(settings: Settings, ref: ModelRef) -> None:
 
 
 def load_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer:
-    """The estimator behind a registered version (downloaded once per process and version).
+    """The estimator behind a registered version (downloaded once per process and version)."""
+    return _load(settings.mlflow.tracking_uri, ref.name, ref.version)
 
-    ``models:/`` URIs resolve through the process's registry URI, not the ``tracking_uri`` passed
-    to the download: set it first, or a fresh process (a Dask worker) would read MLflow's default
-    store, ``./mlflow.db`` in its working directory.
-    """
-    client(settings)
-    return _load(settings.mlflow.tracking_uri, ref.uri)
+
+def usable_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer | None:
+    """``load_reducer``, or None when the version was saved in a format this code cannot load (a
+    champion from an older release: the next training replaces it)."""
+    try:
+        return load_reducer(settings, ref)
+    except IncompatibleModel:
+        return None
 
 
 @lru_cache(maxsize=4)
-def _load(tracking_uri: str, model_uri: str) -> AutoencoderReducer:
+def _load(tracking_uri: str, name: str, version: int) -> AutoencoderReducer:
     import mlflow
 
-    dest = tempfile.mkdtemp(prefix="latentfeed-model-")
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest,
-                                                tracking_uri=tracking_uri)
-    return AutoencoderReducer.load(Path(local) / "artifacts" / "reducer")
+    c = _client(tracking_uri)
+    mv = c.get_model_version(name, str(version))
+    source = mv.source  # the logged model's artifact location
+    if source.startswith("models:/") and mv.model_id:  # versions registered by pyfunc.log_model (older releases)
+        source = c.get_logged_model(mv.model_id).artifact_location
+    with tempfile.TemporaryDirectory(prefix="latentfeed-model-") as tmp:  # read into memory, then removed
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/artifacts/reducer", dst_path=tmp,
+                                                    tracking_uri=tracking_uri)
+        try:
+            return AutoencoderReducer.load(local)
+        except ValueError as e:
+            raise IncompatibleModel(f"model {name} version {version} cannot be loaded: {e}") from None
 
 
-def _log_validation(date: str, report: ValidationReport) -> None:
-    """The partition's report (with GE's JSON results) and GE's Data Docs pages, into the active run."""
-    import mlflow
-
-    mlflow.log_text(report.to_json(), f"validation/dt={date}/result.json")
+def _log_validation(c, run_id: str, date: str, report: ValidationReport) -> None:
+    """The partition's report (with GE's JSON results) and GE's Data Docs pages, into a run."""
+    c.log_text(run_id, report.to_json(), f"validation/dt={date}/result.json")
     for suite, html in report.docs.items():
-        mlflow.log_text(html, f"validation/dt={date}/data_docs_{suite}.html")
+        c.log_text(run_id, html, f"validation/dt={date}/data_docs_{suite}.html")
 
 
 def _device_tags(est: AutoencoderReducer) -> dict[str, str]:
+    import torch
+
+    from ae_models.training import resolve_device
+
     device = resolve_device(est.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"train_device": device.type, "train_device_name": name}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _log_metrics(c, run_id: str, rows: list[tuple[int, dict[str, float]]], timestamp: int | None = None) -> None:
+    """``(step, {name: value})`` rows, in batches MLflow takes; values that are not numbers are left out."""
+    from mlflow.entities import Metric
+
+    at = _now_ms() if timestamp is None else timestamp
+    metrics = [Metric(k, float(v), at, step) for step, row in rows for k, v in row.items()
+               if v is not None and np.isfinite(v)]
+    for i in range(0, len(metrics), _BATCH):
+        c.log_batch(run_id, metrics=metrics[i:i + _BATCH])
+
+
+@contextmanager
+def _run(c, settings: Settings, name: str, tags: dict[str, str]) -> Iterator[str]:
+    """A run of the dataset's experiment, ended FINISHED, or FAILED when its body raises."""
+    run_id = c.create_run(experiment_id(settings), run_name=f"{settings.dataset.name}-{name}", tags=tags).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        c.set_terminated(run_id, "FAILED")
+        raise
+    c.set_terminated(run_id)
+
+
+def _log_params(c, run_id: str, params: dict[str, object]) -> None:
+    from mlflow.entities import Param
+
+    rows = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(rows), 100):  # MLflow takes at most 100 params per call
+        c.log_batch(run_id, params=rows[i:i + 100])
 
 
 def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFrame, tags: dict[str, str],
@@ -125,63 +178,80 @@ def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFr
     ``holdout`` (rows the reducer never saw) feeds the error histogram and the latent projection;
     ``reports`` maps each training partition's date to its validation report.
     """
-    import mlflow
-    from mlflow.entities import Metric
+    from . import plots
 
     c = client(settings)
     plan = est.plan_
     fitted_tags = {"error_unit": est.error_unit_, "scaling": est.preprocessor_.scaling,
                    "hidden": str(plan["hidden"]), "nullable_columns": ",".join(est.preprocessor_.nullable)}
-    with mlflow.start_run(run_name=f"{settings.dataset.name}-train",
-                          tags={**tags, **_device_tags(est), **fitted_tags}) as run:
-        mlflow.log_params(settings.flat())  # what the config says (unset: None) ...
-        mlflow.log_params({f"estimator.{k}": str(v) for k, v in est.get_params().items()})  # ... what ran
-        hist = [Metric(k, float(v), 0, int(row["step"])) for row in est.history_
-                for k, v in row.items() if k != "step" and np.isfinite(v)]
-        for i in range(0, len(hist), 900):
-            c.log_batch(run.info.run_id, metrics=hist[i:i + 900])
-        finite = {k: v for k, v in {"val_mse": est.val_mse_, "pca_val_mse": est.pca_val_mse_}.items() if np.isfinite(v)}
-        mlflow.log_metrics({"val_error": est.val_error_, "pca_val_error": est.pca_val_error_, **finite,
-                            "anomaly_threshold": est.threshold_,
-                            "baseline_error": est.baseline_error_, "best_step": est.best_step_, "steps": est.steps_,
-                            "batch_size": plan["batch_size"], "train_seconds": est.train_seconds_,
-                            "train_rows_per_second": est.train_rows_per_second_, **metrics})
-        from . import plots
-
+    with _run(c, settings, "train", {**tags, **_device_tags(est), **fitted_tags}) as run_id:
+        _log_params(c, run_id, {**settings.flat(),  # what the config says (unset: None) ...
+                                **{f"estimator.{k}": v for k, v in est.get_params().items()}})  # ... what ran
+        history = [(int(row["step"]), {k: v for k, v in row.items() if k != "step"}) for row in est.history_]
+        fitted = {"val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "val_mse": est.val_mse_,
+                  "pca_val_mse": est.pca_val_mse_, "anomaly_threshold": est.threshold_,
+                  "baseline_error": est.baseline_error_, "best_step": est.best_step_, "steps": est.steps_,
+                  "batch_size": plan["batch_size"], "train_seconds": est.train_seconds_,
+                  "train_rows_per_second": est.train_rows_per_second_, **metrics}
+        # the curves at timestamp 0 and the fitted values at the last step, now: a run's latest val_error
+        # (what readers and the summary get) is the kept state's, not the last measurement's
+        _log_metrics(c, run_id, history, timestamp=0)
+        _log_metrics(c, run_id, [(est.steps_, fitted)])
         codes, scores = est.transform_and_score(holdout)
         for fig, name in ((plots.loss_curves(est.history_, est.pca_val_error_), "loss_curves.png"),
                           (plots.error_histogram(scores, est.threshold_), "recon_error_hist.png"),
                           (plots.latent_projection(codes, scores, est.threshold_), "latent_projection.png")):
-            mlflow.log_figure(fig, f"plots/{name}")
+            c.log_figure(run_id, fig, f"plots/{name}")
             plots.close(fig)
         for date, report in reports.items():
-            _log_validation(date, report)
+            _log_validation(c, run_id, date, report)
+        version = _register_model(settings, est, run_id)
+    return ModelRef(settings.mlflow.registered_model, version, run_id)
+
+
+def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str) -> int:
+    """Save the pyfunc as an MLflow logged model of the run and register it as a new version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    model = c.create_logged_model(experiment_id(settings), name="model", source_run_id=run_id,
+                                  model_type="latentfeed-autoencoder")
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             reducer_dir = est.save(Path(tmp) / "reducer")
             with warnings.catch_warnings():  # MLflow's hint about type hints on predict
                 warnings.simplefilter("ignore", UserWarning)
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=str(_MODEL_CODE), artifacts={"reducer": str(reducer_dir)},
-                    code_paths=[str(_AE_MODELS)], signature=signature(est), input_example=None,
-                    registered_model_name=settings.mlflow.registered_model,
-                    pip_requirements=_requirements())
-    return ModelRef(settings.mlflow.registered_model, int(info.registered_model_version), run.info.run_id)
+                mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
+                                         artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
+                                         signature=signature(est), pip_requirements=_requirements())
+            c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+    except BaseException:
+        c.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    c.finalize_logged_model(model.model_id, "READY")
+    name = settings.mlflow.registered_model
+    try:
+        c.create_registered_model(name)
+    except MlflowException:  # it exists (or another run created it meanwhile)
+        pass
+    # The source is the logged model's artifact location, not "models:/<id>": the registry would resolve
+    # that through MLflow's process-wide tracking URI, which nothing here sets.
+    return int(c.create_model_version(name, source=model.artifact_location, run_id=run_id,
+                                      model_id=model.model_id).version)
 
 
 def log_publish(settings: Settings, ref: ModelRef, date: str, report: ValidationReport,
                 tags: dict[str, str], metrics: dict[str, float]) -> str:
     """One MLflow run per published partition (the nightly's): what it read, how it was judged, what
     it wrote; the validation result and Data Docs go with it. Returns the run id."""
-    import mlflow
-
-    client(settings)
-    with mlflow.start_run(run_name=f"{settings.dataset.name}-publish-{date}",
-                          tags={"kind": "publish", "dt": date, "model_name": ref.name,
-                                "model_version": str(ref.version), "training_run_id": ref.run_id,
-                                "validation_id": report.id, **tags}) as run:
-        mlflow.log_metrics(metrics)
-        _log_validation(date, report)
-    return run.info.run_id
+    c = client(settings)
+    with _run(c, settings, f"publish-{date}", {"kind": "publish", "dt": date, "model_name": ref.name,
+                                              "model_version": str(ref.version), "training_run_id": ref.run_id,
+                                              "validation_id": report.id, **tags}) as run_id:
+        _log_metrics(c, run_id, [(0, metrics)])
+        _log_validation(c, run_id, date, report)
+    return run_id
 
 
 def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
@@ -211,5 +281,3 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{p}=={version(p).split('+')[0]}" for p in ("mlflow", "torch", "numpy", "pandas")]
-
-

@@ -12,7 +12,6 @@ partition, ``warning`` ones are reported only.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ import polars as pl
 from ae_models import AutoencoderReducer
 from ae_models.preprocess import NULL, UNSEEN
 
-from .ingest import Partition
-from .settings import ConfigError, Settings
+from .ingest import Partition, even_sample
+from .errors import ConfigError
+from .settings import Settings
 
 # check name (as in [validation.severity]) -> (profile column, what it checks)
 _COLUMN_CHECKS = {
@@ -150,7 +150,6 @@ def _context():
     """One ephemeral GE context per process: creating it costs about a second."""
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
@@ -290,8 +289,7 @@ def validate(part: Partition, settings: Settings, reference: Reference | None = 
     extra = user_suite(settings)
     frames = {"columns": col_profile.to_pandas(), "table": table_profile.to_pandas()}
     if extra is not None and rows:
-        step = max(1, -(-rows // settings.validation.sample_rows))
-        frames["sample"] = part.frame.gather_every(step).collect(engine="streaming").to_pandas()
+        frames["sample"] = even_sample(part.frame, rows, settings.validation.sample_rows).to_pandas()
     col_suite, table_suite = _suites(settings)
     suites = {"columns": (col_suite, {"result_format": "COMPLETE", "unexpected_index_column_names": ["column"]}),
               "table": (table_suite, {"result_format": "COMPLETE"}), "sample": (extra, {"result_format": "SUMMARY"})}

@@ -9,24 +9,23 @@ import sys
 import threading
 import time
 
-import mlflow
 import polars as pl
 from deltalake import DeltaTable
 
 from flows.backfill import backfill_flow
 from flows.cli import main
 from tasks import tracking
-from tasks.publish import published_slices
+from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from .conftest import day, make_dataset
+from tests.helpers import day, make_dataset
 
 
 def _publish_runs(settings) -> list[str]:
     """Days of the MLflow publish runs: one per partition actually encoded and written."""
     c = tracking.client(settings)
-    runs = mlflow.search_runs([c.get_experiment_by_name(settings.experiment).experiment_id],
-                              filter_string="tags.kind = 'publish'", output_format="list")
+    runs = c.search_runs([c.get_experiment_by_name(settings.experiment).experiment_id], "tags.kind = 'publish'",
+                         max_results=10_000)
     return sorted(r.data.tags["dt"] for r in runs)
 
 
@@ -47,7 +46,7 @@ def _with_champion(tmp_path, days: int, backfill: str):
 def test_overlapping_backfills_share_work_and_never_duplicate_rows(tmp_path, capsys):
     config, s = _with_champion(tmp_path, 5, "concurrency = 2")
 
-    outcomes: dict[str, list[dict]] = {}
+    outcomes: dict[str, list] = {}
 
     def run(name: str, start: int, end: int) -> None:
         outcomes[name] = backfill_flow(str(config), day(start), day(end))
@@ -58,12 +57,12 @@ def test_overlapping_backfills_share_work_and_never_duplicate_rows(tmp_path, cap
     for t in threads:
         t.join()
     both = outcomes["a"] + outcomes["b"]
-    assert {o["status"] for o in both} <= {"done", "skipped"}
+    assert {o.status for o in both} <= {"done", "skipped"}
     _assert_each_day_once(s, [day(i) for i in range(5)])
     # Days 2 and 3 are in both ranges: each was encoded and written once; the other run found it
     # published when planning (skipped) or waited on its idempotency key and took the result.
     assert _publish_runs(s) == [day(i) for i in range(5)]
-    worked = [o["date"] for o in both if o["status"] == "done" and "already published" not in o["detail"]]
+    worked = [o.date for o in both if o.status == "done" and "already published" not in o.detail]
     assert sorted(worked) == [day(i) for i in range(1, 5)]
 
     version = DeltaTable(s.table_uri).version()
@@ -120,7 +119,8 @@ def test_training_waits_for_a_free_gpu_slot(tmp_path):
     from prefect.concurrency.sync import concurrency
 
     from flows.train import train_flow
-    from tasks.steps import TRAINING_LIMIT, ensure_training_limit
+    from tasks.limits import ensure_training_limit
+    from tasks.names import TRAINING_LIMIT
 
     config = make_dataset(tmp_path, days=1)
     ensure_training_limit(1, update=True)
@@ -137,5 +137,5 @@ def test_training_waits_for_a_free_gpu_slot(tmp_path):
     held.wait(30)
     out = train_flow(str(config), day(0))
     t.join()
-    run = tracking.client(load_settings(config)).get_run(out["run_id"])
+    run = tracking.client(load_settings(config)).get_run(out.run_id)
     assert run.info.start_time / 1000 >= released[0], "training ran while the only slot was held"

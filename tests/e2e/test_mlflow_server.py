@@ -20,7 +20,7 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
 
-from .conftest import day, free_port, make_dataset, process_group, wait_healthy
+from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
 
 ARTIFACTS_PREFIX = "mlartifacts"
 
@@ -51,7 +51,7 @@ def mlflow_server(tmp_path: Path, s3: BaseClient, moto_endpoint: str) -> Iterato
 
 
 def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path, s3: BaseClient,
-                                                                 mlflow_server: str) -> None:
+                                                                 mlflow_server: str, monkeypatch) -> None:
     """With only ``tracking_uri`` pointing at the server, one nightly run trains, logs, registers and
     promotes; the champion loads back through the server and reproduces the published latents, and
     its artifacts are objects in the bucket, not files beside the config."""
@@ -66,7 +66,9 @@ def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path,
 
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
 
-    mlflow.set_tracking_uri(mlflow_server)
+    # as a user's process would point MLflow at the server; the environment is restored after the test
+    # (mlflow.set_tracking_uri would export it for good, and later tests' configs would read it)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     experiment = client.get_experiment_by_name(f"latentfeed/{s.dataset.name}")
     assert experiment is not None

@@ -21,9 +21,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from deployments.deploy import deploy
 from tasks.features import read_features
 from tasks.settings import load_settings
-from tasks.steps import TRAINING_LIMIT
+from tasks.names import TRAINING_LIMIT
 
-from .conftest import ROWS, day, free_port, log_tail, make_dataset, process_group, wait_healthy
+from tests.helpers import ROWS, day, free_port, log_tail, make_dataset, process_group, wait_healthy
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 RUN_TIMEOUT_S = 300  # the flow run's subprocess imports torch, mlflow and GX, then trains 3 epochs

@@ -10,22 +10,16 @@ import pytest
 
 from flows.cli import main
 from tasks.features import read_features
-from tasks.publish import published_slices
+from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from .conftest import day, make_dataset
-
-
-def _corrupt(config, i: int, fn) -> None:
-    s = load_settings(config)
-    path = f"{s.dataset.raw_uri}/dt={day(i)}/part-0.parquet"
-    fn(pl.read_parquet(path)).write_parquet(path)
+from tests.helpers import BAD_FILES, day, make_dataset, rewrite_partition
 
 
 def test_missing_column_and_nan_fail_validation_and_publish_nothing(tmp_path, capsys):
     config = make_dataset(tmp_path, days=3)
-    _corrupt(config, 1, lambda f: f.drop("x_03"))
-    _corrupt(config, 2, lambda f: f.with_columns(
+    rewrite_partition(config, 1, lambda f: f.drop("x_03"))
+    rewrite_partition(config, 2, lambda f: f.with_columns(
         pl.when(pl.col("id") % 100 == 7).then(float("nan")).otherwise(pl.col("x_05")).alias("x_05")))
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     capsys.readouterr()
@@ -60,21 +54,6 @@ def test_missing_partition_is_a_clear_failure(tmp_path, capsys):
     config = make_dataset(tmp_path, days=1)
     assert main(["run", "--config", str(config), "--date", "2030-01-01"]) == 1
     assert "no *.parquet files in raw partition" in capsys.readouterr().err
-
-
-def _truncate(path: str) -> None:
-    data = Path(path).read_bytes()
-    Path(path).write_bytes(data[: len(data) // 2])
-
-
-BAD_FILES = {
-    "string in a numeric column": (
-        lambda p: pl.read_parquet(p).with_columns(pl.col("x_02").cast(pl.Utf8)).write_parquet(p), ["'x_02'", "type"]),
-    "empty file": (lambda p: Path(p).write_bytes(b""), ["part-0.parquet is empty (0 bytes)"]),
-    "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
-    "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
-                       .write_parquet(p), ["'id'", "unique"]),
-}
 
 
 @pytest.mark.parametrize("case", BAD_FILES)

@@ -11,7 +11,7 @@ from tasks.features import read_features
 from tasks.settings import load_settings
 from tasks.storage import open_storage
 
-from .conftest import day, make_dataset
+from tests.helpers import day, make_dataset
 
 
 def test_nightly_on_s3(tmp_path, s3):
@@ -26,7 +26,7 @@ def test_nightly_on_s3(tmp_path, s3):
     assert main(["run", "--config", str(config), "--date", day(1)]) == 0  # re-run: replaced, not appended
 
     s = load_settings(config)
-    opts = open_storage(s.features.uri).storage_options
+    opts = open_storage(s.features.uri).storage_options()
     df = pl.read_delta(s.table_uri, storage_options=opts)
     assert df.height == 2 * 3000 and df["id"].n_unique() == df.height
     assert DeltaTable(s.table_uri, storage_options=opts).metadata().partition_columns == ["model_version", "dt"]

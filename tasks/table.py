@@ -1,8 +1,9 @@
-"""Writing and reading the latent-feature Delta table.
+"""The latent-feature Delta table: replace one (model version, day) slice, describe what is
+published, retire old versions.
 
-A partition is published as one Delta commit that replaces its (model_version, dt) slice, so
-readers see the old slice or the new one, never a mix and never duplicates; lineage rides along in
-the commit's metadata.
+A day is written as one Delta commit that replaces its (model_version, dt) slice, so readers see
+the old slice or the new one, never a mix and never duplicates; lineage rides along in the commit's
+metadata. What to write and when is ``publishing``'s business.
 """
 from __future__ import annotations
 
@@ -15,17 +16,13 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from .errors import LatentfeedError
+from .errors import SchemaMismatch
 from .latents import Quantisation, latent_columns, write_quantisation
 from .settings import Settings
 from .storage import open_storage
 
 PARTITION_BY = ["model_version", "dt"]
 ZSTD_LEVEL = 3  # higher levels shrink latents by a few percent at several times the write time
-
-
-class SchemaMismatch(LatentfeedError, ValueError):
-    """The rows to publish do not fit the table's schema; the message names the column and both types."""
 
 
 @dataclass
@@ -41,8 +38,8 @@ class Published:
     raw_memory_bytes: int = 0  # the raw rows in memory as a polars frame, when the caller counted them
 
 
-def _options(settings: Settings) -> dict[str, str] | None:
-    opts = open_storage(settings.features.uri).storage_options
+def storage_options(settings: Settings) -> dict[str, str] | None:
+    opts = open_storage(settings.features.uri).storage_options()
     if opts is not None:
         # S3 has conditional writes; deltalake uses them when told the store is safe to write to.
         opts = {**opts, "aws_conditional_put": "etag"}
@@ -80,8 +77,8 @@ def check_schema(table, schema: pa.Schema, settings: Settings) -> None:
                                  f"publish have {f.type}{hint}; nothing was written")
 
 
-def publish_partition(settings: Settings, rows: Iterable[pl.DataFrame], model_version: int, date: dt.date,
-                      lineage: dict[str, Any], quantisation: Quantisation | None = None) -> Published:
+def replace_slice(settings: Settings, rows: Iterable[pl.DataFrame], model_version: int, date: dt.date,
+                  lineage: dict[str, Any], quantisation: Quantisation | None = None) -> Published:
     """Replace the (model_version, date) slice of the table with ``rows`` in one commit.
 
     ``rows`` are the encoder's batches: they stream into the Delta writer, so memory stays bounded
@@ -106,7 +103,7 @@ def publish_partition(settings: Settings, rows: Iterable[pl.DataFrame], model_ve
             yield from frame.to_arrow().to_batches()
 
     schema = first.to_arrow().schema
-    uri, opts = settings.table_uri, _options(settings)
+    uri, opts = settings.table_uri, storage_options(settings)
     existing = open_table(settings)
     if existing is not None:
         check_schema(existing, schema, settings)
@@ -137,7 +134,7 @@ def open_table(settings: Settings):
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(settings.table_uri, storage_options=_options(settings))
+        return DeltaTable(settings.table_uri, storage_options=storage_options(settings))
     except TableNotFoundError:
         return None
 

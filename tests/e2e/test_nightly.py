@@ -9,10 +9,11 @@ import pytest
 from deltalake import DeltaTable
 
 from flows.cli import main
-from tasks.features import FeatureVersionError, LatentDataset, duckdb_connection, read_features
+from tasks.errors import FeatureVersionError
+from tasks.features import LatentDataset, duckdb_connection, read_features
 from tasks.settings import load_settings
 
-from .conftest import day, make_dataset
+from tests.helpers import day, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,11 @@ def test_rerun_replaces_partition_without_duplicates(published):
     assert after.filter(pl.col("dt") == dt.date.fromisoformat(day(0))).height == 3000
 
 
-def test_champion_pyfunc_predicts_the_published_latents(published):
+def test_champion_pyfunc_predicts_the_published_latents(published, monkeypatch):
     import mlflow
 
     config, s = published
-    mlflow.set_tracking_uri(s.mlflow.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", s.mlflow.tracking_uri)  # as a user would; undone after the test
     model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
     raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(1)}/*.parquet")
     table = read_features(config, start=day(1), end=day(1)).collect().sort("id")

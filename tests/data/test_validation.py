@@ -3,33 +3,23 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import polars as pl
 
 from flows.cli import main
 from tasks import tracking
-from tasks.publish import published_slices
+from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from .conftest import day, make_dataset
-
-
-def _rewrite(config, i: int, fn) -> None:
-    path = f"{load_settings(config).dataset.raw_uri}/dt={day(i)}/part-0.parquet"
-    fn(pl.read_parquet(path)).write_parquet(path)
-
-
-def _published_days(config) -> list[str]:
-    return sorted(set(published_slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()))
+from tests.helpers import day, make_dataset, published_days, rewrite_partition
 
 
 def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_error(tmp_path, capsys):
     config = make_dataset(tmp_path, days=3)
     for i, segments in enumerate((["a", "b", "c"], ["a", "b", "zz"], ["a", "b", "c"])):
-        _rewrite(config, i, lambda f: f.with_columns(
+        rewrite_partition(config, i, lambda f: f.with_columns(
             pl.Series("segment", [segments[k % 3] for k in range(f.height)])))
-    _rewrite(config, 1, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
-    _rewrite(config, 2, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
+    rewrite_partition(config, 2, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
     config.write_text(config.read_text().replace('binary = ["flag_*"]', 'binary = ["flag_*"]\ncategorical = ["segment"]'))
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     capsys.readouterr()
@@ -39,13 +29,13 @@ def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_
     assert "validation warning(s)" in out
     assert "'x_02' failed (mean within" in out and "std away" in out
     assert "'segment' failed (categories were seen in training): 1000 bad" in out and "'zz'" in out
-    assert _published_days(config) == [day(0), day(1)]
+    assert published_days(config) == [day(0), day(1)]
 
     config.write_text(config.read_text() + '\n[validation]\nseverity = { mean_drift = "error" }\n')
     assert main(["run", "--config", str(config), "--date", day(2)]) == 1
     err = capsys.readouterr().err
     assert "'x_02' failed (mean within" in err and "nothing was published" in err
-    assert _published_days(config) == [day(0), day(1)]
+    assert published_days(config) == [day(0), day(1)]
 
 
 def test_user_suite_joins_the_generated_one(tmp_path, capsys):
@@ -81,7 +71,7 @@ def test_user_suite_joins_the_generated_one(tmp_path, capsys):
 
 def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(tmp_path, capsys):
     config = make_dataset(tmp_path, days=2)
-    _rewrite(config, 1, lambda f: f.with_columns(pl.when(pl.col("id") % 10 == 0).then(None)
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.when(pl.col("id") % 10 == 0).then(None)
                                                  .otherwise(pl.col("x_07")).alias("x_07")))
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     assert main(["run", "--config", str(config), "--date", day(1)]) == 1
@@ -93,8 +83,7 @@ def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(tmp_path, 
     assert {a.path for a in c.list_artifacts(ref.run_id, "plots")} >= {"plots/latent_projection.png"}
     assert c.get_run(ref.run_id).data.tags["train_device"] == "cpu"
 
-    runs = mlflow.search_runs([c.get_experiment_by_name(s.experiment).experiment_id],
-                              filter_string="tags.kind = 'publish'", output_format="list")
+    runs = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id], "tags.kind = 'publish'")
     assert [r.data.tags["dt"] for r in runs] == [day(0)]  # the failing day published nothing
     run = runs[0]
     assert run.data.tags["model_version"] == str(ref.version) and run.data.metrics["rows"] == 3000

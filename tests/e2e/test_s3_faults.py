@@ -31,12 +31,12 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from tasks.publish import publish_partition, published_slices
+from tasks.table import published_slices, replace_slice
 from tasks.settings import load_settings
 from tasks.storage import open_storage
 
-from .conftest import START, day, make_dataset, moto_server
-from .test_bad_input import BAD_FILES
+from tests.helpers import START, day, make_dataset, moto_server
+from tests.helpers import BAD_FILES
 
 ROWS = 1000
 SECRET = "wrong-secret-9f3c1a7e"  # must never be printed
@@ -222,7 +222,7 @@ def test_nightly_retries_transient_faults_in_every_client(tmp_path, s3, moto_end
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)  # read back from moto itself
     s = load_settings(config)
-    df = pl.read_delta(s.table_uri, storage_options=open_storage(s.features.uri).storage_options)
+    df = pl.read_delta(s.table_uri, storage_options=open_storage(s.features.uri).storage_options())
     assert df.height == 2 * ROWS and df["id"].n_unique() == df.height
     assert sorted(df["dt"].cast(pl.Utf8).unique().to_list()) == [day(0), day(1)]
 
@@ -252,10 +252,10 @@ def test_a_commit_whose_answer_is_lost_is_not_made_twice(tmp_path, s3, proxy_env
     rows = pl.DataFrame({"id": range(ROWS), "dt": [START] * ROWS}).with_columns(
         model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(0.5, pl.Float32), recon_error=pl.lit(0.1, pl.Float32),
         is_anomaly=pl.lit(False))
-    publish_partition(s, [rows], 1, START, {})  # the table exists; the next commit replaces the slice
+    replace_slice(s, [rows], 1, START, {})  # the table exists; the next commit replaces the slice
     proxy = proxy_env(faults_per_request=0, lose_answer_to=r"/_delta_log/\d+\.json$")
 
-    assert publish_partition(s, [rows], 1, START, {}).table_version == 1
+    assert replace_slice(s, [rows], 1, START, {}).table_version == 1
     assert proxy.faults == {("object_store", "lost answer"): 1}
     assert published_slices(s)["rows"].to_list() == [ROWS]
 

@@ -8,10 +8,10 @@ import polars as pl
 from prefect.client.orchestration import get_client
 
 from flows.cli import main
-from tasks.publish import published_slices
+from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from .conftest import day, make_dataset
+from tests.helpers import day, make_dataset
 
 
 async def _latest_artifact(key: str) -> dict:

@@ -8,10 +8,10 @@ import polars as pl
 from bench.real_datasets import load
 from flows.cli import main
 from tasks.features import read_features
-from tasks.publish import published_slices
+from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from .conftest import day
+from tests.helpers import day
 
 CONFIG = """\
 [dataset]
@@ -62,7 +62,7 @@ def test_nulls_are_refused_by_default_and_named(tmp_path, capsys):
     assert published_slices(load_settings(config)).is_empty()
 
 
-def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys):
+def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys, monkeypatch):
     import mlflow
 
     config, frame = _write(tmp_path)
@@ -80,7 +80,7 @@ def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys):
     assert 0 < table.filter(pl.col("id").is_in(missing.implode()))["is_anomaly"].mean() < 0.1
 
     # the served model takes the raw columns as pandas has them (nulls, int64, strings) and gives the row
-    mlflow.set_tracking_uri(s.mlflow.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", s.mlflow.tracking_uri)  # as a user would; undone after the test
     model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
     raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(1)}/*.parquet").sort("id")
     predicted = model.predict(raw.drop("id").to_pandas())

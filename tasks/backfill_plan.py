@@ -1,0 +1,58 @@
+"""What a backfill will do to each day of its range, decided from the store's state before any work."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .ingest import list_partition_dates
+from .quarantine import quarantined
+from .settings import Settings
+from .storage import open_storage
+from .table import published_slices
+from .tracking import champion
+
+
+@dataclass(frozen=True)
+class PlannedDay:
+    date: str
+    state: str  # what the store holds for the day now
+    action: str  # run | skip | fail
+
+
+def plan_days(first: dt.date, last: dt.date, raw: set[dt.date], champion_version: int | None,
+              quarantined_days: dict[dt.date, str], published: dict[dt.date, list[int]],
+              force: bool = False) -> list[PlannedDay]:
+    """Each day's state and action: no raw partition -> fail; published by the champion -> skip
+    (run with ``force``); failed validation last time, published by an older version only, or not
+    published -> run."""
+    if last < first:
+        raise ValueError(f"end {last} is before start {first}")
+    plan, day = [], first
+    while day <= last:
+        versions = published.get(day, [])
+        if day not in raw:
+            state, action = "no raw partition", "fail"
+        elif champion_version is not None and champion_version in versions:
+            state, action = f"published by champion v{champion_version}", "run" if force else "skip"
+        elif day in quarantined_days:
+            state, action = f"failed validation last time (report: {quarantined_days[day]})", "run"
+        elif versions:
+            state, action = f"published by older v{max(versions)} only", "run"
+        else:
+            state, action = "not published", "run"
+        plan.append(PlannedDay(day.isoformat(), state, action))
+        day += dt.timedelta(days=1)
+    return plan
+
+
+def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
+                  force: bool = False) -> tuple[list[PlannedDay], list[str]]:
+    """The plan from the stores as they are now, and the raw folders ignored because their date
+    does not parse."""
+    raw_dates, undated = list_partition_dates(open_storage(settings.dataset.raw_uri), settings)
+    ref = champion(settings)
+    published: dict[dt.date, list[int]] = {}
+    for row in published_slices(settings).iter_rows(named=True):
+        published.setdefault(row["dt"], []).append(row["model_version"])
+    return plan_days(first, last, set(raw_dates), ref.version if ref else None, quarantined(settings), published,
+                     force), undated

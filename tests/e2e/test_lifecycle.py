@@ -1,0 +1,129 @@
+"""Model lifecycle: the refresh policy, the promotion gate, re-encoding on promotion."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+
+from flows.cli import main
+from tasks import steps, tracking
+from tasks.errors import StepFailed, StorageError
+from tasks.ingest import scan_partition
+from tasks.storage import open_storage
+from tasks.validation import ValidationReport
+from tasks.features import read_features
+from tasks.table import published_slices
+from tasks.sample_data import make_rows
+from tasks.settings import load_settings
+
+from tests.helpers import day, make_dataset, set_config
+
+
+def test_drift_refreshes_the_champion_and_reencodes_the_window(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2)
+    s = load_settings(config)
+    path = f"{s.dataset.raw_uri}/dt={day(1)}/part-0.parquet"
+    ids = pl.read_parquet(path)["id"]
+    make_rows(ids.len(), seed=5, structure_seed=99)[0].with_columns(id=ids).write_parquet(path)  # another manifold
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+
+    set_config(config, 'window_days = 30', 'window_days = 30\nrefresh = "never"')
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0
+    assert tracking.champion(load_settings(config)).version == 1
+
+    set_config(config, 'refresh = "never"', 'refresh = "auto"')
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0
+    champion = tracking.champion(s)
+    assert champion.version == 2
+    run = tracking.client(s).get_run(champion.run_id)
+    assert run.data.tags["refresh_reason"].startswith("drift: mean reconstruction error")
+    assert run.data.tags["warm_start"] == "True" and run.data.tags["promoted"] == "True"
+    assert "baseline_error" in run.data.metrics
+
+    slices = published_slices(s).select("model_version", pl.col("dt").cast(pl.Utf8)).rows()
+    assert sorted(slices) == [(1, day(0)), (1, day(1)), (2, day(0)), (2, day(1))]  # v1 stays readable
+    served = read_features(config).collect()
+    assert served["model_version"].unique().to_list() == [2] and served.height == 6000
+
+    set_config(config, 'table = "sample_latent"', 'table = "sample_latent"\nretention_hours = 0')
+    assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "1"]) == 0
+    assert "retired [1]" in capsys.readouterr().out
+    assert published_slices(s)["model_version"].unique().to_list() == [2]
+    assert read_features(config).collect().equals(served)
+
+
+def test_a_worse_challenger_is_registered_but_not_promoted(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    set_config(config, "latent_dim = 4", "latent_dim = 1")
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--end", day(0)]) == 0
+    assert "model version 2" in capsys.readouterr().out
+    s = load_settings(config)
+    assert tracking.champion(s).version == 1
+    c = tracking.client(s)
+    run = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id], "tags.promoted = 'False'")[0]
+    assert run.data.metrics["holdout_error"] > run.data.metrics["champion_holdout_error"]
+    assert published_slices(s)["model_version"].unique().to_list() == [1]
+
+
+
+def test_a_champion_saved_by_an_older_release_is_replaced(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=300)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    for meta in tmp_path.rglob("reducer/reducer.json"):  # what an older ae_models format looks like
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 2}))
+    tracking._load.cache_clear()  # this process loaded v1 before it was "old"
+    s = load_settings(config)
+    assert tracking.usable_reducer(s, tracking.champion(s)) is None
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert "cannot load" in "".join(capsys.readouterr())
+    champion = tracking.champion(s)
+    assert champion.version == 2 and tracking.usable_reducer(s, champion) is not None
+    run = tracking.client(s).get_run(champion.run_id)
+    assert run.data.tags["promoted"] == "True" and "champion_holdout_error" not in run.data.metrics
+    assert read_features(config).collect()["model_version"].unique().to_list() == [2]
+
+def test_each_config_keeps_its_own_mlflow_store(tmp_path):
+    a, b = make_dataset(tmp_path / "a", days=1, rows=100), make_dataset(tmp_path / "b", days=1, rows=100)
+    tracking.client(load_settings(a))  # MLflow exports the URI it is given to the environment
+    assert load_settings(b).mlflow.tracking_uri == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+
+
+def test_a_reencode_that_fails_stops_the_promotion_and_tags_why(tmp_path):
+    s = load_settings(make_dataset(tmp_path, days=1, rows=50))
+    part = scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(0)))
+    report = ValidationReport(partition=part.uri, success=True, failures=[], warnings=[], notes=[], result={},
+                              docs={})
+    c = tracking.client(s)
+    run_id = c.create_run(tracking.experiment_id(s)).info.run_id
+    missing = tracking.ModelRef(s.mlflow.registered_model, 7, run_id)  # never registered: its encode fails
+    with pytest.raises(StepFailed, match=f"version 7 passed the gate but re-encoding {day(0)} failed"):
+        steps.reencode_window(s, missing, [(part, report)])
+    assert c.get_run(run_id).data.tags["promoted"] == "False"
+    assert "promotion_blocked" in c.get_run(run_id).data.tags
+    assert published_slices(s).height == 0
+
+
+def test_a_publish_whose_logging_failed_is_redone_whole_by_the_next_run(tmp_path, monkeypatch):
+    config = make_dataset(tmp_path, days=2, rows=300)
+    set_config(config, 'window_days = 30', 'window_days = 30\nrefresh = "never"')
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+
+    def unreachable(*args, **kwargs):
+        raise StorageError("MLflow store unreachable (test)")
+
+    monkeypatch.setattr(tracking, "log_publish", unreachable)  # the write succeeds, the record of it fails
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+    monkeypatch.undo()
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0  # not "found published": redone
+
+    s = load_settings(config)
+    c = tracking.client(s)
+    runs = c.search_runs([tracking.experiment_id(s)], f"tags.kind = 'publish' and tags.dt = '{day(1)}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert read_features(config, start=day(1), end=day(1)).collect().height == 300

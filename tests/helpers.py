@@ -1,0 +1,127 @@
+"""What tests share besides fixtures: the sample dataset, its days, bad raw files, servers as processes."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tasks.sample_data import write_sample_dataset
+from tasks.settings import load_settings
+from tasks.table import published_slices
+
+START = dt.date(2024, 3, 1)
+DAYS = 2
+ROWS = 3000
+
+
+def make_dataset(root: Path, days: int = DAYS, rows: int = ROWS) -> Path:
+    return write_sample_dataset(root, START, days, rows, epochs=3)
+
+
+def day(i: int) -> str:
+    return (START + dt.timedelta(days=i)).isoformat()
+
+
+def rewrite_partition(config: Path, i: int, fn) -> None:
+    """Replace day ``i``'s raw parquet file by ``fn`` of its frame."""
+    path = f"{load_settings(config).dataset.raw_uri}/dt={day(i)}/part-0.parquet"
+    fn(pl.read_parquet(path)).write_parquet(path)
+
+
+def set_config(config: Path, old: str, new: str) -> None:
+    config.write_text(config.read_text().replace(old, new))
+
+
+def published_days(config: Path) -> list[str]:
+    return sorted(set(published_slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()))
+
+
+def _truncate(path: str) -> None:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+
+
+# name -> (what spoils a raw parquet file, what the failure message must say)
+BAD_FILES = {
+    "string in a numeric column": (
+        lambda p: pl.read_parquet(p).with_columns(pl.col("x_02").cast(pl.Utf8)).write_parquet(p), ["'x_02'", "type"]),
+    "empty file": (lambda p: Path(p).write_bytes(b""), ["part-0.parquet is empty (0 bytes)"]),
+    "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
+    "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
+                       .write_parquet(p), ["'id'", "unique"]),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+@contextmanager
+def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+                  cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group, output to ``log``; always stop the whole group after.
+
+    Servers and workers start children (uvicorn, flow-run subprocesses) that would outlive a
+    terminated leader; SIGTERM first lets them close their databases and mark themselves offline.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        try:  # the leader may be gone while children it started still run
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
+    """Wait until ``url`` answers 200; fail with the end of the server's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer in {timeout} s:\n{log_tail(log)}")
+        time.sleep(0.25)
+
+
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[str]:
+    """A moto_server process on 127.0.0.1 and a free port (clients talk real HTTP to it); yields its URL."""
+    port, log = free_port(), log_dir / "moto_server.log"
+    url = f"http://127.0.0.1:{port}"
+    with process_group([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                       log) as proc:
+        wait_healthy(proc, url + "/moto-api/", log)
+        yield url

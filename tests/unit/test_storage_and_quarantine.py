@@ -1,0 +1,64 @@
+"""The local store (atomic writes, listings) and the quarantine kept on it."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from tasks import quarantine, steps
+from tasks.ingest import scan_partition
+from tasks.settings import load_settings
+from tasks.storage import LocalStorage, open_storage
+from tasks.validation import ValidationReport
+from tests.helpers import make_dataset
+
+
+def test_local_storage_writes_whole_files_and_lists_only_visible_ones(tmp_path):
+    store = open_storage(f"file://{tmp_path}/root")
+    assert isinstance(store, LocalStorage) and store.uri == f"{tmp_path}/root"
+    assert store.list_dirs(store.uri) == [] and store.list_files(store.uri) == []
+    uri = store.join("a", "b.json")
+    store.write_text(uri, "{}")
+    store.write_text(store.join("a", "_hidden.json"), "x")
+    assert store.read_text(uri) == "{}"
+    assert store.list_dirs(store.uri) == ["a"]
+    assert [f.uri.rsplit("/", 1)[-1] for f in store.list_files(store.join("a"))] == ["b.json"]
+    assert not list((tmp_path / "root" / "a").glob(".*.tmp"))  # the temporary file was renamed into place
+    store.delete(uri)
+    store.delete(uri)  # deleting what is gone is no error
+    with pytest.raises(FileNotFoundError):
+        store.read_text(uri)
+
+
+def test_unknown_schemes_are_refused():
+    from tasks.errors import StorageError
+
+    with pytest.raises(StorageError, match="scheme 'gs' is not supported"):
+        open_storage("gs://bucket/x")
+
+
+def test_a_quarantined_day_is_listed_until_released(tmp_path):
+    settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+    report = ValidationReport(partition="raw/dt=2024-03-01", success=False, failures=[], warnings=[], notes=[],
+                              result={}, docs={"columns": "<html/>"})
+    day = dt.date(2024, 3, 1)
+    assert quarantine.quarantined(settings) == {}
+    uri = quarantine.record(settings, day, report, "abc")
+    assert quarantine.quarantined(settings) == {day: uri} and uri.endswith("dt=2024-03-01/report.json")
+    assert (tmp_path / "features" / "_quarantine" / "sample_latent" / "dt=2024-03-01" / "data_docs_columns.html").exists()
+    quarantine.release(settings, day)
+    assert quarantine.quarantined(settings) == {}
+
+
+def test_the_quarantine_steps_are_the_building_blocks_under_prefect(tmp_path):
+    settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+    day = dt.date(2024, 3, 1)
+    part = scan_partition(open_storage(settings.dataset.raw_uri), settings, day)
+    report = ValidationReport(partition=part.uri, success=False, failures=[], warnings=[], notes=[], result={},
+                              docs={})
+    uri = steps.quarantine_partition.fn(settings, part, report)  # the task's body, without a Prefect run
+    assert quarantine.quarantined(settings) == {day: uri}
+    assert json.loads(open_storage(uri.rsplit("/", 1)[0]).read_text(uri))["raw_fingerprint"] == part.fingerprint
+    steps.release_quarantine.fn(settings, day)
+    assert quarantine.quarantined(settings) == {}
