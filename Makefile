@@ -23,8 +23,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+BENCHES := train_throughput encode_throughput validate_throughput ingest_memory downstream train_scale real_data
+
+# The benchmarks' real tables and baselines (statsmodels, PyOD) come with the bench extra.
 bench: install
-	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(WORKDIR) .pytest_cache

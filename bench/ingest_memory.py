@@ -64,11 +64,11 @@ def write_partition(root: Path, rows: int, cols: int, chunk: int = 1_000_000) ->
 def child(root: Path) -> None:
     """The measured process: the same building blocks the nightly flow's tasks call."""
     from ae_models import AutoencoderReducer
-    from tasks.encode import encode_batches
-    from tasks.ingest import scan_partition
-    from tasks.publish import publish_partition
+    from tasks.encode import EncodedBatches
+    from tasks.ingest import even_sample, scan_partition
     from tasks.settings import load_settings
     from tasks.storage import open_storage
+    from tasks.table import replace_slice
     from tasks.validation import validate
 
     settings = load_settings(root / "latentfeed.toml")
@@ -77,11 +77,10 @@ def child(root: Path) -> None:
     report = validate(part, settings)
     assert report.success, report.summary()
     t1 = time.perf_counter()
-    sample = part.frame.select(part.feature_columns).gather_every(max(1, report.rows // 50_000)).collect()
+    sample = even_sample(part.frame.select(part.feature_columns), report.rows, 50_000)
     est = AutoencoderReducer(latent_dim=16, hidden=(64, 32), epochs=2, seed=0).fit(sample)
     t2 = time.perf_counter()
-    batches = encode_batches(est, part.frame, ["id"], 1)
-    pub = publish_partition(settings, batches, 1, DATE, {"bench": "ingest_memory"})
+    pub = replace_slice(settings, EncodedBatches(est, part.frame, ["id"], 1), 1, DATE, {"bench": "ingest_memory"})
     t3 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"rows": pub.rows, "peak_rss": peak, "validate_s": t1 - t0, "fit_s": t2 - t1,
