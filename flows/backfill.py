@@ -8,7 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import steps, tracking
 from tasks.backfill_plan import plan_backfill
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, StepFailed
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome
 from tasks.settings import Settings
@@ -79,6 +79,9 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         log.info("trained (%s): version %d %s", reason, out.model_version,
                  "promoted" if out.promoted else "not promoted")
     ref = tracking.champion(settings)
+    if ref is None or (not usable and ref == current):  # the training was not promoted
+        raise StepFailed(f"no usable champion: the model trained on the window ending {last} was not promoted "
+                         "(its MLflow run's tag promotion_reason says why); nothing was published")
     plan, _ = plan_backfill(settings, first, last, force)
     todo = [p.date for p in plan if p.action == "run"]
     done = run_partitions.with_options(task_runner=task_runner(settings))(

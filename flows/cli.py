@@ -32,12 +32,14 @@ def _date(value: str | None, what: str = "date") -> str | None:
 
 
 def _run_flow(fn, **params) -> tuple[bool, object]:
-    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user."""
+    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user. A
+    ValueError from inside a flow (the estimator refusing what it was given) is a failed run, exit 1,
+    not a usage error: Prefect's log above keeps its traceback."""
     from prefect.exceptions import PrefectException
 
     try:
         return True, fn(**params)
-    except (LatentfeedError, PrefectException) as e:
+    except (LatentfeedError, PrefectException, ValueError) as e:
         return False, str(e) or type(e).__name__
 
 
@@ -62,7 +64,7 @@ def cmd_train(args) -> int:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
     print(f"model version {out.model_version} (run {out.run_id}): holdout error "
-          f"{out.holdout_error:.5f}; {'promoted to champion' if out.promoted else 'champion kept'}")
+          f"{out.holdout_error:.5f}; {'promoted to champion' if out.promoted else 'not promoted'} ({out.reason})")
     return EXIT_OK
 
 

@@ -65,6 +65,9 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
         log.info("training on the window ending %s: %s", day, reason)
         retrain(settings, day.isoformat(), warm_start=reducer is not None, reason=reason)
         ref = tracking.champion(settings)
+        if ref is None or (reducer is None and ref == before):  # the training was not promoted
+            raise StepFailed(f"no usable champion: the model trained on the window ending {day} was not promoted "
+                             "(its MLflow run's tag promotion_reason says why); nothing was published")
     # After a promotion the window, this day included, is already published: the publish cache returns
     # it when the training ran in this process's Prefect home (else the slice is replaced, same rows).
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}

@@ -57,25 +57,26 @@ def train_flow(config: Config, end: str | None = None, warm_start: bool = False,
     if current and serving is None:
         log.warning("champion v%d was saved in a format this version cannot load: it is replaced", current.version)
     start_from = serving if warm_start else None
-    est = steps.fit_reducer(settings, train, columns, start_from)
+    est, warm = steps.fit_reducer(settings, train, columns, start_from)
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)
     challenger_error = float(est.reconstruction_error(holdout).mean())
     champion_error = float(serving.reconstruction_error(holdout).mean()) if serving else None
-    decision = decide(challenger_error, champion_error, settings.training.promote_tolerance)
+    decision = decide(challenger_error, champion_error, settings.training.promote_tolerance,
+                      est.val_error_, est.pca_val_error_)
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height), "holdout_rows": float(holdout.height)}
     if serving is not None:
         metrics["champion_holdout_error"] = champion_error
-        log.info("challenger vs champion v%d: %s: %s", current.version, decision.reason,
-                 "promote" if decision.promote else "keep the champion")
+    log.info("version to register: %s: %s", decision.reason,
+             "promote" if decision.promote else "not promoted")
     tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
-            "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(start_from is not None)}
+            "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm)}
     ref = tracking.log_training(settings, est, holdout, tags, metrics, reports)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
     if decision.promote:
         steps.reencode_window(settings, ref, valid)
         tracking.set_champion(settings, ref)
         log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
-    tracking.tag_run(settings, ref.run_id, {"promoted": str(decision.promote)})
+    tracking.tag_run(settings, ref.run_id, {"promoted": str(decision.promote), "promotion_reason": decision.reason})
     return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=decision.promote, reason=decision.reason,
                        holdout_error=challenger_error, champion_holdout_error=champion_error,
                        train_rows=train.height, holdout_rows=holdout.height, val_error=est.val_error_,

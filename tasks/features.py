@@ -10,7 +10,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import FeatureVersionError
 from .latents import latent_columns, read_quantisation
-from .table import published_slices, storage_options
+from .table import published_slices, storage_options, version_latents
 from .settings import Settings, load_settings
 from .tracking import champion
 
@@ -34,7 +34,10 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     lf = pl.scan_delta(settings.table_uri, storage_options=storage_options(settings)).filter(
         pl.col("model_version") == version)
     schema = lf.collect_schema()
-    int8 = [c for c in latent_columns(schema.names()) if schema[c] == pl.Int8]
+    mine = version_latents(settings, version)
+    if mine is not None:  # other versions' wider codes: their columns are null here, and not this version's
+        lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
+    int8 = [c for c in latent_columns(schema.names()) if schema[c] == pl.Int8 and (mine is None or c in mine)]
     if int8:
         lf = lf.with_columns(read_quantisation(settings, version).dequantise(int8))
     if start is not None:

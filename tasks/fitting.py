@@ -25,10 +25,31 @@ def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=No
                               **{k: v for k, v in optional.items() if v is not None})
 
 
+# Parameters that may differ between the champion and a warm start from it: where it runs, how long.
+_RUNTIME = ("device", "precision", "seed", "epochs", "callback")
+
+
+def config_changes(champion: AutoencoderReducer, wanted: AutoencoderReducer) -> list[str]:
+    """The estimator parameters (column groups included) the config now sets otherwise than the
+    champion was trained with: any of them makes a warm start a different model than the config asks for."""
+    mine, theirs = champion.get_params(), wanted.get_params()
+    changed = []
+    for name in theirs:
+        if name in _RUNTIME:
+            continue
+        a, b = mine.get(name), theirs[name]
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            a, b = (sorted(a), sorted(b)) if name in ("real", "binary", "categorical") else (list(a), list(b))
+        if a != b:
+            changed.append(f"{name} {mine.get(name)!r} -> {theirs[name]!r}")
+    return changed
+
+
 def fit(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
-        start_from: AutoencoderReducer | None, log: Callable[[str], None]) -> AutoencoderReducer:
-    """Fit afresh, or continue from ``start_from`` (the champion) when it takes these columns;
-    ``log`` receives the progress lines."""
+        start_from: AutoencoderReducer | None, log: Callable[[str], None]) -> tuple[AutoencoderReducer, bool]:
+    """Fit afresh, or continue from ``start_from`` (the champion) when the config still describes it
+    (same columns, kind, sizes and training settings); ``log`` receives the progress lines. Returns the
+    estimator and whether it was warm-started."""
 
     def progress(step: int, row: dict[str, float]) -> None:
         if step == 0:
@@ -38,13 +59,15 @@ def fit(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
                 f"val_error {row['val_error']:.4f}")
 
     names = feature_names(columns)
-    if start_from is not None and sorted(start_from.feature_names_in_) == sorted(names):
+    wanted = build_reducer(settings, columns, progress)
+    changes = config_changes(start_from, wanted) if start_from is not None else []
+    if start_from is not None and not changes:
         est = copy.deepcopy(start_from)  # the loaded champion is cached and shared: never train it in place
         est.callback = progress
         epochs = None if isinstance(settings.training.epochs, str) else settings.training.epochs
         log(f"warm start from the champion on {frame.height} rows")
-        return est.partial_fit(frame, epochs=epochs)
-    if start_from is not None:
-        log("the champion takes other columns than the config names now: training afresh")
+        return est.partial_fit(frame, epochs=epochs), True
+    if changes:
+        log(f"the config changed since the champion was trained ({'; '.join(changes)}): training afresh")
     log(f"training {settings.model.kind} autoencoder on {frame.height} rows x {len(names)} columns")
-    return build_reducer(settings, columns, progress).fit(frame)
+    return wanted.fit(frame), False

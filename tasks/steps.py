@@ -75,8 +75,9 @@ def release_quarantine(settings: Settings, date: dt.date) -> None:
 
 @task(name="fit", cache_policy=NO_CACHE)
 def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]],
-                start_from: AutoencoderReducer | None = None) -> AutoencoderReducer:
-    """Fit afresh, or continue from ``start_from``; one slot of the training limit is held throughout."""
+                start_from: AutoencoderReducer | None = None) -> tuple[AutoencoderReducer, bool]:
+    """Fit afresh, or continue from ``start_from`` when the config still describes it; one slot of the
+    training limit is held throughout. Returns the estimator and whether it was warm-started."""
     with training_slot(settings.schedule.training_slots):
         return fitting.fit(settings, frame, columns, start_from, get_run_logger().info)
 

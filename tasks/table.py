@@ -3,7 +3,8 @@ published, retire old versions.
 
 A day is written as one Delta commit that replaces its (model_version, dt) slice, so readers see
 the old slice or the new one, never a mix and never duplicates; lineage rides along in the commit's
-metadata. What to write and when is ``publishing``'s business.
+metadata. Versions may differ in latent size: the table's schema grows to the widest (Delta schema
+merge), and a version's rows hold nulls in the latent columns beyond its own. What to write and when is ``publishing``'s business.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def replace_slice(settings: Settings, rows: Iterable[pl.DataFrame], model_versio
         write_quantisation(settings, model_version, quantisation)
     predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
     write_deltalake(uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
-                    predicate=predicate, partition_by=PARTITION_BY, storage_options=opts,
+                    predicate=predicate, partition_by=PARTITION_BY, storage_options=opts, schema_mode="merge",
                     writer_properties=writer_properties(schema),
                     commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
     table = DeltaTable(uri, storage_options=opts)
@@ -137,6 +138,21 @@ def open_table(settings: Settings):
         return DeltaTable(settings.table_uri, storage_options=storage_options(settings))
     except TableNotFoundError:
         return None
+
+
+def version_latents(settings: Settings, model_version: int) -> list[str] | None:
+    """The latent columns a version's rows fill, from the table's file statistics (no data read);
+    None when the statistics do not say (then every latent column is the version's)."""
+    table = open_table(settings)
+    if table is None:
+        return None
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    names = latent_columns([c.removeprefix("null_count.") for c in actions.columns if c.startswith("null_count.")])
+    if actions.is_empty() or not names:
+        return None
+    mine = actions.filter(pl.col("partition.model_version").cast(pl.Int64) == model_version)
+    filled = mine.select(((pl.col(f"null_count.{c}") < pl.col("num_records")).any()).alias(c) for c in names)
+    return [c for c in names if filled[c].item()]
 
 
 def published_slices(settings: Settings) -> pl.DataFrame:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,6 +17,7 @@ from tasks.ingest import scan_partition
 from tasks.storage import open_storage
 from tasks.validation import ValidationReport
 from tasks.features import read_features
+from tasks.latents import latent_columns
 from tasks.table import published_slices
 from tasks.sample_data import make_rows
 from tasks.settings import load_settings
@@ -127,3 +131,35 @@ def test_a_publish_whose_logging_failed_is_redone_whole_by_the_next_run(tmp_path
     runs = c.search_runs([tracking.experiment_id(s)], f"tags.kind = 'publish' and tags.dt = '{day(1)}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert read_features(config, start=day(1), end=day(1)).collect().height == 300
+
+
+def test_a_changed_model_config_trains_afresh_instead_of_warm_starting(tmp_path):
+    config = make_dataset(tmp_path, days=1, rows=300)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    temp_before = set(Path(tempfile.gettempdir()).glob("latentfeed-model-*"))
+    set_config(config, "latent_dim = 4", "latent_dim = 5")
+    set_config(config, 'window_days = 30', 'window_days = 30\nrefresh = "always"')
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    s = load_settings(config)
+    c = tracking.client(s)
+    v2 = c.get_model_version(s.mlflow.registered_model, "2")
+    assert c.get_run(v2.run_id).data.tags["warm_start"] == "False"  # a warm start would keep 4 latents
+    assert tracking.load_reducer(s, tracking.ModelRef(v2.name, 2, v2.run_id)).latent_dim == 5
+    assert tracking.champion(s).version == 2  # 5 latents rebuild the rows better than 4
+    # one table, two code sizes: each version reads back with its own latent columns
+    v1_rows, v2_rows = (read_features(config, version=v).collect() for v in (1, 2))
+    assert latent_columns(v1_rows.columns) == [f"latent_{i}" for i in range(4)]
+    assert latent_columns(v2_rows.columns) == [f"latent_{i}" for i in range(5)]
+    assert v1_rows.height == v2_rows.height == 300 and not v2_rows["latent_4"].has_nulls()
+    # library code leaves the process environment and no downloaded model behind
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
+    assert set(Path(tempfile.gettempdir()).glob("latentfeed-model-*")) == temp_before
+
+
+def test_a_value_the_estimator_refuses_inside_a_flow_is_a_failed_run(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=100)
+    set_config(config, "latent_dim = 4", "latent_dim = 40")  # 32 feature columns: no undercomplete code of 40
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    assert "FAILED:" in capsys.readouterr().err

@@ -44,6 +44,13 @@ def test_promotion_gate():
     assert decide(1.04, 1.0, 0.05).promote
     assert not decide(float("nan"), 1.0, 0.0).promote
     assert "1.01 > champion's 1" in decide(1.01, 1.0, 0.0).reason
+    # the first model too: worse than PCA at its size on its own held-out rows is never promoted silently
+    assert not decide(0.5, None, 0.0, val_error=0.31, pca_val_error=0.30).promote
+    assert "above PCA's 0.3" in decide(0.5, None, 0.0, val_error=0.31, pca_val_error=0.30).reason
+    assert decide(0.5, None, 0.0, val_error=0.30, pca_val_error=0.30).promote
+    assert decide(0.5, None, 0.0, val_error=0.30, pca_val_error=float("nan")).promote  # no held-out rows
+    assert not decide(0.5, None, 0.0, val_error=float("nan"), pca_val_error=0.3).promote
+    assert not decide(float("nan"), None, 0.0).promote
 
 
 def _day(i: int) -> dt.date:
