@@ -133,7 +133,7 @@ def cmd_features(args) -> int:
         if args.keep_versions < 1:
             raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
         ref = tracking.champion(settings)
-        done = retire_versions(settings, args.keep_versions, ref.version if ref else None)
+        done = retire_versions(settings, args.keep_versions, ref.version if ref else None, args.force)
         print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
               f"{done.files_removed} file(s) older than {settings.features.retention_hours} h")
     slices = published_slices(settings)
@@ -260,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--vacuum", action="store_true",
                    help="delete superseded model versions' rows (never the champion's) and vacuum old files")
     f.add_argument("--keep-versions", type=int, default=2, help="newest versions --vacuum keeps (default 2)")
+    f.add_argument("--force", action="store_true",
+                   help="--vacuum even when it deletes the only rows of some days (refused otherwise)")
     add("deploy", cmd_deploy, "register the Prefect deployments")
     return p
 

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from .errors import SchemaMismatch
+from .errors import SchemaMismatch, StepFailed
 from .latents import Quantisation, latent_columns, write_quantisation
 from .settings import Settings
 from .storage import open_storage
@@ -180,20 +180,30 @@ class Retired:
     files_removed: int  # data files vacuumed (of these and earlier deletions past the retention period)
 
 
-def retire_versions(settings: Settings, keep: int, champion: int | None) -> Retired:
+def retire_versions(settings: Settings, keep: int, champion: int | None, force: bool = False) -> Retired:
     """Delete all but the ``keep`` newest model versions (never the champion's) and vacuum old files.
 
-    The delete is one commit, so readers see a version whole or not at all; files stay on the store
-    for ``[features].retention_hours`` so that readers still holding the older table state can finish.
+    Refuses (StepFailed, nothing deleted) when that would delete the only rows of a day, i.e. a day
+    no kept version has published, unless ``force``. The delete is one commit, so readers see a
+    version whole or not at all; files stay on the store for ``[features].retention_hours`` so that
+    readers still holding the older table state can finish.
     """
     from deltalake import CommitProperties
 
     table = open_table(settings)
     if table is None:
         return Retired([], [], 0)
-    versions = sorted(published_slices(settings)["model_version"].unique().to_list(), reverse=True)
+    slices = published_slices(settings)
+    versions = sorted(slices["model_version"].unique().to_list(), reverse=True)
     kept = sorted(set(versions[:keep]) | ({champion} & set(versions)))
     retired = [v for v in versions if v not in kept]
+    covered = set(slices.filter(pl.col("model_version").is_in(kept))["dt"].to_list())
+    only = sorted(set(slices.filter(pl.col("model_version").is_in(retired))["dt"].to_list()) - covered)
+    if only and not force:
+        days = ", ".join(d.isoformat() for d in only[:5]) + (f" ... ({len(only)} days)" if len(only) > 5 else "")
+        raise StepFailed(f"vacuum would delete the only rows of {days}: no kept version {kept} has published "
+                         f"them. Publish them with the champion first (latentfeed backfill --start "
+                         f"{only[0]} --end {only[-1]}), keep more versions, or pass --force; nothing was deleted")
     if retired:
         table.delete(f"model_version IN ({', '.join(str(int(v)) for v in retired)})",
                      commit_properties=CommitProperties(custom_metadata={"retired_versions": str(retired)}))

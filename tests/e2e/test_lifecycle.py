@@ -163,3 +163,21 @@ def test_a_value_the_estimator_refuses_inside_a_flow_is_a_failed_run(tmp_path, c
     capsys.readouterr()
     assert main(["run", "--config", str(config), "--date", day(0)]) == 1
     assert "FAILED:" in capsys.readouterr().err
+
+
+def test_vacuum_never_deletes_the_only_rows_of_a_day_unless_forced(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=3, rows=300)
+    assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(2)]) == 0  # v1: 3 days
+    set_config(config, "window_days = 30", "window_days = 1\npromote_tolerance = 100.0")
+    assert main(["train", "--config", str(config), "--end", day(2)]) == 0  # v2 re-encodes day 2 only
+    s = load_settings(config)
+    assert tracking.champion(s).version == 2
+    set_config(config, 'table = "sample_latent"', 'table = "sample_latent"\nretention_hours = 0')
+    capsys.readouterr()
+    assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"only rows of {day(0)}, {day(1)}" in err and "nothing was deleted" in err
+    assert sorted(published_slices(s)["model_version"].to_list()) == [1, 1, 1, 2]
+    assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "2"]) == 0  # nothing lost
+    assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "1", "--force"]) == 0
+    assert published_slices(s)["model_version"].to_list() == [2]
