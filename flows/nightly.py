@@ -5,8 +5,10 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled
 
 from tasks import steps, tracking
 from tasks.errors import StepFailed
@@ -20,6 +22,26 @@ from .parameters import Config, as_settings, parse_date, run_name
 from .train import train_flow
 
 HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
+PICKUP_POLL_S = 2  # how often the nightly looks at the GPU pool's training run
+
+
+def await_training(run_id, settings: Settings, name: str):
+    """The training's flow run once it ended; cancelled, with one line naming the pool and what to
+    start, when no worker picked it up within ``[schedule].train_timeout_minutes``."""
+    sched = settings.schedule
+    deadline = time.monotonic() + sched.train_timeout_minutes * 60
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.is_final():
+                return run
+            if (run.state is None or run.state.is_scheduled()) and time.monotonic() > deadline:
+                client.set_flow_run_state(run_id, Cancelled(message="no GPU worker picked it up in time"), force=True)
+                raise StepFailed(f"no worker of pool {sched.gpu_pool} picked up the training ({name}, flow run "
+                                 f"{run.name}) within [schedule].train_timeout_minutes = {sched.train_timeout_minutes:g}: "
+                                 f"start one on a GPU machine with `prefect worker start --pool {sched.gpu_pool}`; "
+                                 "the run was cancelled and nothing was published")
+            time.sleep(PICKUP_POLL_S)
 
 
 def retrain(settings: Settings, end: str, warm_start: bool, reason: str) -> None:
@@ -34,10 +56,11 @@ def retrain(settings: Settings, end: str, warm_start: bool, reason: str) -> None
     params = {"config": settings.model_dump(mode="json", by_alias=True), "end": end, "warm_start": warm_start,
               "reason": reason}
     try:
-        run = run_deployment(name, parameters=params, timeout=None)
+        run = run_deployment(name, parameters=params, timeout=0)  # scheduled: picked up and awaited below
     except ObjectNotFound:
         raise StepFailed(f"[schedule].train_on_gpu_pool is set but deployment {name} is not registered with "
                          "the Prefect API: run `latentfeed deploy --config ...` first") from None
+    run = await_training(run.id, settings, name)
     if not run.state or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise StepFailed(f"training on pool {settings.schedule.gpu_pool} (deployment {name}, flow run {run.name}) "

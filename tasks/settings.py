@@ -88,6 +88,8 @@ class ScheduleSettings(_Section):
     gpu_pool: str = "latentfeed-gpu"
     # The nightly hands (re)training to the train deployment on the GPU pool instead of training inline.
     train_on_gpu_pool: bool = False
+    # How long the nightly waits for a GPU worker to pick that training up (once started, it waits to the end).
+    train_timeout_minutes: float = Field(30, gt=0)
     # Global concurrency limit "latentfeed-training": trainings at once (one per GPU of the pool).
     training_slots: int = Field(1, ge=1)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import polars as pl
 from prefect.client.orchestration import get_client
@@ -77,3 +78,24 @@ def test_gpu_pool_handoff_without_a_deployment_is_a_clear_failure(tmp_path, caps
     err = capsys.readouterr().err
     assert "deployment latentfeed-train/undeployed-train is not registered" in err and "latentfeed deploy" in err
     assert published_slices(load_settings(config)).is_empty()
+
+
+def test_gpu_pool_handoff_nobody_picks_up_fails_in_bounded_time(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    config.write_text(config.read_text().replace('name = "sample"', 'name = "no-gpu"')
+                      + "\n[schedule]\ntrain_on_gpu_pool = true\ntrain_timeout_minutes = 0.05\n")
+    assert main(["deploy", "--config", str(config)]) == 0  # the train deployment exists; no worker runs it
+    capsys.readouterr()
+    started = time.monotonic()
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert "no worker of pool latentfeed-gpu picked up the training" in err
+    assert "prefect worker start --pool latentfeed-gpu" in err
+    assert published_slices(load_settings(config)).is_empty()
+
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["no-gpu-train"])))
+    assert runs and all(r.state.is_cancelled() for r in runs)  # no worker starting later trains it
