@@ -92,4 +92,8 @@ def test_pytorch_dataset_yields_each_row_once(published):
     assert len(batches) == len(ds) == 6
     ids = torch.cat([b["id"] for b in batches])
     assert ids.unique().numel() == 6000
+    # the README's multi-worker path: forked workers read their batches without deadlocking (timeout: a
+    # worker stuck for 60 s fails the test) and split them, each row once
+    parallel = list(DataLoader(ds, batch_size=None, num_workers=2, timeout=60))
+    assert len(parallel) == 6 and torch.cat([b["id"] for b in parallel]).sort().values.equal(ids.sort().values)
     assert batches[0]["latents"].shape == (1000, s.model.latent_dim) and batches[0]["latents"].dtype == torch.float32
