@@ -97,6 +97,11 @@ class ValidationReport:
                            "great_expectations": self.result}, indent=1, default=str)
 
 
+def _is_binary(col: pl.Expr) -> pl.Expr:
+    """0 or 1, whatever the numeric type holds it (Int8, Int64, Float64 0.0/1.0, Boolean)."""
+    return col.cast(pl.Float64).is_in([0.0, 1.0])
+
+
 def profile(part: Partition, settings: Settings,
             reference: Reference | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One pass over the partition -> (per-column profile, one-row table profile).
@@ -117,7 +122,7 @@ def profile(part: Partition, settings: Settings,
         if g in ("real", "binary") and dtype.is_float():
             aggs.append((~col.is_finite()).sum().alias(f"{c}__nonfinite"))
         if g == "binary" and dtype.is_numeric():
-            aggs.append((~col.is_in([0, 1])).sum().alias(f"{c}__nonbin"))
+            aggs.append((~_is_binary(col)).sum().alias(f"{c}__nonbin"))
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
         if reference and g == "categorical" and c in reference.categories:
@@ -220,12 +225,12 @@ def _examples(part: Partition, check: str, column: str, keys: list[str], referen
               n: int = 3) -> list[Any]:
     """A few offending rows (their keys, or their values) for a failed column check."""
     col = pl.col(column)
-    conds = {"nulls": col.is_null(), "nonfinite": ~col.is_finite(), "binary": ~col.is_in([0, 1])}
+    conds = {"nulls": col.is_null(), "nonfinite": ~col.is_finite(), "binary": ~_is_binary(col)}
     if reference and column in reference.categories:
         conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
     if check not in conds:
         return []
-    show = [*keys, column] if keys else [column]
+    show = [*keys, column] if column not in keys else keys  # a key column's own check shows the keys
     return part.frame.filter(conds[check]).select(show).head(n).collect().rows(named=True)
 
 

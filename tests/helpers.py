@@ -60,6 +60,12 @@ BAD_FILES = {
     "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
     "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
                        .write_parquet(p), ["'id'", "unique"]),
+    "null keys": (lambda p: pl.read_parquet(p).with_columns(
+        pl.when(pl.col("id") % 50 == 0).then(None).otherwise(pl.col("id")).alias("id")).write_parquet(p),
+        ["'id'", "nulls", "{'id': None}"]),
+    "a 2 in a binary column stored as float": (lambda p: pl.read_parquet(p).with_columns(
+        pl.when(pl.col("id") % 50 == 0).then(2.0).otherwise(pl.col("flag_0").cast(pl.Float64)).alias("flag_0"))
+        .write_parquet(p), ["'flag_0'", "binary values are 0 or 1", "'flag_0': 2.0"]),
 }
 
 

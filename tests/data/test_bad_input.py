@@ -100,3 +100,10 @@ def test_missing_raw_root_and_undated_folders_are_named(tmp_path, capsys):
     config.write_text(config.read_text().replace('raw_uri = "raw"', 'raw_uri = "no-such-folder"'))
     assert main(["run", "--config", str(config), "--date", day(0)]) == 1
     assert "no-such-folder holds no dt=YYYY-MM-DD partition folders" in capsys.readouterr().err
+
+
+def test_a_binary_column_stored_as_float_is_read_as_binary(tmp_path):
+    config = make_dataset(tmp_path, days=1, rows=300)
+    rewrite_partition(config, 0, lambda f: f.with_columns(pl.col("flag_0").cast(pl.Float64)))  # 0.0 / 1.0
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert published_slices(load_settings(config))["rows"].sum() == 300
