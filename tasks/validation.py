@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ae_models import AutoencoderReducer
@@ -32,12 +33,13 @@ _COLUMN_CHECKS = {
     "missing": ("present", "column is present"),
     "type": ("type_ok", "column has the configured type"),
     "nulls": ("null_excess", "nulls within [validation].max_null_fraction"),
-    "nonfinite": ("nonfinite_count", "no NaN or inf values"),
+    "nonfinite": ("nonfinite_count", "no NaN or inf values, none beyond float32's range"),
     "binary": ("non_binary_count", "binary values are 0 or 1"),
     "unseen_categories": ("unseen_count", "categories were seen in training"),
     "mean_drift": ("mean_shift", "mean within [validation].mean_drift_sigmas training std of the training mean"),
 }
 _GE_SEVERITY = {"error": "critical", "warning": "warning"}
+F32_MAX = float(np.finfo(np.float32).max)
 _GE_LOCK = threading.Lock()
 
 
@@ -97,6 +99,11 @@ class ValidationReport:
                            "great_expectations": self.result}, indent=1, default=str)
 
 
+def _is_finite32(col: pl.Expr) -> pl.Expr:
+    """Finite, and still finite as float32 (the model's type): 1e39 is finite in float64, inf in float32."""
+    return col.is_finite() & (col.abs() <= F32_MAX)
+
+
 def _is_binary(col: pl.Expr) -> pl.Expr:
     """0 or 1, whatever the numeric type holds it (Int8, Int64, Float64 0.0/1.0, Boolean)."""
     return col.cast(pl.Float64).is_in([0.0, 1.0])
@@ -120,7 +127,7 @@ def profile(part: Partition, settings: Settings,
         dtype, col = schema[c], pl.col(c)
         aggs.append(col.null_count().alias(f"{c}__null"))
         if g in ("real", "binary") and dtype.is_float():
-            aggs.append((~col.is_finite()).sum().alias(f"{c}__nonfinite"))
+            aggs.append((~_is_finite32(col)).sum().alias(f"{c}__nonfinite"))
         if g == "binary" and dtype.is_numeric():
             aggs.append((~_is_binary(col)).sum().alias(f"{c}__nonbin"))
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
@@ -225,7 +232,7 @@ def _examples(part: Partition, check: str, column: str, keys: list[str], referen
               n: int = 3) -> list[Any]:
     """A few offending rows (their keys, or their values) for a failed column check."""
     col = pl.col(column)
-    conds = {"nulls": col.is_null(), "nonfinite": ~col.is_finite(), "binary": ~_is_binary(col)}
+    conds = {"nulls": col.is_null(), "nonfinite": ~_is_finite32(col), "binary": ~_is_binary(col)}
     if reference and column in reference.categories:
         conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
     if check not in conds:

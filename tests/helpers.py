@@ -60,6 +60,10 @@ BAD_FILES = {
     "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
     "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
                        .write_parquet(p), ["'id'", "unique"]),
+    "a value beyond float32's range": (lambda p: pl.read_parquet(p).with_columns(
+        pl.when(pl.col("id") % 100 == 7).then(1e39).otherwise(pl.col("x_01").cast(pl.Float64)).alias("x_01"))
+        .write_parquet(p),
+        ["'x_01'", "beyond float32's range", "'x_01': 1e+39"]),
     "null keys": (lambda p: pl.read_parquet(p).with_columns(
         pl.when(pl.col("id") % 50 == 0).then(None).otherwise(pl.col("id")).alias("id")).write_parquet(p),
         ["'id'", "nulls", "{'id': None}"]),
