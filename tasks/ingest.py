@@ -84,6 +84,31 @@ def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str
     return out, missing
 
 
+def _unified_parquet(paths: list[str], opts: dict | None, uri: str) -> pl.LazyFrame:
+    """A partition's parquet files as one lazy frame: each file's footer read (an unreadable file is
+    named), numeric types unified to their common type (Float32 + Float64, int + float, bool + int),
+    a column a file lacks read as nulls there; a column that is text in one file and numeric in another
+    is refused with the column, the files and both types."""
+    scans, types = [], {}
+    for path in paths:
+        try:
+            scan = pl.scan_parquet(path, storage_options=opts, hive_partitioning=False)
+            for name, dtype in scan.collect_schema().items():
+                types.setdefault(name, {}).setdefault(dtype, path)
+        except Exception as e:  # polars raises a zoo of types for unreadable files
+            raise IngestError(f"cannot read raw file {path} of partition {uri}: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+        scans.append(scan)
+    for name, seen in types.items():
+        numeric = [t for t in seen if t.is_numeric() or t == pl.Boolean]
+        if numeric and len(numeric) < len(seen):
+            (a, fa), (b, fb) = next((t, seen[t]) for t in seen if t in numeric), next(
+                (t, seen[t]) for t in seen if t not in numeric)
+            raise IngestError(f"column {name!r} of raw partition {uri} is {a} in {fa} but {b} in {fb}: "
+                              "the files of one day must agree on it")
+    return scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+
+
 def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Partition:
     """A lazy frame of one partition: keys + feature columns + the partition date as ``dt``."""
     uri = partition_uri(storage, settings, date)
@@ -101,15 +126,15 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
         raise IngestError(f"raw file {empty[0]} is empty (0 bytes)")
     opts = storage.storage_options()
     paths = [f.uri for f in files]
-    try:
-        if settings.dataset.format == "parquet":
-            lf = pl.scan_parquet(paths, storage_options=opts, hive_partitioning=False)
-        else:
+    if settings.dataset.format == "parquet":
+        lf = _unified_parquet(paths, opts, uri)
+    else:
+        try:
             lf = pl.scan_csv(paths, storage_options=opts, infer_schema_length=10_000)
-        schema = lf.collect_schema()
-    except Exception as e:  # polars raises a zoo of types for unreadable files
-        raise IngestError(f"cannot read raw partition {uri}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    available = list(schema.names())
+            lf.collect_schema()
+        except Exception as e:  # polars raises a zoo of types for unreadable files
+            raise IngestError(f"cannot read raw partition {uri}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    available = list(lf.collect_schema().names())
     d = settings.dataset
     cols, missing = {}, []
     for group, names in (("keys", d.key_columns), ("real", d.real), ("binary", d.binary),

@@ -57,7 +57,7 @@ BAD_FILES = {
     "string in a numeric column": (
         lambda p: pl.read_parquet(p).with_columns(pl.col("x_02").cast(pl.Utf8)).write_parquet(p), ["'x_02'", "type"]),
     "empty file": (lambda p: Path(p).write_bytes(b""), ["part-0.parquet is empty (0 bytes)"]),
-    "truncated parquet": (_truncate, ["cannot read raw partition", "dt="]),
+    "truncated parquet": (_truncate, ["cannot read raw file", "part-0.parquet", "dt="]),
     "duplicate keys": (lambda p: pl.read_parquet(p).with_columns(pl.col("id").clip(upper_bound=pl.col("id").min() + 10))
                        .write_parquet(p), ["'id'", "unique"]),
     "a value beyond float32's range": (lambda p: pl.read_parquet(p).with_columns(

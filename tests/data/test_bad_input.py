@@ -107,3 +107,29 @@ def test_a_binary_column_stored_as_float_is_read_as_binary(tmp_path):
     rewrite_partition(config, 0, lambda f: f.with_columns(pl.col("flag_0").cast(pl.Float64)))  # 0.0 / 1.0
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     assert published_slices(load_settings(config))["rows"].sum() == 300
+
+
+SECOND_FILES = {  # a second file of the day -> the exit code, and what the message must name
+    "random bytes": (lambda f, p: p.write_bytes(b"\x00garbage" * 100), 1, ["part-1.parquet", "cannot read raw file"]),
+    "a column as text": (lambda f, p: f.with_columns(pl.col("x_00").cast(pl.Utf8)).write_parquet(p), 1,
+                         ["'x_00'", "Float32 in", "part-0.parquet", "String in", "part-1.parquet"]),
+    "wider numeric types": (lambda f, p: f.with_columns(pl.col("x_00").cast(pl.Float64),
+                                                       pl.col("flag_1").cast(pl.Boolean)).write_parquet(p), 0, []),
+}
+
+
+@pytest.mark.parametrize("case", SECOND_FILES)
+def test_the_files_of_one_day_are_read_as_one_or_the_bad_file_is_named(tmp_path, capsys, case):
+    write, code, expected = SECOND_FILES[case]
+    config = make_dataset(tmp_path, days=1, rows=300)
+    day_dir = Path(load_settings(config).dataset.raw_uri) / f"dt={day(0)}"
+    first = pl.read_parquet(day_dir / "part-0.parquet")
+    write(first.with_columns(pl.col("id") + 10**6), day_dir / "part-1.parquet")
+    for command in (["run"], ["validate"]):
+        capsys.readouterr()
+        assert main([*command, "--config", str(config), "--date", day(0)]) == code
+        out, err = capsys.readouterr()
+        assert all(x in err + out for x in expected), err
+        assert not re.search(r'File ".*/(flows|tasks)/', err)
+    rows = published_slices(load_settings(config))["rows"].sum()
+    assert rows == (600 if code == 0 else 0)
