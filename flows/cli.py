@@ -15,12 +15,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _settings(args):
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
-    a bad one stops us before any work."""
+    a bad one stops us before any work, and so does an MLflow server that does not answer."""
+    from tasks import tracking
     from tasks.settings import load_settings
     from tasks.validation import user_suite
 
     settings = load_settings(args.config)
     user_suite(settings)
+    tracking.check_reachable(settings)
     return settings
 
 
@@ -290,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # an MLflow server that does not answer fails the command within about a minute (MLflow's own
+    # defaults retry for several minutes); export larger values to wait longer
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     for noisy in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command != "features":

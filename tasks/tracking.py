@@ -20,7 +20,7 @@ import polars as pl
 
 from ae_models import AutoencoderReducer
 
-from .errors import IncompatibleModel
+from .errors import IncompatibleModel, StorageError
 from .settings import Settings
 from .validation import ValidationReport
 
@@ -48,6 +48,21 @@ def _client(uri: str):
 def client(settings: Settings):
     """The MLflow client of the configured store (tracking and registry)."""
     return _client(settings.mlflow.tracking_uri)
+
+
+def check_reachable(settings: Settings) -> None:
+    """Fail fast, naming the URI, when the tracking server does not answer (a local store always does)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = settings.mlflow.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        client(settings).search_experiments(max_results=1)
+    except MlflowException as e:
+        reason = " ".join(str(e).split())[:200]
+        raise StorageError(f"the MLflow tracking server {uri} does not answer ({reason}): check "
+                           "[mlflow].tracking_uri (or MLFLOW_TRACKING_URI) and that the server runs") from None
 
 
 def experiment_id(settings: Settings) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +14,7 @@ from tasks.features import read_features
 from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from tests.helpers import BAD_FILES, day, make_dataset, rewrite_partition
+from tests.helpers import BAD_FILES, day, free_port, make_dataset, rewrite_partition
 
 
 def test_missing_column_and_nan_fail_validation_and_publish_nothing(tmp_path, capsys):
@@ -133,3 +134,15 @@ def test_the_files_of_one_day_are_read_as_one_or_the_bad_file_is_named(tmp_path,
         assert not re.search(r'File ".*/(flows|tasks)/', err)
     rows = published_slices(load_settings(config))["rows"].sum()
     assert rows == (600 if code == 0 else 0)
+
+
+def test_an_mlflow_server_that_does_not_answer_fails_fast_naming_it(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=100)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config.write_text(config.read_text().replace('tracking_uri = "sqlite:///mlflow.db"', f'tracking_uri = "{url}"'))
+    started = time.monotonic()
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+    assert time.monotonic() - started < 60  # MLflow's own retries took minutes
+    err = capsys.readouterr().err
+    assert f"the MLflow tracking server {url} does not answer" in err and "[mlflow].tracking_uri" in err
+    assert not re.search(r'File ".*/(flows|tasks)/', err)
