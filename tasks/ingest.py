@@ -84,21 +84,36 @@ def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str
     return out, missing
 
 
-def _unified_parquet(paths: list[str], opts: dict | None, uri: str) -> pl.LazyFrame:
-    """A partition's parquet files as one lazy frame: each file's footer read (an unreadable file is
+def _scan(path: str, fmt: str, opts: dict | None) -> pl.LazyFrame | None:
+    """One raw file, lazily; None for a CSV file with a header and no rows (it contributes nothing, and
+    its columns would read as text)."""
+    if fmt == "parquet":
+        scan = pl.scan_parquet(path, storage_options=opts, hive_partitioning=False)
+        scan.collect_schema()  # reads the footer: an unreadable file fails here
+        return scan
+    scan = pl.scan_csv(path, storage_options=opts, infer_schema_length=10_000)
+    return scan if scan.head(1).collect().height else None
+
+
+def _unified(paths: list[str], fmt: str, opts: dict | None, uri: str) -> pl.LazyFrame:
+    """A partition's files as one lazy frame: each file opened on its own (an unreadable file is
     named), numeric types unified to their common type (Float32 + Float64, int + float, bool + int),
     a column a file lacks read as nulls there; a column that is text in one file and numeric in another
     is refused with the column, the files and both types."""
     scans, types = [], {}
     for path in paths:
         try:
-            scan = pl.scan_parquet(path, storage_options=opts, hive_partitioning=False)
+            scan = _scan(path, fmt, opts)
+            if scan is None:
+                continue
             for name, dtype in scan.collect_schema().items():
                 types.setdefault(name, {}).setdefault(dtype, path)
         except Exception as e:  # polars raises a zoo of types for unreadable files
             raise IngestError(f"cannot read raw file {path} of partition {uri}: "
                               f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
         scans.append(scan)
+    if not scans:
+        raise IngestError(f"raw partition {uri} has no rows: its {len(paths)} file(s) hold a header only")
     for name, seen in types.items():
         numeric = [t for t in seen if t.is_numeric() or t == pl.Boolean]
         if numeric and len(numeric) < len(seen):
@@ -126,14 +141,7 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
         raise IngestError(f"raw file {empty[0]} is empty (0 bytes)")
     opts = storage.storage_options()
     paths = [f.uri for f in files]
-    if settings.dataset.format == "parquet":
-        lf = _unified_parquet(paths, opts, uri)
-    else:
-        try:
-            lf = pl.scan_csv(paths, storage_options=opts, infer_schema_length=10_000)
-            lf.collect_schema()
-        except Exception as e:  # polars raises a zoo of types for unreadable files
-            raise IngestError(f"cannot read raw partition {uri}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    lf = _unified(paths, settings.dataset.format, opts, uri)
     available = list(lf.collect_schema().names())
     d = settings.dataset
     cols, missing = {}, []

@@ -92,6 +92,18 @@ def test_csv_with_the_wrong_delimiter_names_the_missing_columns(tmp_path, capsys
     assert "'id'" in err and "column is present" in err and "nothing was published" in err
 
 
+def test_a_header_only_csv_file_beside_a_full_one_adds_no_rows(tmp_path):
+    config = make_dataset(tmp_path, days=1, rows=500)
+    folder = Path(load_settings(config).dataset.raw_uri) / f"dt={day(0)}"
+    frame = pl.read_parquet(folder / "part-0.parquet")
+    (folder / "part-0.parquet").unlink()
+    frame.write_csv(folder / "part-0.csv")
+    frame.head(0).write_csv(folder / "part-00.csv")  # listed first; a header only: its columns read as text
+    config.write_text(config.read_text().replace('format = "parquet"', 'format = "csv"'))
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert published_slices(load_settings(config))["rows"].sum() == 500
+
+
 def test_missing_raw_root_and_undated_folders_are_named(tmp_path, capsys):
     config = make_dataset(tmp_path, days=2, rows=500)
     s = load_settings(config)
