@@ -18,7 +18,7 @@ from prefect.transactions import IsolationLevel, transaction
 
 from ae_models import AutoencoderReducer
 
-from . import encode, fitting, ingest, publishing, quarantine, tracking, validation
+from . import encode, fitting, ingest, publishing, quarantine, table, tracking, validation
 from .errors import StepFailed
 from .limits import training_slot
 from .locks import OSFileLockManager
@@ -122,12 +122,17 @@ def log_publish(settings: Settings, ref: tracking.ModelRef, date: str, report: v
 
 def checked_partition(settings: Settings, day: dt.date,
                       champion: AutoencoderReducer | None) -> tuple[ingest.Partition, validation.ValidationReport]:
-    """Ingest and validate one day; a failing day is quarantined and raises StepFailed."""
+    """Ingest and validate one day; a failing day is quarantined and raises StepFailed. Keys whose type
+    the feature table does not take (SchemaMismatch) stop the day here, before any training."""
     part = ingest_partition(settings, day)
     report = validate_partition(settings, part, champion)
     if not report.success:
         kept = quarantine_partition(settings, part, report)
         raise StepFailed(report.summary() + f"\nnothing was published for this partition; report kept at {kept}")
+    existing = table.open_table(settings)
+    if existing is not None:
+        keys = part.frame.select(part.columns["keys"]).head(0).collect().to_arrow().schema
+        table.check_schema(existing, keys, settings)
     return part, report
 
 

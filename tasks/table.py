@@ -69,7 +69,7 @@ def writer_properties(schema: pa.Schema):
 
 def check_schema(table, schema: pa.Schema, settings: Settings) -> None:
     """Refuse rows whose columns do not fit the table, naming the column, both types and the fix."""
-    have = {f.name: f.type for f in table.schema().to_arrow()}
+    have = {f.name: f.type for f in pa.schema(table.schema().to_arrow())}  # pyarrow types: they print plainly
     for f in schema:
         if f.name in have and have[f.name] != f.type:
             hint = (" ([features].latent_dtype changed: a table keeps one latent type, so name a new "

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from flows.cli import main
+from tasks import tracking
 from tasks.features import read_features
 from tasks.table import published_slices
 from tasks.settings import load_settings
@@ -158,3 +159,18 @@ def test_an_mlflow_server_that_does_not_answer_fails_fast_naming_it(tmp_path, ca
     err = capsys.readouterr().err
     assert f"the MLflow tracking server {url} does not answer" in err and "[mlflow].tracking_uri" in err
     assert not re.search(r'File ".*/(flows|tasks)/', err)
+
+
+def test_keys_that_change_type_stop_the_day_before_training(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2, rows=300)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    rewrite_partition(config, 1, lambda f: f.with_columns(id=pl.format("u-{}", pl.col("id"))))
+    config.write_text(config.read_text().replace("window_days = 30", 'window_days = 30\nrefresh = "always"'))
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+    err = capsys.readouterr().err
+    assert "column 'id'" in err and "is int64, but the rows to publish have large_string" in err
+    s = load_settings(config)
+    assert tracking.champion(s).version == 1 and len(tracking.client(s).search_model_versions(
+        f"name = '{s.mlflow.registered_model}'")) == 1  # nothing trained for a day that cannot be published
+    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
