@@ -13,6 +13,23 @@ from tasks.errors import ConfigError, LatentfeedError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _check_model_fits_columns(settings) -> None:
+    """What the newest raw partition's columns tell about the model config, checked before Prefect starts."""
+    from tasks.errors import IngestError
+    from tasks.fitting import check_latent_width
+    from tasks.ingest import list_partition_dates, scan_partition
+    from tasks.storage import open_storage
+
+    storage = open_storage(settings.dataset.raw_uri)
+    dates, _ = list_partition_dates(storage, settings)
+    if dates:
+        try:
+            part = scan_partition(storage, settings, dates[-1])
+        except IngestError:
+            return  # the run reports the partition itself
+        check_latent_width(settings, part.columns, part.uri)
+
+
 def _settings(args):
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
     a bad one stops us before any work, and so does an MLflow server that does not answer."""
@@ -49,6 +66,7 @@ def cmd_run(args) -> int:
     from .nightly import nightly_flow
 
     settings = _settings(args)  # refuse a bad config before starting Prefect
+    _check_model_fits_columns(settings)
     ok, out = _run_flow(nightly_flow, config=settings, date=_date(args.date))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
@@ -61,6 +79,7 @@ def cmd_train(args) -> int:
     from .train import train_flow
 
     settings = _settings(args)
+    _check_model_fits_columns(settings)
     ok, out = _run_flow(train_flow, config=settings, end=_date(args.end, "end"))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
@@ -102,6 +121,7 @@ def cmd_backfill(args) -> int:
     settings = _settings(args)
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
+    _check_model_fits_columns(settings)
     start, end = _date(args.start, "start"), _date(args.end, "end")
     plan, undated = plan_backfill(settings, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
     if undated:

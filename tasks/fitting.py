@@ -7,7 +7,9 @@ from collections.abc import Callable
 import polars as pl
 
 from ae_models import AutoencoderReducer
+from ae_models.config import REGULARISED_KINDS
 
+from .errors import ConfigError
 from .ingest import feature_names
 from .settings import Settings
 
@@ -23,6 +25,20 @@ def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=No
                               real=columns["real"], binary=columns["binary"], categorical=columns["categorical"],
                               device=t.device, seed=t.seed, callback=callback,
                               **{k: v for k, v in optional.items() if v is not None})
+
+
+def check_latent_width(settings: Settings, columns: dict[str, list[str]], where: str) -> None:
+    """Refuse, before any work, a ``[model].latent_dim`` the estimator would refuse at fit: a plain
+    kind's code at least as wide as its input. Exact only where the input width is known from the
+    column names (no category columns, no nullable ones); otherwise the estimator checks at fit."""
+    m = settings.model
+    width = len(columns["real"]) + len(columns["binary"])
+    if m.kind in REGULARISED_KINDS or columns["categorical"] or settings.validation.max_null_fraction:
+        return
+    if m.latent_dim >= width:
+        raise ConfigError(f"[model].latent_dim = {m.latent_dim} is not below the {width} feature columns the config "
+                          f"resolves to in {where}: a plain {m.kind} code that wide compresses nothing. Lower it, or "
+                          f"choose a regularised [model].kind ({', '.join(REGULARISED_KINDS)})")
 
 
 # Parameters that may differ between the champion and a warm start from it: where it runs, how long.

@@ -22,7 +22,7 @@ from tasks.table import published_slices
 from tasks.sample_data import make_rows
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset, set_config
+from tests.helpers import day, make_dataset, rewrite_partition, set_config
 
 
 def test_drift_refreshes_the_champion_and_reencodes_the_window(tmp_path, capsys):
@@ -159,10 +159,22 @@ def test_a_changed_model_config_trains_afresh_instead_of_warm_starting(tmp_path)
 
 def test_a_value_the_estimator_refuses_inside_a_flow_is_a_failed_run(tmp_path, capsys):
     config = make_dataset(tmp_path, days=1, rows=100)
+    config.write_text(config.read_text() + "\n[validation]\nmax_null_fraction = 1.0\n")  # validation lets it through
+    rewrite_partition(config, 0, lambda f: f.with_columns(pl.lit(None, dtype=pl.Float32).alias("x_03")))
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 1  # data, not usage: exit 1, not 2
+    err = capsys.readouterr().err
+    assert "FAILED:" in err and "x_03" in err and "validation FAILED" not in err
+
+
+def test_a_latent_size_the_columns_cannot_take_is_refused_before_any_work(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=100)
     set_config(config, "latent_dim = 4", "latent_dim = 40")  # 32 feature columns: no undercomplete code of 40
     capsys.readouterr()
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 1
-    assert "FAILED:" in capsys.readouterr().err
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 2
+    err = capsys.readouterr().err
+    assert "[model].latent_dim = 40 is not below the 32 feature columns" in err
+    assert "Beginning flow run" not in err  # Prefect never started
 
 
 def test_vacuum_never_deletes_the_only_rows_of_a_day_unless_forced(tmp_path, capsys):
