@@ -14,19 +14,20 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _check_model_fits_columns(settings) -> None:
-    """What the newest raw partition's columns tell about the model config, checked before Prefect starts."""
-    from tasks.errors import IngestError
+    """What the newest raw partition's columns tell about the model config, checked before Prefect starts.
+    A store or partition that cannot be read, or lacks configured columns, is left to the run to report."""
+    from tasks.errors import IngestError, StorageError
     from tasks.fitting import check_latent_width
     from tasks.ingest import list_partition_dates, scan_partition
     from tasks.storage import open_storage
 
-    storage = open_storage(settings.dataset.raw_uri)
-    dates, _ = list_partition_dates(storage, settings)
-    if dates:
-        try:
-            part = scan_partition(storage, settings, dates[-1])
-        except IngestError:
-            return  # the run reports the partition itself
+    try:
+        storage = open_storage(settings.dataset.raw_uri)
+        dates, _ = list_partition_dates(storage, settings)
+        part = scan_partition(storage, settings, dates[-1]) if dates else None
+    except (IngestError, StorageError):
+        return
+    if part is not None and not part.missing:
         check_latent_width(settings, part.columns, part.uri)
 
 
