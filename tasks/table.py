@@ -67,11 +67,20 @@ def writer_properties(schema: pa.Schema):
     return WriterProperties(compression="ZSTD", compression_level=ZSTD_LEVEL, column_properties=columns)
 
 
+def _plain(t: pa.DataType) -> pa.DataType:
+    """A type as Delta keeps it: Delta has one string and one binary type, whatever Arrow layout wrote it."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    return t
+
+
 def check_schema(table, schema: pa.Schema, settings: Settings) -> None:
     """Refuse rows whose columns do not fit the table, naming the column, both types and the fix."""
     have = {f.name: f.type for f in pa.schema(table.schema().to_arrow())}  # pyarrow types: they print plainly
     for f in schema:
-        if f.name in have and have[f.name] != f.type:
+        if f.name in have and _plain(have[f.name]) != _plain(f.type):
             hint = (" ([features].latent_dtype changed: a table keeps one latent type, so name a new "
                     "[features].table for the new one)") if f.name in latent_columns([f.name]) else ""
             raise SchemaMismatch(f"column {f.name!r} of {settings.table_uri} is {have[f.name]}, but the rows to "

@@ -193,3 +193,12 @@ def test_vacuum_never_deletes_the_only_rows_of_a_day_unless_forced(tmp_path, cap
     assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "2"]) == 0  # nothing lost
     assert main(["features", "--config", str(config), "--vacuum", "--keep-versions", "1", "--force"]) == 0
     assert published_slices(s)["model_version"].to_list() == [2]
+
+
+def test_text_keys_publish_day_after_day(tmp_path):
+    config = make_dataset(tmp_path, days=2, rows=200)
+    for i in range(2):
+        rewrite_partition(config, i, lambda f: f.with_columns(id=pl.format("u-{}", pl.col("id"))))
+        assert main(["run", "--config", str(config), "--date", day(i)]) == 0  # Delta's string is polars' large_string
+    rows = read_features(config).collect()
+    assert rows.height == 400 and rows["id"].dtype == pl.String
