@@ -294,7 +294,8 @@ class AutoencoderReducer:
         # Binary and categorical parts of PCA's output are probabilities; score them as logits.
         p = recon[:, r:].clamp(1e-3, 1 - 1e-3)
         out = torch.cat([recon[:, :r], torch.log(p / (1 - p))], 1)
-        self.pca_val_error_ = float(self.loss_(out, val).mean())
+        # on the rows early stopping measures val_error_ on, so the two compare like with like
+        self.pca_val_error_ = float(self.loss_(out[:EVAL_ROWS], val[:EVAL_ROWS]).mean())
         self.pca_val_mse_ = self._real_mse(val, recon)
 
     # ---------------------------------------------------------------------------------- inference

@@ -12,7 +12,7 @@ from tasks.errors import IngestError, StepFailed
 from tasks.ingest import feature_names, window_dates
 from tasks.names import FLOWS
 from tasks.outcomes import TrainResult
-from tasks.promotion import decide
+from tasks.promotion import PCA_GATED_KINDS, decide
 from tasks.publishing import code_version
 from tasks.storage import open_storage
 from tasks.training_set import split_holdout, window_sample
@@ -61,8 +61,9 @@ def train_flow(config: Config, end: str | None = None, warm_start: bool = False,
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)
     challenger_error = float(est.reconstruction_error(holdout).mean())
     champion_error = float(serving.reconstruction_error(holdout).mean()) if serving else None
+    gated = est.kind in PCA_GATED_KINDS
     decision = decide(challenger_error, champion_error, settings.training.promote_tolerance,
-                      est.val_error_, est.pca_val_error_)
+                      est.val_error_ if gated else None, est.pca_val_error_)
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height), "holdout_rows": float(holdout.height)}
     if serving is not None:
         metrics["champion_holdout_error"] = champion_error

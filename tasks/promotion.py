@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 
 PCA_SLACK = 1e-3  # float noise between the model at PCA's solution and PCA itself is not "worse"
+# Kinds whose held-out objective is the reconstruction error alone, so comparable with PCA's; the
+# regularised kinds trade some reconstruction for their regulariser by design.
+PCA_GATED_KINDS = ("undercomplete", "linear")
 
 
 @dataclass(frozen=True)
