@@ -34,10 +34,9 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     lf = pl.scan_delta(settings.table_uri, storage_options=storage_options(settings)).filter(
         pl.col("model_version") == version)
     schema = lf.collect_schema()
-    mine = version_latents(settings, version)
-    if mine is not None:  # other versions' wider codes: their columns are null here, and not this version's
-        lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
-    int8 = [c for c in latent_columns(schema.names()) if schema[c] == pl.Int8 and (mine is None or c in mine)]
+    mine = version_latents(lf)  # other versions' wider codes: their columns are null here, and not this version's
+    lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
+    int8 = [c for c in mine if schema[c] == pl.Int8]
     if int8:
         lf = lf.with_columns(read_quantisation(settings, version).dequantise(int8))
     if start is not None:

@@ -149,19 +149,12 @@ def open_table(settings: Settings):
         return None
 
 
-def version_latents(settings: Settings, model_version: int) -> list[str] | None:
-    """The latent columns a version's rows fill, from the table's file statistics (no data read);
-    None when the statistics do not say (then every latent column is the version's)."""
-    table = open_table(settings)
-    if table is None:
-        return None
-    actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    names = latent_columns([c.removeprefix("null_count.") for c in actions.columns if c.startswith("null_count.")])
-    if actions.is_empty() or not names:
-        return None
-    mine = actions.filter(pl.col("partition.model_version").cast(pl.Int64) == model_version)
-    filled = mine.select(((pl.col(f"null_count.{c}") < pl.col("num_records")).any()).alias(c) for c in names)
-    return [c for c in names if filled[c].item()]
+def version_latents(rows: pl.LazyFrame) -> list[str]:
+    """The latent columns one version's rows fill (a version's code has one width, and its latents are
+    never null): read from one of its rows."""
+    names = latent_columns(rows.collect_schema().names())
+    first = rows.select(names).head(1).collect()
+    return [c for c in names if first.height and first[c][0] is not None]
 
 
 def published_slices(settings: Settings) -> pl.DataFrame:
