@@ -95,33 +95,47 @@ def _scan(path: str, fmt: str, opts: dict | None) -> pl.LazyFrame | None:
     return scan if scan.head(1).collect().height else None
 
 
-def _unified(paths: list[str], fmt: str, opts: dict | None, uri: str) -> pl.LazyFrame:
+def _unified(paths: list[str], fmt: str, opts: dict | None, uri: str, patterns: list[str]) -> pl.LazyFrame:
     """A partition's files as one lazy frame: each file opened on its own (an unreadable file is
-    named), numeric types unified to their common type (Float32 + Float64, int + float, bool + int),
-    a column a file lacks read as nulls there; a column that is text in one file and numeric in another
-    is refused with the column, the files and both types."""
-    scans, types = [], {}
+    named). Files that agree on their schema are read by one scan; otherwise numeric types are unified
+    to their common type (Float32 + Float64, int + float, bool + int) and a column a file lacks reads
+    as nulls there, while a configured column (``patterns``) that is text in one file and numeric in
+    another is refused with the column, the files and both types."""
+    scans, schemas, kept = [], [], []
     for path in paths:
         try:
             scan = _scan(path, fmt, opts)
             if scan is None:
                 continue
-            for name, dtype in scan.collect_schema().items():
-                types.setdefault(name, {}).setdefault(dtype, path)
+            schemas.append(dict(scan.collect_schema()))
         except Exception as e:  # polars raises a zoo of types for unreadable files
             raise IngestError(f"cannot read raw file {path} of partition {uri}: "
                               f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
         scans.append(scan)
+        kept.append(path)
     if not scans:
         raise IngestError(f"raw partition {uri} has no rows: its {len(paths)} file(s) hold a header only")
-    for name, seen in types.items():
+    if all(s == schemas[0] for s in schemas):  # the usual case: one scan, so batches slice it cheaply
+        if fmt == "parquet":
+            return pl.scan_parquet(kept, storage_options=opts, hive_partitioning=False)
+        return pl.scan_csv(kept, storage_options=opts, infer_schema_length=10_000)
+    types: dict[str, dict[pl.DataType, str]] = {}
+    for path, schema in zip(kept, schemas):
+        for name, dtype in schema.items():
+            if dtype != pl.Null:  # an all-null column fits any type
+                types.setdefault(name, {}).setdefault(dtype, path)
+    configured, _ = resolve_columns(patterns, list(types))
+    for name in configured:
+        seen = types[name]
         numeric = [t for t in seen if t.is_numeric() or t == pl.Boolean]
         if numeric and len(numeric) < len(seen):
             (a, fa), (b, fb) = next((t, seen[t]) for t in seen if t in numeric), next(
                 (t, seen[t]) for t in seen if t not in numeric)
             raise IngestError(f"column {name!r} of raw partition {uri} is {a} in {fa} but {b} in {fb}: "
                               "the files of one day must agree on it")
-    return scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+    # only the configured columns: an unconfigured one may differ between files as it likes
+    return pl.concat([scan.select([c for c in configured if c in schema]) for scan, schema in zip(scans, schemas)],
+                     how="diagonal_relaxed")
 
 
 def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Partition:
@@ -141,9 +155,9 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
         raise IngestError(f"raw file {empty[0]} is empty (0 bytes)")
     opts = storage.storage_options()
     paths = [f.uri for f in files]
-    lf = _unified(paths, settings.dataset.format, opts, uri)
-    available = list(lf.collect_schema().names())
     d = settings.dataset
+    lf = _unified(paths, d.format, opts, uri, [*d.key_columns, *d.real, *d.binary, *d.categorical])
+    available = list(lf.collect_schema().names())
     cols, missing = {}, []
     for group, names in (("keys", d.key_columns), ("real", d.real), ("binary", d.binary),
                          ("categorical", d.categorical)):

@@ -129,6 +129,8 @@ SECOND_FILES = {  # a second file of the day -> the exit code, and what the mess
                          ["'x_00'", "Float32 in", "part-0.parquet", "String in", "part-1.parquet"]),
     "wider numeric types": (lambda f, p: f.with_columns(pl.col("x_00").cast(pl.Float64),
                                                        pl.col("flag_1").cast(pl.Boolean)).write_parquet(p), 0, []),
+    "an unconfigured text column, a configured one all null": (lambda f, p: f.with_columns(
+        pl.lit("text").alias("note"), pl.lit(None).alias("x_01")).write_parquet(p), 1, ["'x_01'", "nulls"]),
 }
 
 
