@@ -313,11 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # an MLflow server that does not answer fails the command within about a minute (MLflow's own
-    # defaults retry for several minutes); export larger values to wait longer
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     for noisy in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command != "features":
