@@ -8,6 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.objects import WorkerStatus
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Cancelled
 
 from tasks import steps, tracking
@@ -36,11 +38,17 @@ def await_training(run_id, settings: Settings, name: str):
             if run.state and run.state.is_final():
                 return run
             if (run.state is None or run.state.is_scheduled()) and time.monotonic() > deadline:
-                client.set_flow_run_state(run_id, Cancelled(message="no GPU worker picked it up in time"), force=True)
-                raise StepFailed(f"no worker of pool {sched.gpu_pool} picked up the training ({name}, flow run "
-                                 f"{run.name}) within [schedule].train_timeout_minutes = {sched.train_timeout_minutes:g}: "
-                                 f"start one on a GPU machine with `prefect worker start --pool {sched.gpu_pool}`; "
-                                 "the run was cancelled and nothing was published")
+                # not forced: a worker that took it meanwhile wins, and the wait goes on
+                cancel = client.set_flow_run_state(run_id, Cancelled(message="no GPU worker picked it up in time"))
+                if cancel.status == SetStateStatus.ACCEPT:
+                    workers = client.read_workers_for_work_pool(sched.gpu_pool)
+                    online = [w for w in workers if w.status == WorkerStatus.ONLINE]
+                    why = (f"its {len(online)} online worker(s) stayed busy" if online else
+                           f"no worker is online: start one on a GPU machine with `prefect worker start --pool "
+                           f"{sched.gpu_pool}`")
+                    raise StepFailed(f"pool {sched.gpu_pool} did not pick up the training ({name}, flow run {run.name}) "
+                                     f"within [schedule].train_timeout_minutes = {sched.train_timeout_minutes:g}: "
+                                     f"{why}; the run was cancelled and nothing was published")
             time.sleep(PICKUP_POLL_S)
 
 
