@@ -46,6 +46,11 @@ class AEConfig:
         """What the encoder reads: the reconstructed columns plus one missing-indicator per nullable column."""
         return self.n_inputs + len(self.nullable_index)
 
+    @property
+    def code_too_wide(self) -> bool:
+        """A plain kind's code at least as wide as its input: it can learn the identity and compress nothing."""
+        return bool(self.n_inputs) and self.latent_dim >= self.n_inputs and self.kind not in REGULARISED_KINDS
+
     def check(self) -> None:
         """Refuse configurations that cannot train into something useful."""
         if self.kind not in KINDS:
@@ -56,7 +61,7 @@ class AEConfig:
             raise ValueError(f"latent_dim={self.latent_dim} must be at least 1")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden={self.hidden} must hold positive layer widths")
-        if self.n_inputs and self.latent_dim >= self.n_inputs and self.kind not in REGULARISED_KINDS:
+        if self.code_too_wide:
             raise ValueError(
                 f"latent_dim={self.latent_dim} is at least the input width {self.n_inputs}: a plain "
                 f"{self.kind} autoencoder with such a code can learn the identity and compress nothing. "

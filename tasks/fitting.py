@@ -7,7 +7,7 @@ from collections.abc import Callable
 import polars as pl
 
 from ae_models import AutoencoderReducer
-from ae_models.config import REGULARISED_KINDS
+from ae_models.config import REGULARISED_KINDS, AEConfig
 
 from .errors import ConfigError
 from .ingest import feature_names
@@ -32,10 +32,11 @@ def check_latent_width(settings: Settings, columns: dict[str, list[str]], where:
     kind's code at least as wide as its input. Exact only where the input width is known from the
     column names (no category columns, no nullable ones); otherwise the estimator checks at fit."""
     m = settings.model
-    width = len(columns["real"]) + len(columns["binary"])
-    if m.kind in REGULARISED_KINDS or columns["categorical"] or settings.validation.max_null_fraction:
+    if columns["categorical"] or settings.validation.max_null_fraction:
         return
-    if m.latent_dim >= width:
+    width = len(columns["real"]) + len(columns["binary"])
+    if AEConfig(kind=m.kind, latent_dim=m.latent_dim, n_real=len(columns["real"]),
+                n_binary=len(columns["binary"])).code_too_wide:
         raise ConfigError(f"[model].latent_dim = {m.latent_dim} is not below the {width} feature columns the config "
                           f"resolves to in {where}: a plain {m.kind} code that wide compresses nothing. Lower it, or "
                           f"choose a regularised [model].kind ({', '.join(REGULARISED_KINDS)})")
