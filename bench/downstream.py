@@ -80,15 +80,13 @@ def main() -> None:
     X, y = (d.data / 16.0).astype(np.float32), d.target
     idx = np.random.default_rng(0).permutation(len(X))
     tr, te = idx[:1400], idx[1400:]
-    est = AutoencoderReducer(latent_dim=8, hidden=(256, 128), epochs=200, batch_size=64, patience=30,
-                             scale="none", seed=0).fit(X[tr])
+    est = AutoencoderReducer(latent_dim=8).fit(X[tr])  # the defaults: what users run
     compare("digits", X[tr], y[tr], X[te], y[te], est)
 
     X, y = synthetic(a.rows + 100_000, a.cols)
     Xtr, ytr, Xte, yte = X[:a.rows], y[:a.rows], X[a.rows:], y[a.rows:]
     t = time.perf_counter()
-    est = AutoencoderReducer(latent_dim=a.latent, hidden=(256, 128), epochs=5, batch_size=2048, seed=0,
-                             device="cpu").fit(Xtr[:200_000])
+    est = AutoencoderReducer(latent_dim=a.latent).fit(Xtr[:200_000])
     print(f"\n(autoencoder trained on 200,000 of the rows in {time.perf_counter() - t:.1f} s)")
     compare("synthetic", Xtr, ytr, Xte, yte, est)
 
