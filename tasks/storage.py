@@ -5,7 +5,10 @@ own object-store clients, configured from the same resolved AWS chain via ``stor
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,6 +21,9 @@ DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when
 # Error codes S3 (and compatible stores) answer when throttling; 5xx answers are transient too.
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                "RequestThrottled", "RequestThrottledException"}
+
+
+PARTIAL = re.compile(r".+#\d+")  # a local object-store write in progress: "part-0.parquet#1"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,22 @@ class Storage(ABC):
     def delete(self, uri: str) -> None:
         """Remove a small object; nothing happens when it does not exist."""
 
+    @abstractmethod
+    def read_versioned(self, uri: str) -> tuple[str, str] | None:
+        """A small object's text and version tag (what ``write_if`` compares), or None when absent."""
+
+    @abstractmethod
+    def write_if(self, uri: str, text: str, version: str | None) -> bool:
+        """Write a small object only if it is still at ``version`` (None: only if it does not exist);
+        False when another writer got there first. The compare and the write are one step, for every
+        process and machine that shares the store: what leases are built on."""
+
+    @abstractmethod
+    def remove_partial_writes(self, uri: str, older_than_s: float) -> int:
+        """Remove what writers killed mid-write left under ``uri`` more than ``older_than_s`` ago (the
+        object store's ``name#N`` staging files locally, uncompleted multipart uploads on S3): no
+        Delta log names them, so neither readers nor vacuum see them. Returns how many."""
+
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
         return None
@@ -86,6 +108,33 @@ class LocalStorage(Storage):
 
     def delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
+
+    def remove_partial_writes(self, uri: str, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        partial = [f for f in Path(uri).rglob("*#*") if f.is_file() and PARTIAL.fullmatch(f.name)
+                   and f.stat().st_mtime < cutoff]
+        for f in partial:
+            f.unlink(missing_ok=True)
+        return len(partial)
+
+    def read_versioned(self, uri: str) -> tuple[str, str] | None:
+        try:
+            text = Path(uri).read_text()
+        except FileNotFoundError:
+            return None
+        return text, hashlib.sha256(text.encode()).hexdigest()
+
+    def write_if(self, uri: str, text: str, version: str | None) -> bool:
+        from filelock import FileLock
+
+        p = Path(uri)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(p.with_name(f".{p.name}.lock")):  # an OS lock: every process on this file system
+            now = self.read_versioned(uri)
+            if (now[1] if now else None) != version:
+                return False
+            self.write_text(uri, text)
+            return True
 
 
 class S3Storage(Storage):
@@ -166,6 +215,43 @@ class S3Storage(Storage):
     def delete(self, uri: str) -> None:
         bucket, key = self._split(uri)
         self._call(f"deleting {uri}", self.client.delete_object, Bucket=bucket, Key=key)
+
+    def remove_partial_writes(self, uri: str, older_than_s: float) -> int:
+        bucket, prefix = self._split(uri.rstrip("/") + "/")
+        cutoff = time.time() - older_than_s
+        pages = self._call(f"listing uploads under {uri}", lambda: list(
+            self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)))
+        stale = [u for page in pages for u in page.get("Uploads", []) if u["Initiated"].timestamp() < cutoff]
+        for u in stale:
+            self._call(f"aborting an upload of {u['Key']}", self.client.abort_multipart_upload, Bucket=bucket,
+                       Key=u["Key"], UploadId=u["UploadId"])
+        return len(stale)
+
+    def read_versioned(self, uri: str) -> tuple[str, str] | None:
+        bucket, key = self._split(uri)
+        try:
+            got = self._call(f"reading {uri}", self.client.get_object, Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        return got["Body"].read().decode(), got["ETag"]
+
+    def write_if(self, uri: str, text: str, version: str | None) -> bool:
+        """S3's conditional writes (``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace)."""
+        bucket, key = self._split(uri)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+
+        def put() -> bool:
+            from botocore.exceptions import ClientError
+
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=text.encode(), **cond)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
+            return True
+
+        return self._call(f"writing {uri}", put)
 
     _answered = False
 

@@ -1,4 +1,4 @@
-"""The local store (atomic writes, listings) and the quarantine kept on it."""
+"""The stores (atomic writes, listings, partial writes) and the quarantine kept on them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -62,3 +62,21 @@ def test_the_quarantine_steps_are_the_building_blocks_under_prefect(tmp_path):
     assert json.loads(open_storage(uri.rsplit("/", 1)[0]).read_text(uri))["raw_fingerprint"] == part.fingerprint
     steps.release_quarantine.fn(settings, day)
     assert quarantine.quarantined(settings) == {}
+
+
+def test_partial_writes_of_killed_writers_are_removed_once_old_enough(tmp_path, s3):
+    table = tmp_path / "t" / "model_version=1" / "dt=2024-03-01"
+    table.mkdir(parents=True)
+    (table / "part-0.parquet").write_bytes(b"data")
+    (table / "part-1.parquet#1").write_bytes(b"half")
+    local = open_storage(str(tmp_path / "t"))
+    assert local.remove_partial_writes(local.uri, 3600) == 0  # a write may still be going on
+    assert local.remove_partial_writes(local.uri, 0) == 1
+    assert sorted(p.name for p in table.iterdir()) == ["part-0.parquet"]
+
+    upload = s3.create_multipart_upload(Bucket="lake", Key="t/model_version=1/dt=2024-03-01/part-2.parquet")
+    remote = open_storage("s3://lake/t")
+    assert remote.remove_partial_writes(remote.uri, 3600) == 0
+    assert remote.remove_partial_writes(remote.uri, 0) == 1
+    left = s3.list_multipart_uploads(Bucket="lake").get("Uploads", [])
+    assert upload["UploadId"] not in [u["UploadId"] for u in left]

@@ -1,0 +1,130 @@
+"""Leases kept on the feature store: one training per dataset at a time, one publisher per day and
+model version, across processes and machines.
+
+A lease is a small JSON object beside the table (``{features.uri}/_leases/{table}/...``) saying who
+holds it and until when. Its holder renews it from a background thread; a holder that is killed stops
+renewing, so its lease runs out after ``[schedule].lease_seconds`` and the next run takes it over: a
+dead run never blocks the next one for longer than that. Taking, renewing and giving it back are
+conditional writes (S3's If-None-Match / If-Match; an OS lock on a local store), so two runs never
+both hold it, on one machine or several.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+
+from .errors import StepFailed
+from .settings import Settings
+from .storage import Storage, open_storage
+
+POLL_S = 2.0  # how often a waiting run looks at the lease
+
+
+@dataclass(frozen=True)
+class Holder:
+    id: str
+    host: str
+    pid: int
+    purpose: str  # what the holder is doing, for the waiter's message
+    since: float  # seconds since the epoch
+    expires: float  # 0 once given back
+
+    def describe(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
+        return f"{self.purpose} (host {self.host}, pid {self.pid}, since {started})"
+
+
+class Lease:
+    """One lease of the feature store; use ``training_lease`` or ``publish_lease``."""
+
+    def __init__(self, settings: Settings, name: str, what: str, purpose: str):
+        self.store: Storage = open_storage(settings.features.uri)
+        self.uri = self.store.join("_leases", settings.features.table, f"{name}.json")
+        self.ttl = settings.schedule.lease_seconds
+        self.wait_s = settings.schedule.lease_wait_minutes * 60
+        self.what = what  # what the lease guards, for messages
+        self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0)
+        self.waited_for: Holder | None = None  # who held it when this run had to wait
+        self.lost = False
+        self._version: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _put(self, version: str | None) -> bool:
+        mine = replace(self.me, expires=time.time() + self.ttl)
+        if not self.store.write_if(self.uri, json.dumps(asdict(mine)), version):
+            return False
+        self._version = self.store.read_versioned(self.uri)[1]
+        return True
+
+    def acquire(self, log: Callable[[str], None]) -> None:
+        """Take the lease, waiting while a live holder renews it (at most ``[schedule].lease_wait_minutes``)."""
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            found = self.store.read_versioned(self.uri)
+            holder = Holder(**json.loads(found[0])) if found else None
+            if holder is None or holder.expires < time.time():
+                if self._put(found[1] if found else None):
+                    break
+                continue  # another run took it first: look again
+            if self.waited_for is None or holder.id != self.waited_for.id:
+                log(f"waiting for the {self.what} in progress: {holder.describe()}")
+                self.waited_for = holder
+            if time.monotonic() > deadline:
+                raise StepFailed(f"the {self.what} is still held by another run: {holder.describe()} "
+                                 f"({self.uri}); gave up after [schedule].lease_wait_minutes = {self.wait_s / 60:g}")
+            time.sleep(POLL_S)
+        self._thread = threading.Thread(target=self._renew, name="latentfeed-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                renewed = self._put(self._version)
+            except Exception:  # the store did not answer (its client already retried): try again next time
+                continue
+            if not renewed:
+                self.lost = True  # someone took it over: we were too slow to renew
+                return
+
+    def check(self) -> None:
+        """Raise before an irreversible step (moving ``champion``) when the lease was taken over."""
+        if self.lost:
+            raise StepFailed(f"the lease of the {self.what} ({self.uri}) expired while this run held it (not "
+                             f"renewed within [schedule].lease_seconds = {self.ttl:g}) and another run took it: "
+                             "this run stops here")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not self.lost and self._version is not None:
+            self.store.delete(self.uri)
+
+
+@contextmanager
+def _held(lease: Lease, log: Callable[[str], None]) -> Iterator[Lease]:
+    lease.acquire(log)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def training_lease(settings: Settings, purpose: str, log: Callable[[str], None]):
+    """Hold the dataset's training lease for the duration (waiting for it first): trainings and
+    promotions of one dataset run one at a time."""
+    return _held(Lease(settings, "training", f"training of dataset {settings.dataset.name}", purpose), log)
+
+
+def publish_lease(settings: Settings, key: str, purpose: str, log: Callable[[str], None]):
+    """Hold the lease of one idempotency key (a day, its inputs and a model version) for the duration:
+    two runs reaching the same key take turns, and the second finds the work done."""
+    return _held(Lease(settings, f"publish/{key}", f"publish of {key}", purpose), log)

@@ -1,0 +1,102 @@
+"""The training lease and what it stands on: conditional writes on both stores, a holder killed with
+SIGKILL, a waiter's bound; which interrupted promotion is finished and which abandoned."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tasks.errors import StepFailed
+from tasks.lease import POLL_S, training_lease
+from tasks.promotion import settle
+from tasks.settings import load_settings
+from tasks.storage import open_storage
+
+from tests.helpers import make_dataset
+
+LEASE_S = 3
+
+
+@pytest.fixture(params=["local", "s3"])
+def config(request, tmp_path):
+    """A dataset whose feature store is a local folder or a moto S3 bucket, with a short lease."""
+    path = make_dataset(tmp_path, days=1)
+    extra = f"\n[schedule]\nlease_seconds = {LEASE_S}\nlease_wait_minutes = 0.1\n"
+    if request.param == "s3":
+        request.getfixturevalue("s3")
+        path.write_text(path.read_text().replace('uri = "features"', 'uri = "s3://lake/features"'))
+    path.write_text(path.read_text() + extra)
+    return path
+
+
+def test_conditional_writes_let_one_writer_win(config):
+    store = open_storage(load_settings(config).features.uri)
+    uri = store.join("_leases", "t", "x.json")
+    assert store.read_versioned(uri) is None
+    assert store.write_if(uri, "a", None)
+    assert not store.write_if(uri, "b", None)  # exists already
+    text, version = store.read_versioned(uri)
+    assert text == "a"
+    assert store.write_if(uri, "c", version)
+    assert not store.write_if(uri, "d", version)  # stale version: someone wrote since
+    assert store.read_versioned(uri)[0] == "c"
+
+
+def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(config):
+    code = ("import sys, time; from tasks.lease import training_lease; from tasks.settings import load_settings\n"
+            "with training_lease(load_settings(sys.argv[1]), 'a training', print):\n"
+            "    print('held', flush=True); time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(config)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ.copy(), start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+        lines, t0 = [], time.monotonic()
+        with training_lease(load_settings(config), "the next training", lines.append):
+            waited = time.monotonic() - t0
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+    assert waited <= LEASE_S + 2 * POLL_S + 2
+    assert any(f"pid {holder.pid}" in line and "a training" in line for line in lines), lines
+
+
+def test_a_live_holder_keeps_its_lease_and_a_waiter_gives_up_naming_it(config):
+    settings = load_settings(config)
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with training_lease(settings, "a long training", lambda _: None):
+            held.set()
+            done.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        held.wait(10)
+        with pytest.raises(StepFailed, match="a long training.*lease_wait_minutes"):
+            with training_lease(settings, "a nightly", lambda _: None):  # 6 s: renewed twice meanwhile
+                pytest.fail("took a lease its live holder renews")
+    finally:
+        done.set()
+        t.join()
+    with training_lease(settings, "after", lambda _: None):  # given back: free at once
+        pass
+
+
+@pytest.mark.parametrize("pending, champion, finish, drop", [
+    ([], 1, None, []),
+    ([2], 1, 2, []),
+    ([2, 3], 1, 3, [2]),
+    ([2], 3, None, [2]),  # superseded while pending
+    ([3], 3, 3, []),  # champion moved, its catch-up interrupted
+    ([1], None, 1, []),
+])
+def test_settle_finishes_the_newest_pending_promotion_and_abandons_the_others(pending, champion, finish, drop):
+    assert settle(pending, champion) == (finish, drop)
