@@ -11,10 +11,11 @@ from tasks.backfill_plan import plan_backfill
 from tasks.errors import ConfigError, StepFailed
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome
+from tasks.promotion import REPUBLISH_TRIES
 from tasks.settings import Settings
 
 from .parameters import Config, as_settings, parse_date, run_name
-from .train import train_flow
+from .train import settle_pending, train_flow
 
 
 def dask_runner_class():
@@ -70,12 +71,15 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
     log = get_run_logger()
     settings = as_settings(config)
     first, last = parse_date(start, "start"), parse_date(end, "end")
+    settle_pending(settings)
     current = tracking.champion(settings)
     usable = current is not None and tracking.usable_reducer(settings, current) is not None
     if retrain or not usable:
         reason = ("backfill --retrain" if retrain else "no champion yet" if current is None
                   else f"champion v{current.version} was saved in a format this version cannot load")
-        out = train_flow(settings, last.isoformat(), warm_start=False, reason=reason)
+        # asked to retrain: a training; else one only if nobody promoted a usable champion meanwhile
+        seen = None if retrain else (current.version if current else 0)
+        out = train_flow(settings, last.isoformat(), warm_start=False, reason=reason, if_champion_is=seen)
         log.info("trained (%s): version %d %s", reason, out.model_version,
                  "promoted" if out.promoted else "not promoted")
     ref = tracking.champion(settings)
@@ -84,8 +88,17 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
                          "(its MLflow run's tag promotion_reason says why); nothing was published")
     plan, _ = plan_backfill(settings, first, last, force)
     todo = [p.date for p in plan if p.action == "run"]
-    done = run_partitions.with_options(task_runner=task_runner(settings))(
-        settings, todo, ref, force, last.isoformat()) if todo else {}
+    run = run_partitions.with_options(task_runner=task_runner(settings))
+    done = run(settings, todo, ref, force, last.isoformat()) if todo else {}
+    for _ in range(REPUBLISH_TRIES):  # another run's promotion moved champion meanwhile: publish for it too
+        latest = tracking.champion(settings)
+        redo = [d for d, o in done.items() if o.status == "done"]
+        if latest is None or latest.version == ref.version or not redo:
+            break
+        log.info("version %d became champion during the backfill: publishing its %d day(s) again with it",
+                 latest.version, len(redo))
+        ref = latest
+        done |= run(settings, redo, ref, False, last.isoformat())
     outcomes = []
     for item in plan:
         if item.action == "skip":

@@ -31,6 +31,24 @@ def _check_model_fits_columns(settings) -> None:
         check_latent_width(settings, part.columns, part.uri)
 
 
+def _promotion_lines(settings, abandoned: bool = True) -> list[str]:
+    """Promotions left pending by interrupted runs (and how far they got) and abandoned versions."""
+    from tasks import tracking
+    from tasks.promotion import ABANDONED, DAYS_TAG, PENDING, STATE_TAG, WHY_TAG
+    from tasks.table import published_days
+
+    lines = []
+    for ref, tags in tracking.versions_tagged(settings, STATE_TAG, PENDING):
+        days = {d for d in tags.get(DAYS_TAG, "").split(",") if d}
+        have = {d.isoformat() for d in published_days(settings, ref.version)}
+        lines.append(f"pending promotion of version {ref.version}: {len(days & have)} of {len(days)} day(s) of its "
+                     "window re-encoded; the next run, backfill or train finishes it")
+    if abandoned:
+        lines += [f"abandoned version {ref.version} (no rows kept): {tags.get(WHY_TAG, '')}"
+                  for ref, tags in tracking.versions_tagged(settings, STATE_TAG, ABANDONED)]
+    return lines
+
+
 def _settings(args):
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
     a bad one stops us before any work, and so does an MLflow server that does not answer."""
@@ -51,12 +69,41 @@ def _date(value: str | None, what: str = "date") -> str | None:
     return None if value is None else parse_date(value, what).isoformat()
 
 
+_WATCHER = """import os, signal, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+while os.getppid() == parent:
+    time.sleep(1)
+try:
+    os.kill(server, signal.SIGTERM)
+except ProcessLookupError:
+    pass
+"""
+
+
+def _temporary_api_dies_with_us() -> None:
+    """Without a Prefect server, start the temporary local API here, with a small watcher process
+    that stops it once this process is gone. Prefect stops it at a normal exit, but a command killed
+    with SIGKILL left it running for good."""
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    server = SubprocessASGIServer()  # the instance Prefect's client uses in this process
+    server.start()
+    subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(server.server_process.pid)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _run_flow(fn, **params) -> tuple[bool, object]:
     """Run a flow; return (ok, result-or-message) without letting a traceback reach the user. A
     ValueError from inside a flow (the estimator refusing what it was given) is a failed run, exit 1,
     not a usage error: Prefect's log above keeps its traceback."""
     from prefect.exceptions import PrefectException
 
+    _temporary_api_dies_with_us()
     try:
         return True, fn(**params)
     except (LatentfeedError, PrefectException, ValueError) as e:
@@ -85,8 +132,11 @@ def cmd_train(args) -> int:
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"model version {out.model_version} (run {out.run_id}): holdout error "
-          f"{out.holdout_error:.5f}; {'promoted to champion' if out.promoted else 'not promoted'} ({out.reason})")
+    if not out.trained:
+        print(f"nothing trained: {out.reason}")
+    else:
+        print(f"model version {out.model_version} (run {out.run_id}): holdout error "
+              f"{out.holdout_error:.5f}; {'promoted to champion' if out.promoted else 'not promoted'} ({out.reason})")
     return EXIT_OK
 
 
@@ -130,6 +180,8 @@ def cmd_backfill(args) -> int:
     first_train = " (after retraining, which may re-encode the window)" if args.retrain else (
         f" (no champion yet: one is trained on the window ending {end} first)"
         if tracking.champion(settings) is None else "")
+    for line in _promotion_lines(settings, abandoned=False):
+        print(line)
     print(f"plan{first_train}:")
     print("\n".join(f"{p.date}  {p.action:<5} {p.state}" for p in plan))
     if args.dry_run:
@@ -155,10 +207,14 @@ def cmd_features(args) -> int:
     if args.vacuum:
         if args.keep_versions < 1:
             raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
+        from tasks.promotion import PENDING, STATE_TAG
+
         ref = tracking.champion(settings)
-        done = retire_versions(settings, args.keep_versions, ref.version if ref else None, args.force)
+        protect = {r.version for r, _ in tracking.versions_tagged(settings, STATE_TAG, PENDING)}
+        done = retire_versions(settings, args.keep_versions, protect | ({ref.version} if ref else set()), args.force)
         print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
-              f"{done.files_removed} file(s) older than {settings.features.retention_hours} h")
+              f"{done.files_removed} file(s) and {done.partial_removed} partial write(s) of killed runs older "
+              f"than {settings.features.retention_hours} h")
     slices = published_slices(settings)
     if args.version is not None:
         slices = slices.filter(slices["model_version"] == args.version)
@@ -169,6 +225,8 @@ def cmd_features(args) -> int:
     ref = tracking.champion(settings)
     print(f"table {settings.table_uri}; champion: "
           f"{f'{ref.name} version {ref.version}' if ref else 'none'}")
+    for line in _promotion_lines(settings):
+        print(line)
     if slices.is_empty():
         print("nothing published")
     else:
@@ -313,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from tasks.limits import FILESYSTEM_LEASES
+
+    # a temporary local API (no server configured) keeps training slots' leases on disk (see
+    # tasks/limits.py), and may take more than Prefect's 20 s to start when commands start together
+    os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", FILESYSTEM_LEASES)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     for noisy in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command != "features":

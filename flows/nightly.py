@@ -17,11 +17,12 @@ from tasks.errors import StepFailed
 from tasks.ingest import even_sample
 from tasks.names import FLOWS, artifact_key, deployment_path
 from tasks.outcomes import NightlyResult
+from tasks.promotion import REPUBLISH_TRIES
 from tasks.refresh import champion_health, refresh_reason
 from tasks.settings import Settings
 
 from .parameters import Config, as_settings, parse_date, run_name
-from .train import train_flow
+from .train import settle_pending, train_flow
 
 HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
 PICKUP_POLL_S = 2  # how often the nightly looks at the GPU pool's training run
@@ -52,17 +53,18 @@ def await_training(run_id, settings: Settings, name: str):
             time.sleep(PICKUP_POLL_S)
 
 
-def retrain(settings: Settings, end: str, warm_start: bool, reason: str) -> None:
+def retrain(settings: Settings, end: str, warm_start: bool, reason: str, seen: int) -> None:
     """Train (and maybe promote) a challenger: here, or on the GPU pool through the train deployment
-    when ``[schedule].train_on_gpu_pool`` is set, waiting for it either way."""
+    when ``[schedule].train_on_gpu_pool`` is set, waiting for it either way. ``seen``: the champion
+    version this run decided on (0: none); a training that finds another promoted meanwhile uses it."""
     if not settings.schedule.train_on_gpu_pool:
-        train_flow(settings, end, warm_start=warm_start, reason=reason)
+        train_flow(settings, end, warm_start=warm_start, reason=reason, if_champion_is=seen)
         return
     name = deployment_path(settings.dataset.name, "train")
     # the settings travel as the run's parameter (the Pydantic model, as JSON with the file's key names):
     # the GPU run trains on this run's config
     params = {"config": settings.model_dump(mode="json", by_alias=True), "end": end, "warm_start": warm_start,
-              "reason": reason}
+              "reason": reason, "if_champion_is": seen}
     try:
         run = run_deployment(name, parameters=params, timeout=0)  # scheduled: picked up and awaited below
     except ObjectNotFound:
@@ -81,6 +83,7 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
     log = get_run_logger()
     settings = as_settings(config)
     day = parse_date(date)
+    settle_pending(settings)
     ref = tracking.champion(settings)
     reducer = tracking.usable_reducer(settings, ref) if ref else None
     unusable = (f"champion v{ref.version} was saved in a format this version cannot load: a new one is trained"
@@ -94,15 +97,23 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
     before = ref
     if reason:
         log.info("training on the window ending %s: %s", day, reason)
-        retrain(settings, day.isoformat(), warm_start=reducer is not None, reason=reason)
+        retrain(settings, day.isoformat(), warm_start=reducer is not None, reason=reason,
+                seen=before.version if before else 0)
         ref = tracking.champion(settings)
         if ref is None or (reducer is None and ref == before):  # the training was not promoted
             raise StepFailed(f"no usable champion: the model trained on the window ending {day} was not promoted "
                              "(its MLflow run's tag promotion_reason says why); nothing was published")
-    # After a promotion the window, this day included, is already published: the publish cache returns
-    # it when the training ran in this process's Prefect home (else the slice is replaced, same rows).
+    # After a promotion the window, this day included, is already published: its record is found.
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
     pub, _ = steps.publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
+    for _ in range(REPUBLISH_TRIES):  # another run's promotion moved champion meanwhile: publish for it too
+        latest = tracking.champion(settings)
+        if latest is None or latest.version == ref.version:
+            break
+        log.info("version %d became champion while %s was published with version %d: publishing it again",
+                 latest.version, day, ref.version)
+        ref = latest
+        pub, _ = steps.publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
     run = tracking.run_metrics(settings, ref.run_id)
     model = tracking.load_reducer(settings, ref)
     result = NightlyResult(

@@ -1,9 +1,13 @@
 """Train a challenger on the window of valid partitions; register it; promote it if it passes the gate.
 
 Promotion re-encodes the serving window with the challenger first and moves the ``champion`` alias
-last, so a reader's default version switches only once the whole window is published for it.
+last, so a reader's default version switches only once the whole window is published for it. The
+promotion's state lives on the registered version (pending, done, abandoned): a run interrupted
+mid-promotion is finished by the next, never trained again.
 """
 from __future__ import annotations
+
+import datetime as dt
 
 from prefect import flow, get_run_logger
 
@@ -12,8 +16,11 @@ from tasks.errors import IngestError, StepFailed
 from tasks.ingest import feature_names, window_dates
 from tasks.names import FLOWS
 from tasks.outcomes import TrainResult
-from tasks.promotion import PCA_GATED_KINDS, decide
+from tasks.lease import Lease, training_lease
+from tasks import promotion
+from tasks.promotion import PCA_GATED_KINDS, PENDING, STATE_TAG, decide
 from tasks.publishing import code_version
+from tasks.settings import Settings
 from tasks.storage import open_storage
 from tasks.training_set import split_holdout, window_sample
 
@@ -21,15 +28,55 @@ from .parameters import Config, as_settings, parse_date, run_name
 
 
 @flow(name=FLOWS["train"], flow_run_name=run_name("train"))
-def train_flow(config: Config, end: str | None = None, warm_start: bool = False,
-               reason: str = "requested") -> TrainResult:
+def train_flow(config: Config, end: str | None = None, warm_start: bool = False, reason: str = "requested",
+               if_champion_is: int | None = None) -> TrainResult:
     """Fit on the valid partitions of the window ending at ``end``; promote if no worse than the champion.
 
+    One training per dataset at a time: this waits for the dataset's training lease, then first
+    finishes a promotion an interrupted run left pending (and returns that instead of training again).
     ``warm_start`` continues from the champion's weights (the refresh) instead of starting afresh.
+    ``if_champion_is`` (the version a caller saw when it decided to train, 0 for none): when another
+    run promoted a different one meanwhile, that one is used and nothing is trained.
     """
     log = get_run_logger()
     settings = as_settings(config)
     end_date = parse_date(end, "end")
+    with training_lease(settings, f"training on the window ending {end_date} ({reason})", log.info) as lease:
+        tracking.fail_stale_runs(settings)
+        finished = steps.settle_promotions(settings, lease, log.info)
+        if finished is not None:
+            return _outcome(settings, finished, f"finished the promotion of version {finished.version} that an "
+                                                "interrupted run left pending; not trained again")
+        current = tracking.champion(settings)
+        if current is not None and if_champion_is is not None and current.version != if_champion_is:
+            return _outcome(settings, current, f"version {current.version} was promoted by another run while this "
+                                               "one waited; it is used, not trained again")
+        return _train(settings, end_date, warm_start, reason, lease)
+
+
+def settle_pending(settings: Settings) -> None:
+    """Finish (or abandon) promotions interrupted runs left pending, under the dataset's training lease;
+    a look at the registry when there are none."""
+    if tracking.versions_tagged(settings, STATE_TAG, PENDING):
+        log = get_run_logger().info
+        with training_lease(settings, "finishing a pending promotion", log) as lease:
+            steps.settle_promotions(settings, lease, log)
+
+
+def _outcome(settings: Settings, ref: tracking.ModelRef, reason: str) -> TrainResult:
+    """A training result for a version this run did not train (from its MLflow run's metrics)."""
+    get_run_logger().info("%s", reason)
+    m = tracking.run_metrics(settings, ref.run_id)
+    nan = float("nan")
+    return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=True, reason=reason,
+                       holdout_error=m.get("holdout_error", nan), champion_holdout_error=m.get("champion_holdout_error"),
+                       train_rows=int(m.get("train_rows", 0)), holdout_rows=int(m.get("holdout_rows", 0)),
+                       val_error=m.get("val_error", nan), pca_val_error=m.get("pca_val_error", nan),
+                       latent_dim=tracking.load_reducer(settings, ref).latent_dim, trained=False)
+
+
+def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str, lease: Lease) -> TrainResult:
+    log = get_run_logger()
     valid, reports, lineage, columns = [], {}, {}, None
     dates = window_dates(open_storage(settings.dataset.raw_uri), settings, end_date)
     for date in dates:
@@ -71,11 +118,11 @@ def train_flow(config: Config, end: str | None = None, warm_start: bool = False,
              "promote" if decision.promote else "not promoted")
     tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
             "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm)}
-    ref = tracking.log_training(settings, est, holdout, tags, metrics, reports)
+    state = promotion.registered_state(decision, [p.date for p, _ in valid])
+    ref = tracking.log_training(settings, est, holdout, tags, metrics, reports, state)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
     if decision.promote:
-        steps.reencode_window(settings, ref, valid)
-        tracking.set_champion(settings, ref)
+        steps.promote(settings, ref, valid, lease, log.info)
         log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
     tracking.tag_run(settings, ref.run_id, {"promoted": str(decision.promote), "promotion_reason": decision.reason})
     return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=decision.promote, reason=decision.reason,

@@ -47,6 +47,7 @@ class TrainResult:
     val_error: float
     pca_val_error: float
     latent_dim: int
+    trained: bool = True  # False: another run's version was used (see reason)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Whether a challenger replaces the champion: the gate on the shared holdout's error."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 
@@ -37,3 +38,29 @@ def decide(challenger_error: float, champion_error: float | None, tolerance: flo
                               f"x (1 + {tolerance:g})")
     return Decision(False, f"holdout error {challenger_error:.5g} > champion's {champion_error:.5g} "
                            f"x (1 + {tolerance:g})")
+
+
+# The promotion's durable state, a tag on the registered model version (every machine sees the registry):
+# pending (passed the gate; its window is being re-encoded, then champion moves), done, or abandoned
+# (it can never become champion: failed the gate, or another version was promoted while it was pending).
+STATE_TAG, DAYS_TAG, WHY_TAG = "promotion", "promotion_days", "promotion_reason"
+REPLACES_TAG = "promotion_replaces"  # the champion it replaced, whose later days it re-encodes
+REPUBLISH_TRIES = 3  # champion moves a run that publishes follows before it reports its days
+PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
+
+
+def registered_state(decision: Decision, window: list[dt.date]) -> dict[str, str]:
+    """A new version's state, set as it is registered: pending with the days its promotion re-encodes,
+    or abandoned with the gate's reason."""
+    if decision.promote:
+        return {STATE_TAG: PENDING, DAYS_TAG: ",".join(d.isoformat() for d in sorted(window))}
+    return {STATE_TAG: ABANDONED, WHY_TAG: decision.reason}
+
+
+def settle(pending: list[int], champion: int | None) -> tuple[int | None, list[int]]:
+    """Of the versions left pending by interrupted runs: the one to finish (the newest, unless a newer
+    version is champion already) and the ones to abandon (every other)."""
+    newest = max(pending, default=None)
+    if newest is None or (champion is not None and champion > newest):
+        return None, sorted(pending)
+    return newest, sorted(v for v in pending if v != newest)

@@ -2,12 +2,16 @@
 
 A day's publish is keyed by its idempotency key (raw fingerprint + config hash + model version):
 the same raw files, config and model give the same rows, so a re-run, a resumed backfill or an
-overlapping one finds the work done and does not encode or write it again. The key is the Prefect
-cache key of the publish step (``steps.publish``, run by ``steps.publish_day``).
+overlapping one finds the work done and does not encode or write it again. The record of a finished
+publish lives with the feature store (``{features.uri}/_published/{table}/{key}.json``), as does the
+lease two runs of one key take turns on (``lease.publish_lease``), so runs on any machine that shares
+the store share them (``steps.publish_day`` runs the chain).
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import subprocess
 from functools import cache
 from importlib.metadata import version
@@ -16,7 +20,8 @@ from pathlib import Path
 from .encode import EncodedBatches, quantisation
 from .ingest import Partition
 from .settings import Settings
-from .table import Published, replace_slice
+from .storage import Storage, open_storage
+from .table import Published, published_days, replace_slice
 from .tracking import ModelRef, load_reducer
 from .validation import ValidationReport
 
@@ -54,6 +59,30 @@ def encode_and_write(settings: Settings, ref: ModelRef, part: Partition, lineage
     pub = replace_slice(settings, batches, ref.version, part.date, lineage,
                         quantisation(reducer) if dtype == "int8" else None)
     return dataclasses.replace(pub, raw_memory_bytes=batches.raw_memory)
+
+
+def _record_uri(settings: Settings, key: str) -> tuple[Storage, str]:
+    store = open_storage(settings.features.uri)
+    return store, store.join("_published", settings.features.table, f"{key}.json")
+
+
+def recorded(settings: Settings, key: str) -> Published | None:
+    """What a finished publish of ``key`` wrote, if its slice is still in the table (a retired or
+    abandoned version's rows are gone: publishing it again is not a no-op)."""
+    store, uri = _record_uri(settings, key)
+    found = store.read_versioned(uri)
+    if found is None:
+        return None
+    pub = Published(**json.loads(found[0]))
+    pub.date = dt.date.fromisoformat(pub.date)
+    return pub if pub.date in published_days(settings, pub.model_version) else None
+
+
+def record(settings: Settings, key: str, pub: Published) -> None:
+    """Mark ``key`` done: written last, once the day is in the table, its quarantine released and its
+    MLflow run logged, so a run killed before that is redone whole by the next."""
+    store, uri = _record_uri(settings, key)
+    store.write_text(uri, json.dumps(dataclasses.asdict(pub), default=str))
 
 
 def publish_metrics(part: Partition, report: ValidationReport, pub: Published) -> dict[str, float]:

@@ -3,26 +3,26 @@
 Each task names a step and declares its retries and caching; the work is in the building blocks it
 calls (ingest, validation, fitting, publishing, quarantine, tracking), which know nothing of Prefect.
 I/O steps retry with backoff on I/O errors; training is never retried blindly and holds a slot of
-the training limit; publishing is cached on the day's idempotency key (see ``publishing``). Data
-frames pass between tasks in memory, so nothing else is cached by input.
+the training limit; publishing is idempotent on the day's key, recorded on the feature store (see
+``publishing``). Data frames pass between tasks in memory, so nothing is cached by Prefect.
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
-from prefect.settings import get_current_settings
-from prefect.transactions import IsolationLevel, transaction
+from prefect.cache_policies import NO_CACHE
 
 from ae_models import AutoencoderReducer
 
-from . import encode, fitting, ingest, publishing, quarantine, table, tracking, validation
-from .errors import StepFailed
+from . import encode, fitting, ingest, promotion, publishing, quarantine, table, tracking, validation
+from .errors import IngestError, StepFailed
+from .lease import Lease, publish_lease
 from .limits import training_slot
-from .locks import OSFileLockManager
 from .outcomes import DayOutcome
+from .promotion import ABANDONED, DAYS_TAG, DONE, PENDING, REPLACES_TAG, STATE_TAG, WHY_TAG
 from .settings import Settings
 from .storage import open_storage
 from .table import Published
@@ -90,24 +90,10 @@ def encode_sample(settings: Settings, ref: tracking.ModelRef, frame: pl.DataFram
                                settings.features.latent_dtype)
 
 
-def publish_cache():
-    """The publish step's cache: keyed by the idempotency key, results persisted, SERIALIZABLE with OS
-    file locks under this process's ``PREFECT_HOME`` (read when the flow runs, not at import), so two
-    runs reaching one key at once take turns."""
-
-    def key(context, parameters: dict) -> str:
-        return parameters["lineage"]["idempotency_key"]
-
-    locks = get_current_settings().home / "locks"  # one machine's runs; see the README for several
-    return CacheKeyFnPolicy(cache_key_fn=key).configure(isolation_level=IsolationLevel.SERIALIZABLE,
-                                                        lock_manager=OSFileLockManager(locks))
-
-
-@task(name="publish", cache_policy=NO_CACHE, persist_result=True, **IO_RETRIES)
+@task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
 def publish(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
             lineage: dict[str, str]) -> Published:
-    """Encode the day and replace its slice in one commit; ``publish_day`` runs it under
-    ``publish_cache()``, keyed on ``lineage["idempotency_key"]``."""
+    """Encode the day and replace its slice in one commit (``publish_day`` makes it idempotent)."""
     pub = publishing.encode_and_write(settings, ref, part, lineage)
     get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
                           pub.rows, pub.model_version, part.date, pub.table_uri, pub.table_version)
@@ -141,34 +127,112 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
                 metrics: dict[str, float] | None = None, force: bool = False) -> tuple[Published, bool]:
     """Publish a validated day with ``ref``, or find it published from the same inputs (``force``
     publishes anew); a new publish then releases the day's quarantine and is recorded as an MLflow run
-    with ``tags`` and ``metrics``. The three steps are one Prefect transaction: the publish's cache
-    record is written, and its lock released, only once all three succeed, so a run that failed or
+    with ``tags`` and ``metrics``. The three steps run under the idempotency key's lease, and the key
+    is recorded done only once all three succeeded, both on the feature store: a run that failed or
     was killed after the write is redone whole by the next (the same rows replaced), and a concurrent
-    run of the same key waits and then finds it done. Returns what was published and whether it was
-    found so."""
+    run of the same key, on this machine or another, waits and then finds it done. Returns what was
+    published and whether it was found so."""
     lineage = publishing.lineage(settings, ref, part, report)
-    step = publish.with_options(cache_policy=publish_cache(), refresh_cache=force or None)
-    with transaction():
-        state = step(settings, ref, part, lineage, return_state=True)
-        pub, reused = state.result(), state.name == "Cached"
-        if not reused:
-            release_quarantine(settings, part.date)
-            log_publish(settings, ref, part.date.isoformat(), report, tags={**lineage, **(tags or {})},
-                        metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {})})
-    return pub, reused
+    key = lineage["idempotency_key"]
+    log = get_run_logger().info
+    with publish_lease(settings, key, f"publishing {part.date} with version {ref.version}", log):
+        done = None if force else publishing.recorded(settings, key)
+        if done is not None:
+            return done, True
+        pub = publish(settings, ref, part, lineage)
+        release_quarantine(settings, part.date)
+        log_publish(settings, ref, part.date.isoformat(), report, tags={**lineage, **(tags or {})},
+                    metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {})})
+        publishing.record(settings, key, pub)
+    return pub, False
 
 
 def reencode_window(settings: Settings, ref: tracking.ModelRef,
                     days: list[tuple[ingest.Partition, validation.ValidationReport]]) -> None:
     """Publish every day of a promotion's window with ``ref`` before it becomes champion; a failure
-    stops the promotion (the run is tagged why) and leaves the champion as it was."""
+    stops the promotion (the run is tagged why) and leaves the champion as it was, and the version
+    pending: the next run finishes it."""
     for part, report in days:
         try:
             publish_day(settings, ref, part, report)
         except Exception as e:
-            tracking.tag_run(settings, ref.run_id, {"promoted": "False", "promotion_blocked": str(e)})
+            tracking.tag_run(settings, ref.run_id, {"promotion_blocked": str(e)})
             raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
-                             f"the champion is unchanged") from e
+                             f"the champion is unchanged and the promotion stays pending: the next run finishes "
+                             f"it") from e
+
+
+def promote(settings: Settings, ref: tracking.ModelRef,
+            days: list[tuple[ingest.Partition, validation.ValidationReport]], lease: Lease,
+            log: Callable[[str], None]) -> None:
+    """Make ``ref`` (registered pending with its window: ``promotion.registered_state``, so a run
+    interrupted from then on is finished by the next instead of trained again) champion: the window is
+    re-encoded with it, and the alias moves last (see ``_move_champion``)."""
+    reencode_window(settings, ref, days)
+    _move_champion(settings, ref, min(p.date for p, _ in days), lease, log)
+
+
+def _move_champion(settings: Settings, ref: tracking.ModelRef, start: dt.date, lease: Lease,
+                   log: Callable[[str], None]) -> None:
+    """Point ``champion`` at ``ref`` (its window is published), then re-encode the days from ``start`` on
+    that the replaced champion published and ``ref`` did not (a nightly that ran during the training),
+    and record the promotion done. The replaced version is recorded first, so a run killed during that
+    catch-up is finished by the next."""
+    lease.check()
+    before = tracking.champion(settings)
+    if before is not None and before.version != ref.version:
+        tracking.tag_version(settings, ref, {REPLACES_TAG: str(before.version)})
+    tracking.set_champion(settings, ref)
+    replaced = tracking.tag_value(settings, ref, REPLACES_TAG)
+    if replaced:
+        behind = {d for d in table.published_days(settings, int(replaced)) if d >= start}
+        missing = sorted(behind - table.published_days(settings, ref.version))
+        if missing:
+            log(f"re-encoding {len(missing)} day(s) v{replaced} published during the promotion of v{ref.version}")
+        reducer = tracking.load_reducer(settings, ref)
+        for day in missing:
+            try:
+                publish_day(settings, ref, *checked_partition(settings, day, reducer))
+            except (IngestError, StepFailed) as e:
+                log(f"{day} stays published by v{replaced} only: {e}")
+    tracking.tag_version(settings, ref, {STATE_TAG: DONE})
+
+
+def abandon(settings: Settings, ref: tracking.ModelRef, why: str, log: Callable[[str], None]) -> None:
+    """A version that can never become champion: its rows go in one commit, and the registry says why."""
+    days = table.delete_version(settings, ref.version, why)
+    tracking.tag_version(settings, ref, {STATE_TAG: ABANDONED, WHY_TAG: why})
+    log(f"version {ref.version} abandoned ({why}); its rows on {days} day(s) were removed")
+
+
+def settle_promotions(settings: Settings, lease: Lease, log: Callable[[str], None]) -> tracking.ModelRef | None:
+    """Finish what interrupted runs left pending (the lease held): the newest pending version gets the
+    days of its window it lacks re-encoded, then becomes champion, without training again; pending
+    versions that can no longer become champion are abandoned. Returns the version finished, if any."""
+    pending = tracking.versions_tagged(settings, STATE_TAG, PENDING)
+    current = tracking.champion(settings)
+    finish, drop = promotion.settle([ref.version for ref, _ in pending], current.version if current else None)
+    for ref, _ in pending:
+        if ref.version in drop:
+            newer = current.version if finish is None else finish
+            abandon(settings, ref, f"version {newer} was promoted while it was pending", log)
+    if finish is None:
+        return None
+    ref, tags = next((r, t) for r, t in pending if r.version == finish)
+    dates = [dt.date.fromisoformat(d) for d in tags.get(DAYS_TAG, "").split(",") if d]
+    have = table.published_days(settings, ref.version)
+    log(f"finishing the promotion of version {ref.version} an interrupted run left pending: "
+        f"{len(have & set(dates))} of {len(dates)} day(s) of its window already re-encoded")
+    reducer = tracking.load_reducer(settings, ref)
+    days = []
+    for day in sorted(set(dates) - have):
+        try:
+            days.append(checked_partition(settings, day, reducer))
+        except (IngestError, StepFailed) as e:
+            log(f"{day} of its window cannot be re-encoded now and is left out: {e}")
+    reencode_window(settings, ref, days)
+    _move_champion(settings, ref, min(dates, default=dt.date.max), lease, log)
+    return ref
 
 
 @task(name="backfill-partition", cache_policy=NO_CACHE)

@@ -175,15 +175,37 @@ def published_slices(settings: Settings) -> pl.DataFrame:
             .select("model_version", "dt", "files", "rows", "bytes").sort("model_version", "dt"))
 
 
+def published_days(settings: Settings, model_version: int) -> set[dt.date]:
+    """The days a model version has published."""
+    slices = published_slices(settings)
+    return set(slices.filter(pl.col("model_version") == model_version)["dt"].to_list())
+
+
+def delete_version(settings: Settings, model_version: int, why: str) -> int:
+    """Remove every row of one model version in one commit (readers see them all or none); returns
+    how many days it had."""
+    from deltalake import CommitProperties
+
+    table = open_table(settings)
+    days = len(published_days(settings, model_version)) if table is not None else 0
+    if days:
+        table.delete(f"model_version = {int(model_version)}",
+                     commit_properties=CommitProperties(custom_metadata={"deleted_version": str(model_version),
+                                                                         "reason": why}))
+    return days
+
+
 @dataclass
 class Retired:
     versions: list[int]  # model versions whose rows were deleted
     kept: list[int]
     files_removed: int  # data files vacuumed (of these and earlier deletions past the retention period)
+    partial_removed: int = 0  # what writers killed mid-write left, past the retention period
 
 
-def retire_versions(settings: Settings, keep: int, champion: int | None, force: bool = False) -> Retired:
-    """Delete all but the ``keep`` newest model versions (never the champion's) and vacuum old files.
+def retire_versions(settings: Settings, keep: int, protect: set[int], force: bool = False) -> Retired:
+    """Delete all but the ``keep`` newest model versions (never those in ``protect``: the champion and
+    a promotion in progress), vacuum old files and remove old partial writes.
 
     Refuses (StepFailed, nothing deleted) when that would delete the only rows of a day, i.e. a day
     no kept version has published, unless ``force``. The delete is one commit, so readers see a
@@ -197,7 +219,7 @@ def retire_versions(settings: Settings, keep: int, champion: int | None, force: 
         return Retired([], [], 0)
     slices = published_slices(settings)
     versions = sorted(slices["model_version"].unique().to_list(), reverse=True)
-    kept = sorted(set(versions[:keep]) | ({champion} & set(versions)))
+    kept = sorted(set(versions[:keep]) | (set(protect) & set(versions)))
     retired = [v for v in versions if v not in kept]
     covered = set(slices.filter(pl.col("model_version").is_in(kept))["dt"].to_list())
     only = sorted(set(slices.filter(pl.col("model_version").is_in(retired))["dt"].to_list()) - covered)
@@ -211,4 +233,6 @@ def retire_versions(settings: Settings, keep: int, champion: int | None, force: 
                      commit_properties=CommitProperties(custom_metadata={"retired_versions": str(retired)}))
     removed = table.vacuum(retention_hours=settings.features.retention_hours, dry_run=False,
                            enforce_retention_duration=False)
-    return Retired(sorted(retired), kept, len(removed))
+    partial = open_storage(settings.table_uri).remove_partial_writes(settings.table_uri,
+                                                                     settings.features.retention_hours * 3600)
+    return Retired(sorted(retired), kept, len(removed), partial)

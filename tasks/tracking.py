@@ -6,6 +6,8 @@ threads of a backfill) never see each other's store.
 """
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 import time
 import warnings
@@ -40,9 +42,20 @@ class ModelRef:
 
 @lru_cache(maxsize=8)
 def _client(uri: str):
+    """The client of a store. A SQLite store is created (MLflow migrates its schema) on first use,
+    under an OS lock beside the file: two commands starting on a new store at once would otherwise
+    both migrate it, and one fails."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(db.with_name(f".{db.name}.lock")):
+            c.search_experiments(max_results=1)
+    return c
 
 
 def client(settings: Settings):
@@ -178,10 +191,17 @@ def _log_metrics(c, run_id: str, rows: list[tuple[int, dict[str, float]]], times
         c.log_batch(run_id, metrics=metrics[i:i + _BATCH])
 
 
+HOST_TAG, PID_TAG = "latentfeed.host", "latentfeed.pid"  # which process a run belongs to
+OTHER_HOST_STALE_S = 24 * 3600  # another machine's run still RUNNING after this long was killed
+
+
 @contextmanager
 def _run(c, settings: Settings, name: str, tags: dict[str, str]) -> Iterator[str]:
-    """A run of the dataset's experiment, ended FINISHED, or FAILED when its body raises."""
-    run_id = c.create_run(experiment_id(settings), run_name=f"{settings.dataset.name}-{name}", tags=tags).info.run_id
+    """A run of the dataset's experiment, ended FINISHED, or FAILED when its body raises (a killed
+    process's run is ended by the next one: ``fail_stale_runs``)."""
+    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    run_id = c.create_run(experiment_id(settings), run_name=f"{settings.dataset.name}-{name}",
+                          tags={**tags, **owner}).info.run_id
     try:
         yield run_id
     except BaseException:
@@ -199,11 +219,13 @@ def _log_params(c, run_id: str, params: dict[str, object]) -> None:
 
 
 def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFrame, tags: dict[str, str],
-                 metrics: dict[str, float], reports: dict[str, ValidationReport]) -> ModelRef:
+                 metrics: dict[str, float], reports: dict[str, ValidationReport],
+                 version_tags: dict[str, str]) -> ModelRef:
     """Record a trained reducer as an MLflow run and register it (promotion is the caller's step).
 
     ``holdout`` (rows the reducer never saw) feeds the error histogram and the latent projection;
-    ``reports`` maps each training partition's date to its validation report.
+    ``reports`` maps each training partition's date to its validation report; ``version_tags`` are
+    set on the registered version as it is created (its promotion state: never a moment without it).
     """
     from . import plots
 
@@ -232,11 +254,11 @@ def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFr
             plots.close(fig)
         for date, report in reports.items():
             _log_validation(c, run_id, date, report)
-        version = _register_model(settings, est, run_id)
+        version = _register_model(settings, est, run_id, version_tags)
     return ModelRef(settings.mlflow.registered_model, version, run_id)
 
 
-def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str) -> int:
+def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str, tags: dict[str, str]) -> int:
     """Save the pyfunc as an MLflow logged model of the run and register it as a new version."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -264,7 +286,7 @@ def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str) ->
         pass
     # The source is the logged model's artifact location, not "models:/<id>": the registry would resolve
     # that through MLflow's process-wide tracking URI, which nothing here sets.
-    return int(c.create_model_version(name, source=model.artifact_location, run_id=run_id,
+    return int(c.create_model_version(name, source=model.artifact_location, run_id=run_id, tags=tags,
                                       model_id=model.model_id).version)
 
 
@@ -279,6 +301,61 @@ def log_publish(settings: Settings, ref: ModelRef, date: str, report: Validation
         _log_metrics(c, run_id, [(0, metrics)])
         _log_validation(c, run_id, date, report)
     return run_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def fail_stale_runs(settings: Settings) -> int:
+    """Mark FAILED the dataset's runs left RUNNING by killed processes: this machine's whose process
+    is gone, another machine's after ``OTHER_HOST_STALE_S``. Returns how many."""
+    c = client(settings)
+    found = c.get_experiment_by_name(settings.experiment)
+    if found is None:
+        return 0
+    host, now = socket.gethostname(), time.time()
+    stale = 0
+    for run in c.search_runs([found.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) == host:
+            gone = not _alive(int(tags.get(PID_TAG, "0") or 0))
+        else:
+            gone = now - run.info.start_time / 1000 > OTHER_HOST_STALE_S
+        if gone:
+            c.set_tag(run.info.run_id, "latentfeed.ended", "its process died before it ended; marked by a later run")
+            c.set_terminated(run.info.run_id, "FAILED")
+            stale += 1
+    return stale
+
+
+def tag_version(settings: Settings, ref: ModelRef, tags: dict[str, str]) -> None:
+    c = client(settings)
+    for k, v in tags.items():
+        c.set_model_version_tag(ref.name, str(ref.version), k, v)
+
+
+def tag_value(settings: Settings, ref: ModelRef, tag: str) -> str | None:
+    return client(settings).get_model_version(ref.name, str(ref.version)).tags.get(tag)
+
+
+def versions_tagged(settings: Settings, tag: str, value: str) -> list[tuple[ModelRef, dict[str, str]]]:
+    """The registered versions whose tag ``tag`` is ``value``, with all their tags, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    name = settings.mlflow.registered_model
+    try:
+        found = client(settings).search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    return sorted(((ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000), dict(mv.tags))
+                   for mv in found if mv.tags.get(tag) == value), key=lambda x: x[0].version)
 
 
 def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:

@@ -23,6 +23,9 @@ def pytest_configure(config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from tasks.limits import FILESYSTEM_LEASES
+
+    os.environ["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] = FILESYSTEM_LEASES  # as the CLI sets it
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from prefect.testing.utilities import prefect_test_harness
 

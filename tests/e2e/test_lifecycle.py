@@ -72,6 +72,9 @@ def test_a_worse_challenger_is_registered_but_not_promoted(tmp_path, capsys):
     run = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id], "tags.promoted = 'False'")[0]
     assert run.data.metrics["holdout_error"] > run.data.metrics["champion_holdout_error"]
     assert published_slices(s)["model_version"].unique().to_list() == [1]
+    assert c.get_model_version(s.mlflow.registered_model, "2").tags["promotion"] == "abandoned"
+    assert main(["features", "--config", str(config)]) == 0
+    assert "abandoned version 2 (no rows kept): holdout error" in capsys.readouterr().out
 
 
 
@@ -98,7 +101,7 @@ def test_each_config_keeps_its_own_mlflow_store(tmp_path):
     assert load_settings(b).mlflow.tracking_uri == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
 
 
-def test_a_reencode_that_fails_stops_the_promotion_and_tags_why(tmp_path):
+def test_a_reencode_that_fails_stops_the_promotion_and_leaves_it_pending(tmp_path):
     s = load_settings(make_dataset(tmp_path, days=1, rows=50))
     part = scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(0)))
     report = ValidationReport(partition=part.uri, success=True, failures=[], warnings=[], notes=[], result={},
@@ -106,9 +109,8 @@ def test_a_reencode_that_fails_stops_the_promotion_and_tags_why(tmp_path):
     c = tracking.client(s)
     run_id = c.create_run(tracking.experiment_id(s)).info.run_id
     missing = tracking.ModelRef(s.mlflow.registered_model, 7, run_id)  # never registered: its encode fails
-    with pytest.raises(StepFailed, match=f"version 7 passed the gate but re-encoding {day(0)} failed"):
+    with pytest.raises(StepFailed, match=f"version 7 passed the gate but re-encoding {day(0)} failed.*stays pending"):
         steps.reencode_window(s, missing, [(part, report)])
-    assert c.get_run(run_id).data.tags["promoted"] == "False"
     assert "promotion_blocked" in c.get_run(run_id).data.tags
     assert published_slices(s).height == 0
 
