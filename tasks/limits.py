@@ -10,7 +10,7 @@ and a run waiting for a slot frees the expired ones itself, as the repossessor w
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from .names import TRAINING_LIMIT
@@ -61,19 +61,25 @@ def release_expired_leases() -> int:
 
 
 @contextmanager
-def training_slot(slots: int) -> Iterator[None]:
+def training_slot(slots: int, log: Callable[[str], None]) -> Iterator[None]:
     """Hold one slot of the limit (created with ``slots`` if missing) for the duration, as a lease of
-    ``SLOT_LEASE_S`` renewed while held; a waiting run frees expired leases every ``SLOT_LEASE_S``."""
+    ``SLOT_LEASE_S`` renewed while held; a waiting run says so, and frees expired leases every
+    ``SLOT_LEASE_S``."""
     from prefect.concurrency.sync import concurrency
 
     ensure_training_limit(slots)
+    wait = 1.0  # a free slot is taken at once; only a run that has to wait says so
     with ExitStack() as held:
         while True:
             release_expired_leases()
             try:
                 held.enter_context(concurrency(TRAINING_LIMIT, occupy=1, strict=True, lease_duration=SLOT_LEASE_S,
-                                               timeout_seconds=SLOT_LEASE_S))
+                                               timeout_seconds=wait))
                 break
             except TimeoutError:  # a holder may have died meanwhile: free its slot, then wait again
-                continue
+                if wait < SLOT_LEASE_S:
+                    log(f"waiting for a free slot of the global concurrency limit {TRAINING_LIMIT} ({slots} "
+                        f"slot(s), [schedule].training_slots); a killed holder's slot is freed within "
+                        f"{SLOT_LEASE_S} s")
+                wait = SLOT_LEASE_S
         yield

@@ -78,8 +78,9 @@ def fit_reducer(settings: Settings, frame: pl.DataFrame, columns: dict[str, list
                 start_from: AutoencoderReducer | None = None) -> tuple[AutoencoderReducer, bool]:
     """Fit afresh, or continue from ``start_from`` when the config still describes it; one slot of the
     training limit is held throughout. Returns the estimator and whether it was warm-started."""
-    with training_slot(settings.schedule.training_slots):
-        return fitting.fit(settings, frame, columns, start_from, get_run_logger().info)
+    log = get_run_logger().info
+    with training_slot(settings.schedule.training_slots, log):
+        return fitting.fit(settings, frame, columns, start_from, log)
 
 
 @task(name="encode-sample", cache_policy=NO_CACHE)
