@@ -140,6 +140,23 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def cmd_promote(args) -> int:
+    from tasks import tracking
+
+    from .promote import promote_flow
+
+    settings = _settings(args)
+    tracking.model_version(settings, args.version)  # an unknown version is bad usage: exit 2, before Prefect
+    ok, out = _run_flow(promote_flow, config=settings, version=args.version, end=_date(args.end, "end"))
+    if not ok:
+        print(f"FAILED: {out}", file=sys.stderr)
+        return EXIT_FAILED
+    print(out.reason if out.days_reencoded == 0 else
+          f"version {out.model_version} is champion (was {out.previous_version or 'none'}): re-encoded "
+          f"{out.days_reencoded} day(s) of the window first; logged in the champion history ({out.reason})")
+    return EXIT_OK
+
+
 def cmd_validate(args) -> int:
     from tasks import tracking
     from tasks.ingest import scan_partition
@@ -204,6 +221,15 @@ def cmd_features(args) -> int:
     from tasks.table import published_slices, retire_versions
 
     settings = _settings(args)
+    if args.history:
+        from tasks.history import read_history
+
+        moves = read_history(settings)
+        print(f"champion history of {settings.table_uri}" + ("" if moves.height else ": no move yet"))
+        for m in moves.iter_rows(named=True):
+            was = f"from v{m['previous_version']}" if m["previous_version"] is not None else "first champion"
+            print(f"  {m['at'].isoformat(timespec='seconds')}  v{m['model_version']}  ({was})  {m['reason']}")
+        return EXIT_OK
     if args.vacuum:
         if args.keep_versions < 1:
             raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
@@ -343,6 +369,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--keep-versions", type=int, default=2, help="newest versions --vacuum keeps (default 2)")
     f.add_argument("--force", action="store_true",
                    help="--vacuum even when it deletes the only rows of some days (refused otherwise)")
+    f.add_argument("--history", action="store_true", help="print the champion history: every move, when and why")
+    pr = add("promote", cmd_promote, "make a registered version champion (forward or rollback): re-encode the "
+                                      "window with it first, then move the alias")
+    pr.add_argument("--version", type=int, required=True)
+    pr.add_argument("--end", help="the window's last day (default: the newest raw partition)")
     add("deploy", cmd_deploy, "register the Prefect deployments")
     return p
 

@@ -118,11 +118,12 @@ def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str,
              "promote" if decision.promote else "not promoted")
     tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
             "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm)}
-    state = promotion.registered_state(decision, [p.date for p, _ in valid])
+    why = f"trained ({reason}): {decision.reason}"
+    state = promotion.registered_state(decision, [p.date for p, _ in valid], why)
     ref = tracking.log_training(settings, est, holdout, tags, metrics, reports, state)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
     if decision.promote:
-        steps.promote(settings, ref, valid, lease, log.info)
+        steps.promote(settings, ref, valid, lease, log.info, why)
         log.info("version %d is champion; re-encoded %d partition(s) of the window", ref.version, len(valid))
     tracking.tag_run(settings, ref.run_id, {"promoted": str(decision.promote), "promotion_reason": decision.reason})
     return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=decision.promote, reason=decision.reason,

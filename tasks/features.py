@@ -10,29 +10,34 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import FeatureVersionError
 from .latents import latent_columns, read_quantisation
-from .table import published_slices, storage_options, version_latents
+from .history import champion_at, parse_instant
+from .table import open_table, published_slices, version_latents
 from .settings import Settings, load_settings
 from .tracking import champion
 
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
-                  end: dt.date | str | None = None, version: int | str = "champion") -> pl.LazyFrame:
+                  end: dt.date | str | None = None, version: int | str = "champion",
+                  as_of: str | dt.datetime | None = None) -> pl.LazyFrame:
     """Rows of one model version (default: the champion) between ``start`` and ``end`` inclusive;
-    latents come back as float32 whatever ``[features].latent_dtype`` stored (int8 is dequantised)."""
+    latents come back as float32 whatever ``[features].latent_dtype`` stored (int8 is dequantised).
+
+    ``as_of`` (an ISO-8601 instant with a time zone, or an aware datetime) returns exactly what a
+    reader with the same arguments saw then: the version then champion (from the champion history,
+    not MLflow) and the table as it then was (Delta time travel)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    available = sorted(set(published_slices(settings)["model_version"].to_list()))
+    at = None if as_of is None else parse_instant(as_of)
     if version == "champion":
-        ref = champion(settings)
-        if ref is None:
-            raise FeatureVersionError(f"no champion model for {settings.mlflow.registered_model}; "
-                                      f"published versions: {available}")
-        version = ref.version
+        version = _champion_version(settings, at)
     version = int(version)
-    if version not in available:
-        raise FeatureVersionError(f"model version {version} has no rows in {settings.table_uri}; "
-                                  f"published versions: {available}")
-    lf = pl.scan_delta(settings.table_uri, storage_options=storage_options(settings)).filter(
-        pl.col("model_version") == version)
+    table = open_table(settings, at)
+    slices = published_slices(settings, at)
+    available = sorted(set(slices["model_version"].to_list()))
+    if table is None or version not in available:
+        when = f" as of {at.isoformat()}" if at else ""
+        raise FeatureVersionError(f"model version {version} has no rows in {settings.table_uri}{when}; "
+                                  f"published versions{when}: {available}")
+    lf = pl.scan_delta(table).filter(pl.col("model_version") == version)
     schema = lf.collect_schema()
     mine = version_latents(lf)  # other versions' wider codes: their columns are null here, and not this version's
     lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
@@ -44,6 +49,21 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     if end is not None:
         lf = lf.filter(pl.col("dt") <= pl.lit(dt.date.fromisoformat(str(end))))
     return lf
+
+
+def _champion_version(settings: Settings, at: dt.datetime | None) -> int:
+    """The champion's version now (MLflow's alias), or at ``at`` (the champion history)."""
+    if at is None:
+        ref = champion(settings)
+        if ref is None:
+            raise FeatureVersionError(f"no champion model for {settings.mlflow.registered_model}; "
+                                      f"published versions: {sorted(set(published_slices(settings)['model_version']))}")
+        return ref.version
+    version = champion_at(settings, at)
+    if version is None:
+        raise FeatureVersionError(f"there was no champion of {settings.mlflow.registered_model} at {at.isoformat()} "
+                                  "(see latentfeed features --history)")
+    return version
 
 
 def duckdb_connection():

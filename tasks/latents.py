@@ -77,7 +77,7 @@ def store_score(scores: np.ndarray, latent_dtype: str) -> pl.Series:
 
 
 def _sidecar(settings: Settings, model_version: int) -> str:
-    store_ = open_storage(f"{settings.features.uri.rstrip('/')}/_latentfeed/{settings.features.table}")
+    store_ = open_storage(settings.state_uri)
     return store_.join("quantisation", f"model_version={int(model_version)}.json")
 
 

@@ -1,8 +1,8 @@
 """Leases kept on the feature store: one training per dataset at a time, one publisher per day and
 model version, across processes and machines.
 
-A lease is a small JSON object beside the table (``{features.uri}/_leases/{table}/...``) saying who
-holds it and until when. Its holder renews it from a background thread; a holder that is killed stops
+A lease is a small JSON object beside the table (``Settings.state_uri``/leases/...) saying who holds
+it and until when. Its holder renews it from a background thread; a holder that is killed stops
 renewing, so its lease runs out after ``[schedule].lease_seconds`` and the next run takes it over: a
 dead run never blocks the next one for longer than that. Taking, renewing and giving it back are
 conditional writes (S3's If-None-Match / If-Match; an OS lock on a local store), so two runs never
@@ -45,8 +45,8 @@ class Lease:
     """One lease of the feature store; use ``training_lease`` or ``publish_lease``."""
 
     def __init__(self, settings: Settings, name: str, what: str, purpose: str):
-        self.store: Storage = open_storage(settings.features.uri)
-        self.uri = self.store.join("_leases", settings.features.table, f"{name}.json")
+        self.store: Storage = open_storage(settings.state_uri)
+        self.uri = self.store.join("leases", f"{name}.json")
         self.ttl = settings.schedule.lease_seconds
         self.wait_s = settings.schedule.lease_wait_minutes * 60
         self.what = what  # what the lease guards, for messages

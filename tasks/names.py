@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 FLOWS = {"nightly": "latentfeed-nightly", "backfill": "latentfeed-backfill", "train": "latentfeed-train",
-         "partitions": "latentfeed-backfill-partitions"}
+         "partitions": "latentfeed-backfill-partitions", "promote": "latentfeed-promote"}
 # Where each flow lives, for deployments that load it from source.
 ENTRYPOINTS = {"nightly": "flows/nightly.py:nightly_flow", "backfill": "flows/backfill.py:backfill_flow",
                "train": "flows/train.py:train_flow"}

@@ -51,6 +51,14 @@ class TrainResult:
 
 
 @dataclass
+class PromoteResult:
+    model_version: int
+    previous_version: int | None
+    days_reencoded: int
+    reason: str
+
+
+@dataclass
 class DayOutcome:
     date: str
     status: str  # done | skipped | failed

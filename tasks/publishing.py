@@ -3,8 +3,8 @@
 A day's publish is keyed by its idempotency key (raw fingerprint + config hash + model version):
 the same raw files, config and model give the same rows, so a re-run, a resumed backfill or an
 overlapping one finds the work done and does not encode or write it again. The record of a finished
-publish lives with the feature store (``{features.uri}/_published/{table}/{key}.json``), as does the
-lease two runs of one key take turns on (``lease.publish_lease``), so runs on any machine that shares
+publish lives with the feature store (``Settings.state_uri``/published/{key}.json), as does the lease
+two runs of one key take turns on (``lease.publish_lease``), so runs on any machine that shares
 the store share them (``steps.publish_day`` runs the chain).
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def encode_and_write(settings: Settings, ref: ModelRef, part: Partition, lineage
 
 
 def _record_uri(settings: Settings, key: str) -> tuple[Storage, str]:
-    store = open_storage(settings.features.uri)
-    return store, store.join("_published", settings.features.table, f"{key}.json")
+    store = open_storage(settings.state_uri)
+    return store, store.join("published", f"{key}.json")
 
 
 def recorded(settings: Settings, key: str) -> Published | None:

@@ -168,6 +168,12 @@ class Settings(_Section):
         return f"{self.features.uri.rstrip('/')}/{self.features.table}"
 
     @property
+    def state_uri(self) -> str:
+        """Where latentfeed keeps the table's own state beside it (quantisation grids, leases, publish
+        records, champion history); the leading underscore keeps it out of Delta's and readers' way."""
+        return f"{self.features.uri.rstrip('/')}/_latentfeed/{self.features.table}"
+
+    @property
     def experiment(self) -> str:
         return f"latentfeed/{self.dataset.name}"
 

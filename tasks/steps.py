@@ -17,12 +17,12 @@ from prefect.cache_policies import NO_CACHE
 
 from ae_models import AutoencoderReducer
 
-from . import encode, fitting, ingest, promotion, publishing, quarantine, table, tracking, validation
+from . import encode, fitting, history, ingest, promotion, publishing, quarantine, table, tracking, validation
 from .errors import IngestError, StepFailed
 from .lease import Lease, publish_lease
 from .limits import training_slot
 from .outcomes import DayOutcome
-from .promotion import ABANDONED, DAYS_TAG, DONE, PENDING, REPLACES_TAG, STATE_TAG, WHY_TAG
+from .promotion import ABANDONED, DAYS_TAG, DONE, MOVE_REASON_TAG, PENDING, REPLACES_TAG, STATE_TAG, WHY_TAG
 from .settings import Settings
 from .storage import open_storage
 from .table import Published
@@ -165,26 +165,27 @@ def reencode_window(settings: Settings, ref: tracking.ModelRef,
 
 def promote(settings: Settings, ref: tracking.ModelRef,
             days: list[tuple[ingest.Partition, validation.ValidationReport]], lease: Lease,
-            log: Callable[[str], None]) -> None:
+            log: Callable[[str], None], reason: str) -> None:
     """Make ``ref`` (registered pending with its window: ``promotion.registered_state``, so a run
     interrupted from then on is finished by the next instead of trained again) champion: the window is
     re-encoded with it, and the alias moves last (see ``_move_champion``)."""
     reencode_window(settings, ref, days)
-    _move_champion(settings, ref, min(p.date for p, _ in days), lease, log)
+    _move_champion(settings, ref, min(p.date for p, _ in days), lease, log, reason)
 
 
 def _move_champion(settings: Settings, ref: tracking.ModelRef, start: dt.date, lease: Lease,
-                   log: Callable[[str], None]) -> None:
-    """Point ``champion`` at ``ref`` (its window is published), then re-encode the days from ``start`` on
-    that the replaced champion published and ``ref`` did not (a nightly that ran during the training),
-    and record the promotion done. The replaced version is recorded first, so a run killed during that
-    catch-up is finished by the next."""
+                   log: Callable[[str], None], reason: str) -> None:
+    """Point ``champion`` at ``ref`` (its window is published) and append the move to the champion
+    history, then re-encode the days from ``start`` on that the replaced champion published and ``ref``
+    did not (a nightly that ran during the training), and record the promotion done. The replaced
+    version is recorded first, so a run killed after the move is finished by the next."""
     lease.check()
     before = tracking.champion(settings)
     if before is not None and before.version != ref.version:
         tracking.tag_version(settings, ref, {REPLACES_TAG: str(before.version)})
     tracking.set_champion(settings, ref)
     replaced = tracking.tag_value(settings, ref, REPLACES_TAG)
+    history.record_move(settings, ref.version, int(replaced) if replaced else None, reason, ref.run_id)
     if replaced:
         behind = {d for d in table.published_days(settings, int(replaced)) if d >= start}
         missing = sorted(behind - table.published_days(settings, ref.version))
@@ -232,7 +233,8 @@ def settle_promotions(settings: Settings, lease: Lease, log: Callable[[str], Non
         except (IngestError, StepFailed) as e:
             log(f"{day} of its window cannot be re-encoded now and is left out: {e}")
     reencode_window(settings, ref, days)
-    _move_champion(settings, ref, min(dates, default=dt.date.max), lease, log)
+    _move_champion(settings, ref, min(dates, default=dt.date.max), lease, log,
+                   tags.get(MOVE_REASON_TAG, "a promotion an interrupted run left pending"))
     return ref
 
 

@@ -138,15 +138,22 @@ def _slice_bytes(table, model_version: int, date: dt.date) -> int:
     return int(actions.filter(mv & day)["size_bytes"].sum())
 
 
-def open_table(settings: Settings):
-    """The feature table, or None when nothing is published yet."""
+def open_table(settings: Settings, as_of: dt.datetime | None = None):
+    """The feature table (as it was at ``as_of``: Delta time travel), or None when nothing was
+    published yet (by then)."""
     from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from deltalake.exceptions import DeltaError, TableNotFoundError
 
     try:
-        return DeltaTable(settings.table_uri, storage_options=storage_options(settings))
+        table = DeltaTable(settings.table_uri, storage_options=storage_options(settings))
     except TableNotFoundError:
         return None
+    if as_of is not None:
+        try:
+            table.load_as_version(as_of)
+        except DeltaError:  # the table's first commit is later
+            return None
+    return table
 
 
 def version_latents(rows: pl.LazyFrame) -> list[str]:
@@ -157,9 +164,9 @@ def version_latents(rows: pl.LazyFrame) -> list[str]:
     return [c for c in names if first.height and first[c][0] is not None]
 
 
-def published_slices(settings: Settings) -> pl.DataFrame:
-    """One row per published (model_version, dt): rows and bytes."""
-    table = open_table(settings)
+def published_slices(settings: Settings, as_of: dt.datetime | None = None) -> pl.DataFrame:
+    """One row per published (model_version, dt): rows and bytes (as the table was at ``as_of``)."""
+    table = open_table(settings, as_of)
     empty = pl.DataFrame(schema={"model_version": pl.Int32, "dt": pl.Date, "files": pl.UInt32,
                                  "rows": pl.Int64, "bytes": pl.Int64})
     if table is None:

@@ -22,7 +22,7 @@ import polars as pl
 
 from ae_models import AutoencoderReducer
 
-from .errors import IncompatibleModel, StorageError
+from .errors import ConfigError, IncompatibleModel, StorageError
 from .settings import Settings
 from .validation import ValidationReport
 
@@ -119,6 +119,19 @@ def champion(settings: Settings) -> ModelRef | None:
         mv = client(settings).get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None
+    return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
+
+
+def model_version(settings: Settings, version: int) -> ModelRef:
+    """A registered version by number; ConfigError listing the registered ones when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    name = settings.mlflow.registered_model
+    try:
+        mv = client(settings).get_model_version(name, str(version))
+    except MlflowException:
+        known = sorted(int(v.version) for v in client(settings).search_model_versions(f"name = '{name}'"))
+        raise ConfigError(f"model {name} has no version {version}; registered versions: {known}") from None
     return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
 
 

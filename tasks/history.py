@@ -1,0 +1,74 @@
+"""The champion history: every move of the ``champion`` alias, kept beside the feature table.
+
+MLflow keeps no history of an alias: once it moves, nobody can say which version was in service
+last month. Each move is appended (one Delta commit) to a small Delta table at
+``Settings.state_uri``/history, in the step that moves the alias, so readers answer "what was
+champion at time T" (and read the features as they then were) from the store alone, without MLflow.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pyarrow as pa
+
+from .settings import Settings
+from .storage import open_storage
+
+SCHEMA = pa.schema([("at", pa.timestamp("us", tz="UTC")), ("model_version", pa.int64()),
+                    ("previous_version", pa.int64()), ("reason", pa.string()), ("run_id", pa.string())])
+
+
+def history_uri(settings: Settings) -> str:
+    return open_storage(settings.state_uri).join("history")
+
+
+def _options(settings: Settings) -> dict[str, str] | None:
+    from .table import storage_options
+
+    return storage_options(settings)
+
+
+def read_history(settings: Settings) -> pl.DataFrame:
+    """Every champion move, oldest first (empty before the first promotion)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(history_uri(settings), storage_options=_options(settings))
+    except TableNotFoundError:
+        return pl.from_arrow(SCHEMA.empty_table())
+    return pl.from_arrow(table.to_pyarrow_table()).sort("at")
+
+
+def record_move(settings: Settings, version: int, previous: int | None, reason: str, run_id: str) -> bool:
+    """Append a move to ``version``, unless the last recorded move already is to it (a promotion
+    finished again after a kill records its move once). Returns whether a row was appended."""
+    from deltalake import write_deltalake
+
+    past = read_history(settings)
+    if past.height and past["model_version"][-1] == version:
+        return False
+    row = pa.table({"at": [dt.datetime.now(dt.timezone.utc)], "model_version": [version],
+                    "previous_version": [previous], "reason": [reason], "run_id": [run_id]}, schema=SCHEMA)
+    write_deltalake(history_uri(settings), row, mode="append", storage_options=_options(settings))
+    return True
+
+
+def champion_at(settings: Settings, at: dt.datetime) -> int | None:
+    """The version that was champion at ``at`` (None: there was none yet)."""
+    moves = read_history(settings).filter(pl.col("at") <= at)
+    return int(moves["model_version"][-1]) if moves.height else None
+
+
+def parse_instant(value: str | dt.datetime) -> dt.datetime:
+    """An ISO-8601 instant with a time zone (``2026-11-01T00:00:00Z``), or an aware datetime."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"as_of {value!r} is not an ISO-8601 instant such as 2026-11-01T00:00:00Z") from None
+    if value.tzinfo is None:
+        raise ValueError(f"as_of {value.isoformat()} has no time zone: give one (…Z or +01:00), so the instant "
+                         "is the same on every machine")
+    return value.astimezone(dt.timezone.utc)
