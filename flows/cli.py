@@ -92,6 +92,8 @@ def _temporary_api_dies_with_us() -> None:
     if get_current_settings().api.url:
         return
     server = SubprocessASGIServer()  # the instance Prefect's client uses in this process
+    if server.running:  # started (and watched) by an earlier flow of this command
+        return
     server.start()
     subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(server.server_process.pid)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
