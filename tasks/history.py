@@ -8,6 +8,7 @@ champion at time T" (and read the features as they then were) from the store alo
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import polars as pl
 import pyarrow as pa
@@ -41,18 +42,30 @@ def read_history(settings: Settings) -> pl.DataFrame:
     return pl.from_arrow(table.to_pyarrow_table()).sort("at")
 
 
+WRITE_TRIES = 3
+
+
 def record_move(settings: Settings, version: int, previous: int | None, reason: str, run_id: str) -> bool:
     """Append a move to ``version``, unless the last recorded move already is to it (a promotion
-    finished again after a kill records its move once). Returns whether a row was appended."""
+    finished again after a kill records its move once). A write that failed on the network is tried
+    again: one whose answer was lost after it landed is then found recorded. Returns whether a row
+    was appended."""
     from deltalake import write_deltalake
 
-    past = read_history(settings)
-    if past.height and past["model_version"][-1] == version:
-        return False
-    row = pa.table({"at": [dt.datetime.now(dt.timezone.utc)], "model_version": [version],
-                    "previous_version": [previous], "reason": [reason], "run_id": [run_id]}, schema=SCHEMA)
-    write_deltalake(history_uri(settings), row, mode="append", storage_options=_options(settings))
-    return True
+    for attempt in range(WRITE_TRIES):
+        past = read_history(settings)
+        if past.height and past["model_version"][-1] == version:
+            return attempt > 0
+        row = pa.table({"at": [dt.datetime.now(dt.timezone.utc)], "model_version": [version],
+                        "previous_version": [previous], "reason": [reason], "run_id": [run_id]}, schema=SCHEMA)
+        try:
+            write_deltalake(history_uri(settings), row, mode="append", storage_options=_options(settings))
+            return True
+        except OSError:
+            if attempt == WRITE_TRIES - 1:
+                raise
+            time.sleep(2 ** attempt)
+    return False
 
 
 def champion_at(settings: Settings, at: dt.datetime) -> int | None:

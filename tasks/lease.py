@@ -58,10 +58,14 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _put(self, version: str | None) -> bool:
-        mine = replace(self.me, expires=time.time() + self.ttl)
-        if not self.store.write_if(self.uri, json.dumps(asdict(mine)), version):
+        """Write this holder's lease if it is still at ``version``. A write whose answer was lost and
+        whose retry was refused (the first attempt had landed) counts by what the store now holds."""
+        text = json.dumps(asdict(replace(self.me, expires=time.time() + self.ttl)))
+        written = self.store.write_if(self.uri, text, version)
+        now = self.store.read_versioned(self.uri)
+        if now is None or (not written and now[0] != text):
             return False
-        self._version = self.store.read_versioned(self.uri)[1]
+        self._version = now[1]
         return True
 
     def acquire(self, log: Callable[[str], None]) -> None:
