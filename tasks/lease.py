@@ -58,12 +58,13 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _put(self, version: str | None) -> bool:
-        """Write this holder's lease if it is still at ``version``. A write whose answer was lost and
-        whose retry was refused (the first attempt had landed) counts by what the store now holds."""
+        """Write this holder's lease if it is still at ``version``; it is held when the store holds
+        exactly what was written (also when the write's answer was lost and its retry was refused
+        because the first attempt had landed)."""
         text = json.dumps(asdict(replace(self.me, expires=time.time() + self.ttl)))
-        written = self.store.write_if(self.uri, text, version)
+        self.store.write_if(self.uri, text, version)
         now = self.store.read_versioned(self.uri)
-        if now is None or (not written and now[0] != text):
+        if now is None or now[0] != text:
             return False
         self._version = now[1]
         return True
