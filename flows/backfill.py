@@ -74,6 +74,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
     settle_pending(settings)
     current = tracking.champion(settings)
     usable = current is not None and tracking.usable_reducer(settings, current) is not None
+    promoted_here: dict[str, int] = {}  # days this run's own promotion published -> with which version
     if retrain or not usable:
         reason = ("backfill --retrain" if retrain else "no champion yet" if current is None
                   else f"champion v{current.version} was saved in a format this version cannot load")
@@ -82,6 +83,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         out = train_flow(settings, last.isoformat(), warm_start=False, reason=reason, if_champion_is=seen)
         log.info("trained (%s): version %d %s", reason, out.model_version,
                  "promoted" if out.promoted else "not promoted")
+        promoted_here = dict.fromkeys(out.published_days, out.model_version)
     ref = tracking.champion(settings)
     if ref is None or (not usable and ref == current):  # the training was not promoted
         raise StepFailed(f"no usable champion: the model trained on the window ending {last} was not promoted "
@@ -101,7 +103,10 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         done |= run(settings, redo, ref, False, last.isoformat())
     outcomes = []
     for item in plan:
-        if item.action == "skip":
+        if item.action == "skip" and item.date in promoted_here:
+            outcome = DayOutcome(item.date, "done", f"published with version {promoted_here[item.date]} "
+                                                    "by this backfill's promotion")
+        elif item.action == "skip":
             outcome = DayOutcome(item.date, "skipped", item.state)
         elif item.action == "fail":
             outcome = DayOutcome(item.date, "failed", f"no raw partition for {item.date} under "

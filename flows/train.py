@@ -11,6 +11,8 @@ import datetime as dt
 
 from prefect import flow, get_run_logger
 
+from ae_models import AutoencoderReducer
+
 from tasks import steps, tracking
 from tasks.errors import IngestError, StepFailed
 from tasks.ingest import feature_names, window_dates
@@ -22,7 +24,8 @@ from tasks.promotion import PCA_GATED_KINDS, PENDING, STATE_TAG, decide
 from tasks.publishing import code_version
 from tasks.settings import Settings
 from tasks.storage import open_storage
-from tasks.training_set import split_holdout, window_sample
+from tasks.training_set import Window, conform, split_holdout, window_sample
+from tasks.validation import ValidationReport
 
 from .parameters import Config, as_settings, parse_date, run_name
 
@@ -75,36 +78,54 @@ def _outcome(settings: Settings, ref: tracking.ModelRef, reason: str) -> TrainRe
                        latent_dim=tracking.load_reducer(settings, ref).latent_dim, trained=False)
 
 
-def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str, lease: Lease) -> TrainResult:
+def _window(settings: Settings, end_date: dt.date, champion: AutoencoderReducer | None,
+            ) -> tuple[Window, dict[str, ValidationReport], int]:
+    """The window's days a nightly would publish: each ingested and validated as the nightly does
+    (against the champion's training data when there is one), on one column set and types
+    (``conform``). A day that fails is skipped and reported; it costs that day, not the window.
+    Returns the window, each validated day's report, and the number of raw days in the window."""
     log = get_run_logger()
-    valid, reports, lineage, columns = [], {}, {}, None
+    valid, reports, skipped = [], {}, {}
     dates = window_dates(open_storage(settings.dataset.raw_uri), settings, end_date)
     for date in dates:
         try:
             part = steps.ingest_partition(settings, date)
         except IngestError as e:
-            log.warning("skipping %s for training: %s", date, e)
+            skipped[date.isoformat()] = str(e)
             continue
-        report = steps.validate_partition(settings, part)
+        report = steps.validate_partition(settings, part, champion)
         reports[date.isoformat()] = report
-        if not report.success:
-            log.warning("skipping %s for training: it failed validation", date)
-            continue
-        columns = columns or part.columns
-        valid.append((part, report))
-        lineage[f"raw.{date.isoformat()}"] = part.fingerprint
+        if report.success:
+            valid.append(part)
+        else:
+            skipped[date.isoformat()] = "it failed validation: " + "; ".join(
+                f"{f.column!r} ({f.check})" for f in report.failures[:3])
     if not valid:
         raise StepFailed(f"no valid raw partition in the {settings.training.window_days}-day window ending "
                          f"{end_date} under {settings.dataset.raw_uri}: nothing to train on")
-    frame = window_sample([(p, r.rows) for p, r in valid], feature_names(columns),
-                          settings.training.max_train_rows, len(dates))
-    train, holdout = split_holdout(frame, settings.training.seed)  # judged on by challenger and champion alike
+    window = conform(valid)
+    window.skipped = dict(sorted({**skipped, **window.skipped}.items()))
+    for date, why in window.skipped.items():
+        log.warning("skipping %s for training: %s", date, why)
+    for date, extra in window.unused.items():
+        log.warning("%s has configured column(s) %s that the newest day lacks: they are not trained on", date, extra)
+    return window, reports, len(dates)
+
+
+def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str, lease: Lease) -> TrainResult:
+    log = get_run_logger()
     current = tracking.champion(settings)
     serving = tracking.usable_reducer(settings, current) if current else None  # None: this code cannot load it
     if current and serving is None:
         log.warning("champion v%d was saved in a format this version cannot load: it is replaced", current.version)
+    window, reports, window_days = _window(settings, end_date, serving)
+    valid = [(p, reports[p.date.isoformat()]) for p in window.parts]
+    lineage = {f"raw.{p.date.isoformat()}": p.fingerprint for p in window.parts}
+    frame = window_sample([(p, r.rows) for p, r in valid], feature_names(window.columns),
+                          settings.training.max_train_rows, window_days)
+    train, holdout = split_holdout(frame, settings.training.seed)  # judged on by challenger and champion alike
     start_from = serving if warm_start else None
-    est, warm = steps.fit_reducer(settings, train, columns, start_from)
+    est, warm = steps.fit_reducer(settings, train, window.columns, start_from)
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)
     challenger_error = float(est.reconstruction_error(holdout).mean())
     champion_error = float(serving.reconstruction_error(holdout).mean()) if serving else None
@@ -117,7 +138,8 @@ def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str,
     log.info("version to register: %s: %s", decision.reason,
              "promote" if decision.promote else "not promoted")
     tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
-            "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm)}
+            "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm),
+            "days_skipped": ", ".join(window.skipped) or "none"}
     why = f"trained ({reason}): {decision.reason}"
     state = promotion.registered_state(decision, [p.date for p, _ in valid], why)
     ref = tracking.log_training(settings, est, holdout, tags, metrics, reports, state)
@@ -129,4 +151,5 @@ def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str,
     return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=decision.promote, reason=decision.reason,
                        holdout_error=challenger_error, champion_holdout_error=champion_error,
                        train_rows=train.height, holdout_rows=holdout.height, val_error=est.val_error_,
-                       pca_val_error=est.pca_val_error_, latent_dim=est.latent_dim)
+                       pca_val_error=est.pca_val_error_, latent_dim=est.latent_dim, skipped_days=window.skipped,
+                       published_days=[p.date.isoformat() for p, _ in valid] if decision.promote else [])

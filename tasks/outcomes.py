@@ -1,7 +1,7 @@
 """What the flows return: one dataclass per flow, rendered for the CLI and Prefect's artifacts."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -48,6 +48,8 @@ class TrainResult:
     pca_val_error: float
     latent_dim: int
     trained: bool = True  # False: another run's version was used (see reason)
+    skipped_days: dict[str, str] = field(default_factory=dict)  # window days not trained on -> why
+    published_days: list[str] = field(default_factory=list)  # days the promotion published with this version
 
 
 @dataclass

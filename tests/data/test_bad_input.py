@@ -15,7 +15,7 @@ from tasks.features import read_features
 from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from tests.helpers import BAD_FILES, day, free_port, make_dataset, rewrite_partition
+from tests.helpers import BAD_FILES, day, free_port, make_dataset, published_days, rewrite_partition, set_config
 
 
 def test_missing_column_and_nan_fail_validation_and_publish_nothing(tmp_path, capsys):
@@ -176,3 +176,31 @@ def test_keys_that_change_type_stop_the_day_before_training(tmp_path, capsys):
     assert tracking.champion(s).version == 1 and len(tracking.client(s).search_model_versions(
         f"name = '{s.mlflow.registered_model}'")) == 1  # nothing trained for a day that cannot be published
     assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
+
+
+def test_one_bad_day_in_the_training_window_costs_that_day_only(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=4, rows=400)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.col("x_00").cast(pl.Float64), pl.col("flag_1").cast(pl.Boolean)))
+    rewrite_partition(config, 2, lambda f: f.drop("x_03"))  # the glob x_* matches one column fewer
+    set_config(config, "window_days = 30", 'window_days = 30\nrefresh = "always"')
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(3)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping {day(2)} for training: it failed validation: 'x_03' (column is present)" in err
+    s = load_settings(config)
+    ref = tracking.champion(s)
+    assert ref.version == 2 and "x_03" in tracking.load_reducer(s, ref).preprocessor_.columns
+    assert tracking.client(s).get_run(ref.run_id).data.tags["days_skipped"] == day(2)
+    assert published_days(config) == [day(0), day(1), day(3)]
+
+
+def test_a_window_whose_first_day_lacks_a_column_does_not_narrow_the_model(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2, rows=400)
+    rewrite_partition(config, 0, lambda f: f.drop("x_03"))  # no champion yet: only the newest day can tell
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0
+    assert (f"skipping {day(0)} for training: it lacks column(s) ['x_03'] that the window's newest day {day(1)} has"
+            in capsys.readouterr().err)
+    s = load_settings(config)
+    assert "x_03" in tracking.load_reducer(s, tracking.champion(s)).preprocessor_.columns
+    assert published_days(config) == [day(1)]

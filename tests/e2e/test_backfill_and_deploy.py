@@ -99,3 +99,12 @@ def test_gpu_pool_handoff_nobody_picks_up_fails_in_bounded_time(tmp_path, capsys
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["no-gpu-train"])))
     assert runs and all(r.state.is_cancelled() for r in runs)  # no worker starting later trains it
+
+
+def test_days_a_backfill_publishes_by_promoting_its_own_training_are_done_not_skipped(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2, rows=500)
+    assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(1)]) == 0
+    out = capsys.readouterr().out.split("outcomes:")[1]
+    for i in (0, 1):
+        assert f"{day(i)}  done     published with version 1 by this backfill's promotion" in out
+    assert "skipped" not in out
