@@ -49,16 +49,18 @@ def _promotion_lines(settings, abandoned: bool = True) -> list[str]:
     return lines
 
 
-def _settings(args):
+def _settings(args, raw: bool = True, features: bool = True):
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
-    a bad one stops us before any work, and so does an MLflow server that does not answer."""
-    from tasks import tracking
+    a bad one stops us before any work, and so does an MLflow server or an object store (the raw data's
+    when ``raw``, the feature table's when ``features``) that does not answer."""
+    from tasks import preflight
     from tasks.settings import load_settings
     from tasks.validation import user_suite
 
     settings = load_settings(args.config)
     user_suite(settings)
-    tracking.check_reachable(settings)
+    preflight.check_mlflow(settings)
+    preflight.check_stores(settings, raw, features)
     return settings
 
 
@@ -105,6 +107,9 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
     not a usage error: Prefect's log above keeps its traceback."""
     from prefect.exceptions import PrefectException
 
+    from tasks.preflight import check_prefect_api
+
+    check_prefect_api()
     _temporary_api_dies_with_us()
     try:
         return True, fn(**params)
@@ -165,7 +170,7 @@ def cmd_validate(args) -> int:
     from tasks.storage import open_storage
     from tasks.validation import Reference, validate
 
-    settings = _settings(args)
+    settings = _settings(args, features=False)
     day = dt.date.fromisoformat(_date(args.date))
     part = scan_partition(open_storage(settings.dataset.raw_uri), settings, day)
     ref = tracking.champion(settings)
@@ -222,7 +227,7 @@ def cmd_features(args) -> int:
     from tasks import tracking
     from tasks.table import published_slices, retire_versions
 
-    settings = _settings(args)
+    settings = _settings(args, raw=False)
     if args.history:
         from tasks.history import read_history
 

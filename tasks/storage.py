@@ -76,6 +76,9 @@ class Storage(ABC):
         object store's ``name#N`` staging files locally, uncompleted multipart uploads on S3): no
         Delta log names them, so neither readers nor vacuum see them. Returns how many."""
 
+    def check_reachable(self, attempts: int, timeout_s: float) -> None:
+        """Fail fast, before any work, when the store does not answer (a local folder always does)."""
+
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
         return None
@@ -183,8 +186,25 @@ class S3Storage(Storage):
                                    ) from None
             raise StorageError(f"{what}: {hint.get(code, code)}") from None
         except BotoCoreError as e:
-            raise StorageError(f"{what}: cannot reach the S3 endpoint ({type(e).__name__}); check "
-                               "AWS_ENDPOINT_URL and the network") from None
+            raise StorageError(f"{what}: cannot reach the S3 endpoint {self.client.meta.endpoint_url} "
+                               f"({type(e).__name__}); check AWS_ENDPOINT_URL and the network") from None
+
+    def check_reachable(self, attempts: int, timeout_s: float) -> None:
+        """One listing with a budget of its own (``attempts``, ``timeout_s`` to connect and to answer):
+        an endpoint that does not answer, a missing bucket or wrong keys fail it quickly, while the
+        client the run uses keeps its many attempts."""
+        from botocore.config import Config
+
+        quick = self._session.client("s3", config=Config(
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            connect_timeout=timeout_s, read_timeout=timeout_s))
+        bucket, prefix = self._split(self.uri + "/")
+        try:
+            self._call(f"checking {self.uri}", quick.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except FileNotFoundError:  # a bare 404 to a listing: not what an S3 store answers
+            raise StorageError(f"checking {self.uri}: {quick.meta.endpoint_url} answered 404 Not Found to a "
+                               "listing: it is not an S3 endpoint, or has no such bucket; check AWS_ENDPOINT_URL"
+                               ) from None
 
     def _list(self, uri: str, delimiter: bool) -> list[dict]:
         bucket, prefix = self._split(uri.rstrip("/") + "/")

@@ -63,33 +63,6 @@ def client(settings: Settings):
     return _client(settings.mlflow.tracking_uri)
 
 
-PREFLIGHT_TRIES, PREFLIGHT_TIMEOUT_S = 3, 5  # the server's answer before any work: about 20 s at most
-
-
-def check_reachable(settings: Settings) -> None:
-    """Fail fast, naming the URI, when the tracking server does not answer (a local store always does).
-
-    One request of its own, bounded: the run's MLflow calls keep MLflow's own (long) retries, which
-    ride out a short outage during a long training."""
-    from urllib.error import HTTPError
-    from urllib.request import urlopen
-
-    uri = settings.mlflow.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        return
-    for attempt in range(PREFLIGHT_TRIES):
-        try:
-            urlopen(f"{uri.rstrip('/')}/health", timeout=PREFLIGHT_TIMEOUT_S).close()
-            return
-        except HTTPError:
-            return  # an HTTP answer: the server is there (what it allows is MLflow's to say)
-        except OSError as e:  # refused, unreachable, timed out
-            reason = type(e).__name__
-        time.sleep(2 ** attempt)
-    raise StorageError(f"the MLflow tracking server {uri} does not answer ({reason} after {PREFLIGHT_TRIES} tries): "
-                       "check [mlflow].tracking_uri (or MLFLOW_TRACKING_URI) and that the server runs")
-
-
 def experiment_id(settings: Settings) -> str:
     """The dataset's experiment, created on first use (another process may create it meanwhile)."""
     from mlflow.exceptions import MlflowException

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,6 +165,35 @@ def test_an_mlflow_server_that_does_not_answer_fails_fast_naming_it(tmp_path, ca
     err = capsys.readouterr().err
     assert f"the MLflow tracking server {url} does not answer" in err and "[mlflow].tracking_uri" in err
     assert not re.search(r'File ".*/(flows|tasks)/', err)
+
+
+def test_an_s3_endpoint_that_does_not_answer_fails_fast_naming_it(tmp_path, capsys, monkeypatch):
+    config = make_dataset(tmp_path, days=1, rows=100)
+    set_config(config, 'raw_uri = "raw"', 'raw_uri = "s3://lake/raw"')
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes connections, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        for k, v in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+                     "AWS_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        started = time.monotonic()
+        assert main(["run", "--config", str(config), "--date", day(0)]) == 1
+        assert time.monotonic() - started < 60  # boto3's own attempts, 30 s each, took minutes
+    err = capsys.readouterr().err
+    assert f"FAILED: checking s3://lake/raw: cannot reach the S3 endpoint {url} (ReadTimeoutError)" in err
+    assert not re.search(r'File ".*/(flows|tasks)/', err)
+
+
+def test_a_prefect_api_that_does_not_answer_fails_fast_naming_it(tmp_path):
+    config = make_dataset(tmp_path, days=1, rows=100)
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--date", day(0)],
+                          env={**os.environ, "PREFECT_API_URL": url}, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert done.returncode == 1, done.stderr
+    assert f"FAILED: the Prefect API {url} does not answer (ConnectionRefusedError after 3 tries)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert published_slices(load_settings(config)).is_empty()
 
 
 def test_keys_that_change_type_stop_the_day_before_training(tmp_path, capsys):
