@@ -49,10 +49,11 @@ def _promotion_lines(settings, abandoned: bool = True) -> list[str]:
     return lines
 
 
-def _settings(args, raw: bool = True, features: bool = True):
+def _settings(args, raw: bool = True, features: bool = True, write: bool = True):
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
     a bad one stops us before any work, and so does an MLflow server or an object store (the raw data's
-    when ``raw``, the feature table's when ``features``) that does not answer."""
+    when ``raw``, the feature table's when ``features``) that does not answer, or a feature folder the
+    command would write (``write``) that cannot be written."""
     from tasks import preflight
     from tasks.settings import load_settings
     from tasks.validation import user_suite
@@ -60,7 +61,7 @@ def _settings(args, raw: bool = True, features: bool = True):
     settings = load_settings(args.config)
     user_suite(settings)
     preflight.check_mlflow(settings)
-    preflight.check_stores(settings, raw, features)
+    preflight.check_stores(settings, raw, features, write)
     return settings
 
 
@@ -193,7 +194,7 @@ def cmd_backfill(args) -> int:
 
     from .backfill import backfill_flow, dask_runner_class
 
-    settings = _settings(args)
+    settings = _settings(args, write=not args.dry_run)
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
     _check_model_fits_columns(settings)
@@ -227,7 +228,7 @@ def cmd_features(args) -> int:
     from tasks import tracking
     from tasks.table import published_slices, retire_versions
 
-    settings = _settings(args, raw=False)
+    settings = _settings(args, raw=False, write=args.vacuum)
     if args.history:
         from tasks.history import read_history
 

@@ -53,7 +53,12 @@ def check_prefect_api() -> None:
                            "Prefect profile's) and that the server runs; unset it to run without a server")
 
 
-def check_stores(settings: Settings, raw: bool = True, features: bool = True) -> None:
-    """The raw data's store (``raw``) and the feature table's (``features``)."""
+def check_stores(settings: Settings, raw: bool = True, features: bool = True, write: bool = True) -> None:
+    """The raw data's store (``raw``) and the feature table's (``features``); ``write``: the feature
+    table and its state folder can be written too."""
     for uri in [settings.dataset.raw_uri] * raw + [settings.features.uri] * features:
         open_storage(uri).check_reachable(TRIES, TIMEOUT_S)
+    if features and write:
+        store = open_storage(settings.features.uri)
+        for uri in (settings.table_uri, settings.state_uri):
+            store.check_writable(uri)

@@ -79,6 +79,10 @@ class Storage(ABC):
     def check_reachable(self, attempts: int, timeout_s: float) -> None:
         """Fail fast, before any work, when the store does not answer (a local folder always does)."""
 
+    def check_writable(self, uri: str) -> None:
+        """Fail fast, before any work, when ``uri`` cannot be written (checked on local folders: on S3
+        a refused write is one line already, from the write itself)."""
+
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
         return None
@@ -87,6 +91,21 @@ class Storage(ABC):
 class LocalStorage(Storage):
     def __init__(self, uri: str):
         super().__init__(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+    def check_writable(self, uri: str) -> None:
+        """A file created and removed in ``uri``, or in its nearest existing parent (where it will be
+        made): a read-only folder stops the command here, not half-way through a publish."""
+        import tempfile
+
+        folder = Path(uri).absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".latentfeed-probe-"):
+                pass
+        except OSError as e:
+            raise StorageError(f"{folder} is not writable ({e.strerror}): latentfeed writes the feature table "
+                               "and its state under [features].uri") from None
 
     def list_dirs(self, uri: str) -> list[str]:
         p = Path(uri)

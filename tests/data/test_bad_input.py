@@ -196,6 +196,24 @@ def test_a_prefect_api_that_does_not_answer_fails_fast_naming_it(tmp_path):
     assert published_slices(load_settings(config)).is_empty()
 
 
+def test_a_read_only_feature_folder_fails_before_any_work_naming_it(tmp_path):
+    config = make_dataset(tmp_path, days=2, rows=300)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    features = tmp_path / "features"
+    subprocess.run(["chmod", "-R", "a-w", str(features)], check=True)
+    # root writes anywhere while it holds CAP_DAC_OVERRIDE: the command runs without it
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run([*unprivileged, sys.executable, "-m", "flows.cli", "run", "--config", str(config),
+                               "--date", day(1)], capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(features)], check=True)
+    assert done.returncode == 1, done.stderr
+    assert f"FAILED: {features}/sample_latent is not writable (Permission denied)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert published_days(config) == [day(0)]
+
+
 def test_keys_that_change_type_stop_the_day_before_training(tmp_path, capsys):
     config = make_dataset(tmp_path, days=2, rows=300)
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
