@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,6 +72,21 @@ BAD_FILES = {
         pl.when(pl.col("id") % 50 == 0).then(2.0).otherwise(pl.col("flag_0").cast(pl.Float64)).alias("flag_0"))
         .write_parquet(p), ["'flag_0'", "binary values are 0 or 1", "'flag_0': 2.0"]),
 }
+
+
+TRACEBACK = re.compile(r'Traceback|File ".*/(flows|tasks)/')  # what a user must never see
+
+
+def failure_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("FAILED:")]
+
+
+def put_on_s3(root: Path, s3, config: Path, bucket: str = "lake", features: bool = True) -> None:
+    """Upload root/raw to s3://{bucket}/raw/sample and point the config's raw (and features) there."""
+    for f in (root / "raw").rglob("*.parquet"):
+        s3.upload_file(str(f), bucket, f"raw/sample/{f.relative_to(root / 'raw').as_posix()}")
+    text = config.read_text().replace('raw_uri = "raw"', f'raw_uri = "s3://{bucket}/raw/sample"')
+    config.write_text(text.replace('uri = "features"', f'uri = "s3://{bucket}/features"') if features else text)
 
 
 def free_port() -> int:

@@ -31,16 +31,16 @@ import polars as pl
 import pytest
 
 from flows.cli import main
+from tasks import tracking
 from tasks.table import published_slices, replace_slice
 from tasks.settings import load_settings
 from tasks.storage import open_storage
 
-from tests.helpers import START, day, make_dataset, moto_server
+from tests.helpers import START, TRACEBACK, day, failure_lines, make_dataset, moto_server, put_on_s3
 from tests.helpers import BAD_FILES
 
 ROWS = 1000
 SECRET = "wrong-secret-9f3c1a7e"  # must never be printed
-TRACEBACK = re.compile(r'Traceback|File ".*/(flows|tasks)/')
 
 # Hop-by-hop headers describe one connection: the proxy neither forwards nor copies them.
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
@@ -175,18 +175,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _relay
-
-
-def put_on_s3(root: Path, s3, config: Path, bucket: str = "lake", features: bool = True) -> None:
-    """Upload root/raw to s3://{bucket}/raw/sample and point the config's raw (and features) there."""
-    for f in (root / "raw").rglob("*.parquet"):
-        s3.upload_file(str(f), bucket, f"raw/sample/{f.relative_to(root / 'raw').as_posix()}")
-    text = config.read_text().replace('raw_uri = "raw"', f'raw_uri = "s3://{bucket}/raw/sample"')
-    config.write_text(text.replace('uri = "features"', f'uri = "s3://{bucket}/features"') if features else text)
-
-
-def failure_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("FAILED:")]
 
 
 @pytest.fixture
@@ -324,13 +312,14 @@ def test_a_missing_feature_bucket_is_one_clear_line(tmp_path, s3, capsys):
 
 
 def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
-    """Bad-input cases of test_bad_input, on S3: each fails with its message (exit 1) and publishes
-    nothing, and the day published before them stays as it was."""
+    """The bad-input corpus of test_bad_input, on S3: each day fails `validate` and `run` with its
+    message (exit 1) and publishes nothing, the day published before them stays as it was, and a
+    retraining on the next good day skips every bad day of its window and publishes."""
     corruptions = {"missing column": (lambda p: pl.read_parquet(p).drop("x_03").write_parquet(p),
                                       ["'x_03'", "column is present", "nothing was published",
-                                       "report kept at s3://lake/features/_quarantine/"]),
-                   **{c: BAD_FILES[c] for c in ("string in a numeric column", "truncated parquet", "empty file")}}
-    config = make_dataset(tmp_path, days=1 + len(corruptions), rows=500)
+                                       "report kept at s3://lake/features/_quarantine/"]), **BAD_FILES}
+    config = make_dataset(tmp_path, days=2 + len(corruptions), rows=500)
+    good = day(1 + len(corruptions))
     bad_days = {}
     for i, (case, (corrupt, expected)) in enumerate(corruptions.items(), start=1):
         corrupt(str(tmp_path / "raw" / f"dt={day(i)}" / "part-0.parquet"))
@@ -343,9 +332,13 @@ def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
 
     for case, (date, expected) in bad_days.items():
         capsys.readouterr()
+        assert main(["validate", "--config", str(config), "--date", date]) == 1, case
+        out, err = capsys.readouterr()
+        assert all(x in out + err for x in expected if "published" not in x and "kept" not in x), (case, out, err)
         assert main(["run", "--config", str(config), "--date", date]) == 1, case
         err = capsys.readouterr().err
         assert all(x in err for x in expected) and not TRACEBACK.search(err), (case, err)
+        assert len(failure_lines(err)) == 1, (case, err)
 
     for case, raw_uri, expected in [
             ("missing day", "s3://lake/raw/sample", "no *.parquet files in raw partition s3://lake/raw/sample/dt="),
@@ -362,3 +355,10 @@ def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="features/")["Contents"]]
     assert not [k for k in keys if any(f"dt={d}" in k for d, _ in bad_days.values()) and "/_quarantine/" not in k]
     assert any(k.endswith(f"_quarantine/sample_latent/dt={bad_days['missing column'][0]}/report.json") for k in keys)
+
+    config.write_text(config.read_text().replace("window_days = 30", 'window_days = 30\nrefresh = "always"'))
+    assert main(["run", "--config", str(config), "--date", good]) == 0
+    err = capsys.readouterr().err
+    assert all(f"skipping {d} for training" in err for d, _ in bad_days.values()), err
+    assert tracking.champion(s).version == 2
+    assert sorted(set(published_slices(s)["dt"].cast(pl.Utf8).to_list())) == [day(0), good]
