@@ -111,7 +111,7 @@ Severity = Literal["error", "warning", "off"]
 CHECKS: dict[str, str] = {
     "missing": "error", "type": "error", "nulls": "error", "nonfinite": "error", "binary": "error",
     "min_rows": "error", "duplicate_keys": "error", "unseen_categories": "warning", "mean_drift": "warning",
-    "user_suite": "error",
+    "user_suite": "error", "dominant_value": "error",
 }
 
 
@@ -121,6 +121,10 @@ class ValidationSettings(_Section):
     sample_rows: int = Field(100_000, ge=1)  # the user suite runs on an even sample of this many rows
     # mean_drift: a real column's mean moved more than this many of its training standard deviations.
     mean_drift_sigmas: float = Field(0.5, gt=0)
+    # dominant_value: one value of a real column holds more than this share of the column's variance
+    # (a 1e30 among ordinary values: it would set the column's scale and squash every other value, by
+    # 10x at 0.99); judged on columns of at least 100 finite values whose other values vary.
+    max_value_share: float = Field(0.99, gt=0, le=1)
     severity: dict[str, Severity] = {}
     # Nulls a feature column may hold, as a fraction of its rows: one number for every feature column,
     # or column names/glob patterns -> fraction (the first that matches wins). Keys are never nullable.

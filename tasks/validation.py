@@ -37,7 +37,10 @@ _COLUMN_CHECKS = {
     "binary": ("non_binary_count", "binary values are 0 or 1"),
     "unseen_categories": ("unseen_count", "categories were seen in training"),
     "mean_drift": ("mean_shift", "mean within [validation].mean_drift_sigmas training std of the training mean"),
+    "dominant_value": ("value_share", "no single value holds more than [validation].max_value_share of the "
+                                      "column's variance"),
 }
+SHARE_MIN_VALUES = 100  # below this many values one of them may hold most of the variance by chance
 _GE_SEVERITY = {"error": "critical", "warning": "warning"}
 F32_MAX = float(np.finfo(np.float32).max)
 _GE_LOCK = threading.Lock()
@@ -130,11 +133,15 @@ def profile(part: Partition, settings: Settings,
             aggs.append((~_is_finite32(col)).sum().alias(f"{c}__nonfinite"))
         if g == "binary" and dtype.is_numeric():
             aggs.append((~_is_binary(col)).sum().alias(f"{c}__nonbin"))
+        if g == "real" and dtype.is_numeric():  # the most extreme value's share of the variance
+            aggs += _spread(c, finite_only=False)
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
         if reference and g == "categorical" and c in reference.categories:
             aggs.append((~col.cast(pl.String).is_in(reference.categories[c])).sum().alias(f"{c}__unseen"))
     row = part.frame.select(aggs).collect(engine="streaming").row(0, named=True)
+    shares = _value_shares(part.frame, row, [c for c, g in groups if g == "real" and schema[c].is_numeric()],
+                           settings.validation.max_value_share)
     records = []
     for c, g in groups:
         dtype = schema[c]
@@ -142,19 +149,57 @@ def profile(part: Partition, settings: Settings,
         mean = row.get(f"{c}__mean")
         shift = abs(mean - reference.mean[c]) / reference.std[c] if mean is not None else 0.0
         nulls = row[f"{c}__null"]
+        share, extreme = shares.get(c, (0.0, None))
         allowed = 0.0 if g == "keys" else settings.validation.null_fraction(c) * row["__rows"]
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": nulls, "null_excess": nulls - allowed, "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
-                        "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift})
+                        "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
+                        "value_share": share, "extreme": extreme})
     expected = reference.columns if reference else []
     missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
     for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
                         "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
-                        "mean": None, "mean_shift": 0.0})
+                        "mean": None, "mean_shift": 0.0, "value_share": 0.0, "extreme": None})
     table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [row.get("__dup_keys", 0) or 0]})
-    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64}), table
+    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64,
+                                                   "value_share": pl.Float64, "extreme": pl.Float64}), table
+
+
+def _spread(c: str, finite_only: bool) -> list[pl.Expr]:
+    """Count, max, min, mean and variance of a real column (of its finite values: slower, so only
+    for columns that hold others)."""
+    x = pl.col(c).filter(_is_finite32(pl.col(c))) if finite_only else pl.col(c)
+    x = x.cast(pl.Float64)
+    return [x.count().alias(f"{c}__n"), x.max().alias(f"{c}__max"), x.min().alias(f"{c}__min"),
+            x.mean().alias(f"{c}__avg"), x.var(ddof=0).alias(f"{c}__var")]
+
+
+def _value_shares(frame: pl.LazyFrame, row: dict[str, Any], real: list[str],
+                  bound: float) -> dict[str, tuple[float, float]]:
+    """Real column -> (the share of its variance its most extreme value holds, that value), from the
+    profile's count, min, max, mean and variance: the value's squared deviation over the sum of them
+    all. Where the share passes ``bound``, a second query (on those columns only) checks that the
+    other values vary at all: when they do not (a rare non-zero in a column of zeros) the extreme is
+    the column's signal, not a value that squashes it, and its share is reported as 0."""
+    dirty = [c for c in real if row.get(f"{c}__nonfinite")]  # NaN/inf spoil the plain aggregates
+    if dirty:
+        row = {**row, **frame.select(e for c in dirty for e in _spread(c, finite_only=True))
+               .collect(engine="streaming").row(0, named=True)}
+    shares = {}
+    for c in real:
+        n, var = row.get(f"{c}__n") or 0, row.get(f"{c}__var")
+        if n >= SHARE_MIN_VALUES and var:
+            avg, hi, lo = row[f"{c}__avg"], row[f"{c}__max"], row[f"{c}__min"]
+            extreme = hi if hi - avg >= avg - lo else lo
+            shares[c] = ((extreme - avg) ** 2 / (n * var), extreme)
+    high = [c for c, (share, _) in shares.items() if share > bound]
+    if high:
+        rest = frame.select(pl.col(c).cast(pl.Float64).filter(_is_finite32(pl.col(c)) & (pl.col(c) != shares[c][1]))
+                            .std().alias(c) for c in high).collect(engine="streaming").row(0, named=True)
+        shares |= {c: (0.0, shares[c][1]) for c in high if not rest[c]}
+    return shares
 
 
 @lru_cache(maxsize=1)
@@ -187,8 +232,8 @@ def _suites(settings: Settings):
         if col in ("present", "type_ok"):
             columns += expect(check, E.ExpectColumnValuesToBeInSet, column=col, value_set=[True])
         else:
-            columns += expect(check, E.ExpectColumnValuesToBeBetween, column=col,
-                              max_value=v.mean_drift_sigmas if check == "mean_drift" else 0)
+            bound = {"mean_drift": v.mean_drift_sigmas, "dominant_value": v.max_value_share}.get(check, 0)
+            columns += expect(check, E.ExpectColumnValuesToBeBetween, column=col, max_value=bound)
     table = [*expect("min_rows", E.ExpectColumnValuesToBeBetween, column="rows",
                      min_value=max(settings.dataset.min_rows, 1)),
              *expect("duplicate_keys", E.ExpectColumnValuesToBeBetween, column="duplicate_keys", max_value=0)]
@@ -229,10 +274,11 @@ def user_suite(settings: Settings):
 
 
 def _examples(part: Partition, check: str, column: str, keys: list[str], reference: Reference | None,
-              n: int = 3) -> list[Any]:
+              extreme: float | None, n: int = 3) -> list[Any]:
     """A few offending rows (their keys, or their values) for a failed column check."""
     col = pl.col(column)
-    conds = {"nulls": col.is_null(), "nonfinite": ~_is_finite32(col), "binary": ~_is_binary(col)}
+    conds = {"nulls": col.is_null(), "nonfinite": ~_is_finite32(col), "binary": ~_is_binary(col),
+             "dominant_value": col.cast(pl.Float64) == extreme}
     if reference and column in reference.categories:
         conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
     if check not in conds:
@@ -271,7 +317,10 @@ def _column_findings(results, by_column: dict[str, dict], part: Partition,
                             f"(std {reference.std[column]:.4g}): {prof['mean_shift']:.2f} std away"]
                 count = None  # a property of the column, not of rows
             else:
-                examples = _examples(part, check, column, keys, reference) if prof.get("present") else []
+                examples = _examples(part, check, column, keys, reference, prof.get("extreme")) if prof.get(
+                    "present") else []
+                if check == "dominant_value":
+                    examples = [f"one value holds {prof['value_share']:.0%} of the variance", *examples]
             out.append((r.expectation_config.severity, Failure(r.expectation_config.type, what, column,
                                                                 count, examples)))
     return out

@@ -65,6 +65,9 @@ BAD_FILES = {
         pl.when(pl.col("id") % 100 == 7).then(1e39).otherwise(pl.col("x_01").cast(pl.Float64)).alias("x_01"))
         .write_parquet(p),
         ["'x_01'", "beyond float32's range", "'x_01': 1e+39"]),
+    "a value that squashes its column's scale": (lambda p: pl.read_parquet(p).with_columns(
+        pl.when(pl.col("id") % 1000 == 7).then(1e30).otherwise(pl.col("x_01").cast(pl.Float64)).alias("x_01"))
+        .write_parquet(p), ["'x_01'", "[validation].max_value_share", "'x_01': 1e+30"]),
     "null keys": (lambda p: pl.read_parquet(p).with_columns(
         pl.when(pl.col("id") % 50 == 0).then(None).otherwise(pl.col("id")).alias("id")).write_parquet(p),
         ["'id'", "nulls", "{'id': None}"]),

@@ -1,13 +1,17 @@
 """Validation that explains: severities, drift against the champion, a user's own GE suite, Data Docs."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import polars as pl
 
 from flows.cli import main
 from tasks import tracking
+from tasks.ingest import scan_partition
+from tasks.storage import open_storage
 from tasks.table import published_slices
+from tasks.validation import validate
 from tasks.settings import load_settings
 
 from tests.helpers import day, make_dataset, published_days, rewrite_partition
@@ -93,3 +97,18 @@ def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(tmp_path, 
     quarantine = tmp_path / "features" / "_quarantine" / s.features.table / f"dt={day(1)}"
     assert "x_07" in (quarantine / "data_docs_columns.html").read_text()
     assert json.loads((quarantine / "report.json").read_text())["failures"][0]["column"] == "x_07"
+
+
+def test_a_rare_value_in_a_column_that_otherwise_never_varies_is_its_signal_not_an_outlier(tmp_path):
+    """A real column of zeros with one large value (a border pixel, a rare count): that value holds all
+    the variance, but squashes nothing; the same value among varying values fails the day."""
+    config = make_dataset(tmp_path, days=2, rows=500)
+    rewrite_partition(config, 0, lambda f: f.with_columns(
+        pl.when(pl.col("id") % 500 == 3).then(1e6).otherwise(0.0).alias("x_04")))
+    rewrite_partition(config, 1, lambda f: f.with_columns(
+        pl.when(pl.col("id") % 500 == 3).then(1e6).otherwise(pl.col("x_04")).alias("x_04")))
+    s = load_settings(config)
+    quiet = validate(scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(0))), s)
+    assert quiet.success, quiet.summary()
+    loud = validate(scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(1))), s)
+    assert [(f.column, f.examples[0]) for f in loud.failures] == [("x_04", "one value holds 100% of the variance")]
