@@ -8,14 +8,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import steps, tracking
 from tasks.backfill_plan import plan_backfill
-from tasks.errors import ConfigError, StepFailed
+from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome
 from tasks.promotion import REPUBLISH_TRIES
 from tasks.settings import Settings
 
 from .parameters import Config, as_settings, parse_date, run_name
-from .train import settle_pending, train_flow
+from .train import no_usable_champion, settle_pending, train_flow
 
 
 def dask_runner_class():
@@ -86,8 +86,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         promoted_here = dict.fromkeys(out.published_days, out.model_version)
     ref = tracking.champion(settings)
     if ref is None or (not usable and ref == current):  # the training was not promoted
-        raise StepFailed(f"no usable champion: the model trained on the window ending {last} was not promoted "
-                         "(its MLflow run's tag promotion_reason says why); nothing was published")
+        raise no_usable_champion(settings, last)
     plan, _ = plan_backfill(settings, first, last, force)
     todo = [p.date for p in plan if p.action == "run"]
     run = run_partitions.with_options(task_runner=task_runner(settings))

@@ -13,9 +13,11 @@ from tasks.errors import ConfigError, LatentfeedError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _check_model_fits_columns(settings) -> None:
-    """What the newest raw partition's columns tell about the model config, checked before Prefect starts.
-    A store or partition that cannot be read, or lacks configured columns, is left to the run to report."""
+def _check_model_fits_columns(settings, until: str | None) -> None:
+    """What the columns of the newest raw partition up to ``until`` (the command's date; without one
+    the newest of all) tell about the model config, checked before Prefect starts: a training takes
+    its columns from the newest valid day of its window. A store or partition that cannot be read,
+    or lacks configured columns, is left to the run to report."""
     from tasks.errors import IngestError, StorageError
     from tasks.fitting import check_latent_width
     from tasks.ingest import list_partition_dates, scan_partition
@@ -24,6 +26,7 @@ def _check_model_fits_columns(settings) -> None:
     try:
         storage = open_storage(settings.dataset.raw_uri)
         dates, _ = list_partition_dates(storage, settings)
+        dates = [d for d in dates if until is None or d.isoformat() <= until]
         part = scan_partition(storage, settings, dates[-1]) if dates else None
     except (IngestError, StorageError):
         return
@@ -122,8 +125,9 @@ def cmd_run(args) -> int:
     from .nightly import nightly_flow
 
     settings = _settings(args)  # refuse a bad config before starting Prefect
-    _check_model_fits_columns(settings)
-    ok, out = _run_flow(nightly_flow, config=settings, date=_date(args.date))
+    date = _date(args.date)
+    _check_model_fits_columns(settings, date)
+    ok, out = _run_flow(nightly_flow, config=settings, date=date)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
@@ -135,8 +139,9 @@ def cmd_train(args) -> int:
     from .train import train_flow
 
     settings = _settings(args)
-    _check_model_fits_columns(settings)
-    ok, out = _run_flow(train_flow, config=settings, end=_date(args.end, "end"))
+    end = _date(args.end, "end")
+    _check_model_fits_columns(settings, end)
+    ok, out = _run_flow(train_flow, config=settings, end=end)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
@@ -197,8 +202,8 @@ def cmd_backfill(args) -> int:
     settings = _settings(args, write=not args.dry_run)
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
-    _check_model_fits_columns(settings)
     start, end = _date(args.start, "start"), _date(args.end, "end")
+    _check_model_fits_columns(settings, end)
     plan, undated = plan_backfill(settings, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
     if undated:
         print(f"ignored folder(s) whose date does not parse: {undated}")

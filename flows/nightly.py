@@ -22,7 +22,7 @@ from tasks.refresh import champion_health, refresh_reason
 from tasks.settings import Settings
 
 from .parameters import Config, as_settings, parse_date, run_name
-from .train import settle_pending, train_flow
+from .train import no_usable_champion, settle_pending, train_flow
 
 HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
 PICKUP_POLL_S = 2  # how often the nightly looks at the GPU pool's training run
@@ -101,8 +101,7 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
                 seen=before.version if before else 0)
         ref = tracking.champion(settings)
         if ref is None or (reducer is None and ref == before):  # the training was not promoted
-            raise StepFailed(f"no usable champion: the model trained on the window ending {day} was not promoted "
-                             "(its MLflow run's tag promotion_reason says why); nothing was published")
+            raise no_usable_champion(settings, day)
     # After a promotion the window, this day included, is already published: its record is found.
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
     pub, _ = steps.publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)

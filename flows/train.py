@@ -20,7 +20,7 @@ from tasks.names import FLOWS
 from tasks.outcomes import TrainResult
 from tasks.lease import Lease, training_lease
 from tasks import promotion
-from tasks.promotion import PCA_GATED_KINDS, PENDING, STATE_TAG, decide
+from tasks.promotion import PCA_GATED_KINDS, PENDING, STATE_TAG, WHY_TAG, decide
 from tasks.publishing import code_version
 from tasks.settings import Settings
 from tasks.storage import open_storage
@@ -64,6 +64,15 @@ def settle_pending(settings: Settings) -> None:
         log = get_run_logger().info
         with training_lease(settings, "finishing a pending promotion", log) as lease:
             steps.settle_promotions(settings, lease, log)
+
+
+def no_usable_champion(settings: Settings, end: dt.date | str) -> StepFailed:
+    """The failure of a run that needed a champion when its training was not promoted, with the gate's
+    reason as the newest registered version keeps it."""
+    found = tracking.versions(settings)
+    why = found[-1][1].get(WHY_TAG) if found else None
+    return StepFailed(f"no usable champion: the model trained on the window ending {end} was not promoted"
+                      f"{f' ({why})' if why else ''}; nothing was published")
 
 
 def _outcome(settings: Settings, ref: tracking.ModelRef, reason: str) -> TrainResult:

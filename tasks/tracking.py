@@ -331,8 +331,8 @@ def tag_value(settings: Settings, ref: ModelRef, tag: str) -> str | None:
     return client(settings).get_model_version(ref.name, str(ref.version)).tags.get(tag)
 
 
-def versions_tagged(settings: Settings, tag: str, value: str) -> list[tuple[ModelRef, dict[str, str]]]:
-    """The registered versions whose tag ``tag`` is ``value``, with all their tags, oldest first."""
+def versions(settings: Settings) -> list[tuple[ModelRef, dict[str, str]]]:
+    """Every registered version with its tags, oldest first (none before the first training)."""
     from mlflow.exceptions import MlflowException
 
     name = settings.mlflow.registered_model
@@ -341,7 +341,12 @@ def versions_tagged(settings: Settings, tag: str, value: str) -> list[tuple[Mode
     except MlflowException:
         return []
     return sorted(((ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000), dict(mv.tags))
-                   for mv in found if mv.tags.get(tag) == value), key=lambda x: x[0].version)
+                   for mv in found), key=lambda x: x[0].version)
+
+
+def versions_tagged(settings: Settings, tag: str, value: str) -> list[tuple[ModelRef, dict[str, str]]]:
+    """The registered versions whose tag ``tag`` is ``value``, with all their tags, oldest first."""
+    return [(ref, tags) for ref, tags in versions(settings) if tags.get(tag) == value]
 
 
 def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:

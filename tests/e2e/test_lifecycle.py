@@ -170,7 +170,9 @@ def test_a_value_the_estimator_refuses_inside_a_flow_is_a_failed_run(tmp_path, c
 
 
 def test_a_latent_size_the_columns_cannot_take_is_refused_before_any_work(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=1, rows=100)
+    config = make_dataset(tmp_path, days=2, rows=100)
+    # a later day with 72 feature columns would take it: the day the command names is checked
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.col("x_00").alias(f"x_{i}") for i in range(24, 64)))
     set_config(config, "latent_dim = 4", "latent_dim = 40")  # 32 feature columns: no undercomplete code of 40
     capsys.readouterr()
     assert main(["run", "--config", str(config), "--date", day(0)]) == 2
