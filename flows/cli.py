@@ -113,7 +113,7 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
 
     from tasks.preflight import check_prefect_api
 
-    check_prefect_api()
+    check_prefect_api(params["config"])
     _temporary_api_dies_with_us()
     try:
         return True, fn(**params)

@@ -1,8 +1,9 @@
 """Before any work: does every service a command needs answer?
 
-One bounded probe each (``TRIES`` tries, ``TIMEOUT_S`` seconds to connect and to answer: about 20 s
-at most), so a server that is down stops the command in one line naming it. The run's own clients
-keep their long retries (MLflow's minutes, boto3's attempts), which ride out a short outage mid-run.
+One bounded probe each (``[services].check_tries`` tries of ``check_timeout_seconds`` to connect and
+to answer: about 20 s at most by default), so a server that is down stops the command in one line
+naming it. The run's own clients keep their long retries (MLflow's minutes, boto3's attempts), which
+ride out a short outage mid-run.
 """
 from __future__ import annotations
 
@@ -12,43 +13,41 @@ from .errors import StorageError
 from .settings import Settings
 from .storage import open_storage
 
-TRIES, TIMEOUT_S = 3, 5
 
-
-def _no_answer(url: str) -> str | None:
+def _no_answer(url: str, settings: Settings) -> str | None:
     """None when ``url`` answers HTTP at all (what it allows is its server's to say); else why not."""
     from urllib.error import HTTPError
     from urllib.request import urlopen
 
-    reason = ""
-    for attempt in range(TRIES):
+    reason, tries = "", settings.services.check_tries
+    for attempt in range(tries):
         try:
-            urlopen(url, timeout=TIMEOUT_S).close()
+            urlopen(url, timeout=settings.services.check_timeout_seconds).close()
             return None
         except HTTPError:
             return None
         except OSError as e:  # refused, unreachable, timed out (URLError wraps the socket's error)
             reason = type(getattr(e, "reason", e)).__name__
-        if attempt + 1 < TRIES:
+        if attempt + 1 < tries:
             time.sleep(2 ** attempt)
-    return f"{reason} after {TRIES} tries"
+    return f"{reason} after {tries} tries"
 
 
 def check_mlflow(settings: Settings) -> None:
     """The tracking server, when the config names one (a local store always answers)."""
     uri = settings.mlflow.tracking_uri
-    if uri.startswith(("http://", "https://")) and (why := _no_answer(f"{uri.rstrip('/')}/health")):
+    if uri.startswith(("http://", "https://")) and (why := _no_answer(f"{uri.rstrip('/')}/health", settings)):
         raise StorageError(f"the MLflow tracking server {uri} does not answer ({why}): "
                            "check [mlflow].tracking_uri (or MLFLOW_TRACKING_URI) and that the server runs")
 
 
-def check_prefect_api() -> None:
+def check_prefect_api(settings: Settings) -> None:
     """The Prefect API, when the profile or PREFECT_API_URL names one (else a temporary local API is
     started). Without this, Prefect's client fails inside the flow engine with a traceback."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
-    if url and (why := _no_answer(f"{url.rstrip('/')}/health")):
+    if url and (why := _no_answer(f"{url.rstrip('/')}/health", settings)):
         raise StorageError(f"the Prefect API {url} does not answer ({why}): check PREFECT_API_URL (or the "
                            "Prefect profile's) and that the server runs; unset it to run without a server")
 
@@ -57,7 +56,7 @@ def check_stores(settings: Settings, raw: bool = True, features: bool = True, wr
     """The raw data's store (``raw``) and the feature table's (``features``); ``write``: the feature
     table and its state folder can be written too."""
     for uri in [settings.dataset.raw_uri] * raw + [settings.features.uri] * features:
-        open_storage(uri).check_reachable(TRIES, TIMEOUT_S)
+        open_storage(uri).check_reachable(settings.services.check_tries, settings.services.check_timeout_seconds)
     if features and write:
         store = open_storage(settings.features.uri)
         for uri in (settings.table_uri, settings.state_uri):

@@ -106,6 +106,14 @@ class BackfillSettings(_Section):
     dask_address: str | None = None
 
 
+class ServicesSettings(_Section):
+    # Before any work each command checks that the services it needs answer (the MLflow server, the
+    # Prefect API, the S3 endpoints): this many tries, each waiting this long to connect and to hear
+    # back (3 x 5 s: about 20 s with the pauses). The run's own clients keep their longer retries.
+    check_tries: int = Field(3, ge=1)
+    check_timeout_seconds: float = Field(5, gt=0)
+
+
 Severity = Literal["error", "warning", "off"]
 # What each validation check is called in [validation.severity], and how bad a failure is by default.
 CHECKS: dict[str, str] = {
@@ -159,6 +167,7 @@ class Settings(_Section):
     schedule: ScheduleSettings = ScheduleSettings()
     backfill: BackfillSettings = BackfillSettings()
     validation: ValidationSettings = ValidationSettings()
+    services: ServicesSettings = ServicesSettings()
 
     @field_validator("dataset")
     @classmethod

@@ -56,6 +56,15 @@ def test_bad_config_names_the_key(tmp_path, capsys):
     assert "[model].latent_dim" in err and "[model].latnet: unknown key" in err
 
 
+def test_a_date_that_does_not_parse_is_refused_before_prefect_starts(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=100)
+    for args in (["run", "--date", "2026-13-45"], ["train", "--end", "2026-13-45"],
+                 ["backfill", "--start", day(0), "--end", "2026-13-45"]):
+        assert main([*args, "--config", str(config)]) == 2, args
+        err = capsys.readouterr().err
+        assert "'2026-13-45' is not a date; use YYYY-MM-DD" in err and "Beginning flow run" not in err, err
+
+
 def test_missing_partition_is_a_clear_failure(tmp_path, capsys):
     config = make_dataset(tmp_path, days=1)
     assert main(["run", "--config", str(config), "--date", "2030-01-01"]) == 1
