@@ -271,7 +271,7 @@ def cmd_features(args) -> int:
     else:
         for row in slices.iter_rows(named=True):
             print(f"  model_version={row['model_version']}  dt={row['dt']}  rows={row['rows']}  "
-                  f"bytes={row['bytes']}  files={row['files']}")
+                  f"bytes={row['bytes']}  files={row['files']}  written={row['published_at']:%Y-%m-%dT%H:%M:%SZ}")
     return EXIT_OK
 
 

@@ -1,19 +1,22 @@
-"""The reader API for ML teams: one model version's latents, never a silent mix."""
+"""The reader API for ML teams: one model version's latents, never a silent mix.
+
+Reading imports neither torch nor MLflow: ``LatentDataset`` loads torch when asked for, and MLflow
+is asked only for the champion of now (``as_of`` reads the champion history beside the table).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
+from typing import Any
 
 import polars as pl
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import FeatureVersionError
 from .latents import latent_columns, read_quantisation
 from .history import champion_at, parse_instant
 from .table import open_table, published_slices, version_latents
 from .settings import Settings, load_settings
-from .tracking import champion
 
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
@@ -51,9 +54,68 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     return lf
 
 
+def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | str | Path,
+                 on: str | list[str] | None = None, at: str = "ts", version: int | str = "champion",
+                 ttl: dt.timedelta | None = None, lag: dt.timedelta = dt.timedelta(0),
+                 strict: bool = False) -> pl.DataFrame:
+    """Each label row with the features of its keys (``on``; default the dataset's keys) from the
+    latest day that was available at its time ``at``: a point-in-time join on one model version.
+
+    A day's features describe the data of day ``dt``, so they count as available from the end of
+    that day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features
+    computed from its own future. ``strict`` also requires that the day's rows were in the table by
+    then (when its current files were written: a day published again later counts from then).
+    ``ttl`` drops features older than that at the label's time. ``at`` is a date or a datetime (a
+    naive one is read as UTC). Label rows with no features keep nulls in the feature columns (their
+    count is logged); ``feature_dt`` names the day each row's features come from. Rows come back in
+    the labels' order; labels may be polars (lazy or not) or pandas.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    keys = list(settings.dataset.key_columns) if on is None else [on] if isinstance(on, str) else list(on)
+    lab = (labels.lazy() if isinstance(labels, pl.DataFrame) else labels if isinstance(labels, pl.LazyFrame)
+           else pl.from_pandas(labels).lazy())
+    schema = lab.collect_schema()
+    absent = [c for c in [*keys, at] if c not in schema]
+    if absent:
+        raise ValueError(f"the labels have no column(s) {absent}; they have {schema.names()}")
+    when = schema[at]
+    if when == pl.Date:
+        label_time = pl.col(at).cast(pl.Datetime("us", "UTC"))
+    elif isinstance(when, pl.Datetime):
+        label_time = (pl.col(at).dt.replace_time_zone("UTC") if when.time_zone is None
+                      else pl.col(at).dt.convert_time_zone("UTC")).dt.cast_time_unit("us")
+    else:
+        raise ValueError(f"the labels' time column {at!r} is {when}: it must be a date or a datetime")
+    feats = read_features(settings, version=version)
+    fschema = feats.collect_schema()
+    clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
+    if clash:
+        raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
+    available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
+    if strict:
+        version_no = feats.select(pl.first("model_version")).collect().item()
+        written = published_slices(settings).filter(pl.col("model_version") == version_no).select(
+            "dt", pl.col("published_at").dt.cast_time_unit("us").alias("__written"))
+        feats = feats.join(written.lazy(), on="dt")
+        available = pl.max_horizontal(available, pl.col("__written"))
+    feats = feats.select(*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), "recon_error",
+                         "is_anomaly", available.alias("__available")).sort("__available")
+    joined = (lab.with_row_index("__row").with_columns(label_time.alias("__at")).sort("__at")
+              .join_asof(feats, left_on="__at", right_on="__available", by=keys, strategy="backward",
+                         tolerance=ttl, check_sortedness=False)
+              .sort("__row").drop("__row", "__at", "__available")).collect(engine="streaming")
+    missing = joined["feature_dt"].null_count()
+    if missing:
+        logging.getLogger(__name__).warning("%d of %d label rows have no features available at their time",
+                                            missing, joined.height)
+    return joined
+
+
 def _champion_version(settings: Settings, at: dt.datetime | None) -> int:
     """The champion's version now (MLflow's alias), or at ``at`` (the champion history)."""
     if at is None:
+        from .tracking import champion  # MLflow: only for the champion now
+
         ref = champion(settings)
         if ref is None:
             raise FeatureVersionError(f"no champion model for {settings.mlflow.registered_model}; "
@@ -81,32 +143,10 @@ def duckdb_connection():
     return con
 
 
-class LatentDataset(IterableDataset):
-    """A PyTorch ``IterableDataset`` of one model version's latents, in batches.
+def __getattr__(name: str) -> Any:
+    """``LatentDataset`` on first use: it needs torch, which the rest of the reader API does not."""
+    if name == "LatentDataset":
+        from .latent_dataset import LatentDataset
 
-    Use ``DataLoader(ds, batch_size=None)``: each item is already a batch, a dict of float32 tensors
-    ``latents`` (b, k) and ``recon_error`` (b,), plus any requested ``columns`` as tensors. With
-    several DataLoader workers each takes every n-th batch, so no row is seen twice.
-
-    The rows are read once, here, into NumPy arrays: forked DataLoader workers only slice them. (A
-    polars frame there would deadlock them: they inherit polars' thread pool through fork.)
-    """
-
-    def __init__(self, config: Settings | str | Path, start=None, end=None, version: int | str = "champion",
-                 columns: tuple[str, ...] = (), batch_rows: int = 65536):
-        frame = read_features(config, start, end, version).collect()
-        self.latent_columns = latent_columns(frame.columns)
-        self.arrays = {"latents": frame.select(self.latent_columns).to_numpy().astype("float32"),
-                       "recon_error": frame["recon_error"].to_numpy(writable=True),
-                       **{c: frame[c].to_numpy(writable=True) for c in columns}}  # tensors share memory
-        self.rows, self.batch_rows = frame.height, batch_rows
-
-    def __len__(self) -> int:
-        return -(-self.rows // self.batch_rows)
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for i, start in enumerate(range(0, self.rows, self.batch_rows)):
-            if i % workers == worker:
-                yield {name: torch.from_numpy(a[start:start + self.batch_rows]) for name, a in self.arrays.items()}
+        return LatentDataset
+    raise AttributeError(f"module 'tasks.features' has no attribute {name!r}")

@@ -165,10 +165,11 @@ def version_latents(rows: pl.LazyFrame) -> list[str]:
 
 
 def published_slices(settings: Settings, as_of: dt.datetime | None = None) -> pl.DataFrame:
-    """One row per published (model_version, dt): rows and bytes (as the table was at ``as_of``)."""
+    """One row per published (model_version, dt): rows, bytes and when its current files were written
+    (as the table was at ``as_of``)."""
     table = open_table(settings, as_of)
     empty = pl.DataFrame(schema={"model_version": pl.Int32, "dt": pl.Date, "files": pl.UInt32,
-                                 "rows": pl.Int64, "bytes": pl.Int64})
+                                 "rows": pl.Int64, "bytes": pl.Int64, "published_at": pl.Datetime("ms", "UTC")})
     if table is None:
         return empty
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
@@ -177,9 +178,11 @@ def published_slices(settings: Settings, as_of: dt.datetime | None = None) -> pl
     return (actions.select(pl.col("partition.model_version").cast(pl.Int32).alias("model_version"),
                            pl.col("partition.dt").cast(pl.Date).alias("dt"),
                            pl.col("num_records").cast(pl.Int64).alias("rows"),
-                           pl.col("size_bytes").cast(pl.Int64).alias("bytes"))
-            .group_by("model_version", "dt").agg(pl.len().alias("files"), pl.sum("rows"), pl.sum("bytes"))
-            .select("model_version", "dt", "files", "rows", "bytes").sort("model_version", "dt"))
+                           pl.col("size_bytes").cast(pl.Int64).alias("bytes"),
+                           pl.from_epoch("modification_time", "ms").dt.replace_time_zone("UTC").alias("published_at"))
+            .group_by("model_version", "dt").agg(pl.len().alias("files"), pl.sum("rows"), pl.sum("bytes"),
+                                                 pl.max("published_at"))
+            .select("model_version", "dt", "files", "rows", "bytes", "published_at").sort("model_version", "dt"))
 
 
 def published_days(settings: Settings, model_version: int) -> set[dt.date]:
