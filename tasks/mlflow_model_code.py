@@ -11,19 +11,22 @@ from mlflow.pyfunc import PythonModel
 
 
 class LatentEncoder(PythonModel):
-    """predict(raw feature columns) -> what a feature-table row holds: latent_0..latent_{k-1},
-    recon_error (the anomaly score) and is_anomaly, with the fitted preprocessing applied (nulls
-    where the model allows them; ordinary pandas dtypes)."""
+    """predict(raw feature columns) -> what a feature-table row holds: the dataset's key columns when
+    they are sent, latent_0..latent_{k-1}, recon_error (the anomaly score) and is_anomaly, with the
+    fitted preprocessing applied (nulls where the model allows them; ordinary pandas dtypes)."""
 
     def load_context(self, context):
         from ae_models import AutoencoderReducer
 
         self.reducer = AutoencoderReducer.load(context.artifacts["reducer"])
+        self.keys = list((context.model_config or {}).get("keys", []))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         codes, scores = self.reducer.transform_and_score(model_input)
-        out = pd.DataFrame(codes, columns=self.reducer.get_feature_names_out(),
-                           index=getattr(model_input, "index", None))
+        index = getattr(model_input, "index", None)
+        sent = [k for k in self.keys if k in getattr(model_input, "columns", [])]
+        out = pd.DataFrame({k: model_input[k] for k in sent}, index=index)
+        out[list(self.reducer.get_feature_names_out())] = pd.DataFrame(codes, index=index)
         out["recon_error"] = scores
         out["is_anomaly"] = scores > np.float32(self.reducer.threshold_)
         return out

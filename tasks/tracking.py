@@ -250,6 +250,7 @@ def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str, ta
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
+    keys = list(settings.dataset.key_columns)
     model = c.create_logged_model(experiment_id(settings), name="model", source_run_id=run_id,
                                   model_type="latentfeed-autoencoder")
     try:
@@ -259,7 +260,8 @@ def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str, ta
                 warnings.simplefilter("ignore", UserWarning)
                 mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
                                          artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
-                                         signature=signature(est), pip_requirements=_requirements())
+                                         signature=signature(est, keys), pip_requirements=_requirements(),
+                                         model_config={"keys": keys})
             c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
     except BaseException:
         c.finalize_logged_model(model.model_id, "FAILED")
@@ -359,15 +361,17 @@ def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
     return dict(client(settings).get_run(run_id).data.metrics)
 
 
-def signature(est: AutoencoderReducer):
-    """The served model's signature: the feature columns by name, each of any dtype and optional (the
-    model's own preprocessing checks them, with the pipeline's messages: MLflow's strict types would
-    refuse an int64 or bool column for a float one), and what a table row holds."""
+def signature(est: AutoencoderReducer, keys: list[str]):
+    """The served model's signature: the key columns (returned as sent) and the feature columns by
+    name, each of any dtype and optional (the model's own preprocessing checks them, with the
+    pipeline's messages: MLflow's strict types would refuse an int64 or bool column for a float one),
+    and what a table row holds."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in est.feature_names_in_])
-    outputs = Schema([*(ColSpec("float", name) for name in est.get_feature_names_out()),
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in [*keys, *est.feature_names_in_]])
+    outputs = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
+                      *(ColSpec("float", name) for name in est.get_feature_names_out()),
                       ColSpec("float", "recon_error"), ColSpec("boolean", "is_anomaly")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

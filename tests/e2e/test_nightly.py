@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,7 +19,7 @@ from tasks.errors import FeatureVersionError
 from tasks.features import LatentDataset, duckdb_connection, read_features
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset
+from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +73,42 @@ def test_champion_pyfunc_predicts_the_published_latents(published, monkeypatch):
     np.testing.assert_allclose(predicted[columns[:-1]].to_numpy(), table.select(columns[:-1]).to_numpy(), rtol=1e-5,
                                atol=1e-5)
     assert (predicted["is_anomaly"].to_numpy() == table["is_anomaly"].to_numpy()).all()
+    keyed = model.predict(raw.sort("id").to_pandas())  # the keys sent come back first
+    assert list(keyed.columns) == ["id", *columns] and (keyed["id"].to_numpy() == table["id"].to_numpy()).all()
+
+
+def test_mlflow_models_serve_answers_what_the_table_holds(published, tmp_path):
+    """The champion served by `mlflow models serve` (local env manager): raw rows with their keys and
+    ordinary pandas dtypes in, the table's rows out; a bad value is a 400 naming the column."""
+    config, s = published
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # where an activated venv puts uvicorn, which MLflow starts
+    env = {**os.environ, "MLFLOW_TRACKING_URI": s.mlflow.tracking_uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with process_group([f"{bin_dir}/mlflow", "models", "serve", "-m",
+                        f"models:/{s.mlflow.registered_model}@champion", "--env-manager", "local",
+                        "-h", "127.0.0.1", "-p", str(port)], tmp_path / "serve.log", env=env) as proc:
+        wait_healthy(proc, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", timeout=120)
+        raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(1)}/*.parquet").sort("id").head(50)
+        frame = raw.with_columns(pl.col("x_00").cast(pl.Float64), pl.col("flag_0").cast(pl.Int64)).to_pandas()
+        body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+        answer = _post(f"http://127.0.0.1:{port}/invocations", body)
+        got = pl.DataFrame(answer["predictions"])
+        table = read_features(config, start=day(1), end=day(1)).collect().sort("id").head(50)
+        assert got["id"].to_list() == table["id"].to_list()
+        latents = [f"latent_{i}" for i in range(s.model.latent_dim)]
+        np.testing.assert_allclose(got.select(*latents, "recon_error").to_numpy(),
+                                   table.select(*latents, "recon_error").to_numpy(), rtol=1e-4, atol=1e-4)
+        assert got["is_anomaly"].to_list() == table["is_anomaly"].to_list()
+        body["dataframe_split"]["data"][0][body["dataframe_split"]["columns"].index("flag_0")] = 2
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"http://127.0.0.1:{port}/invocations", body)
+        assert refused.value.code == 400 and "flag_0" in refused.value.read().decode()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
 def test_reader_refuses_unknown_version(published):
