@@ -23,7 +23,8 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-BENCHES := train_throughput encode_throughput validate_throughput ingest_memory downstream train_scale real_data
+BENCHES := train_throughput encode_throughput validate_throughput ingest_memory downstream downstream_e2e \
+	training_set serving train_scale real_data
 
 # The benchmarks' real tables and baselines (statsmodels, PyOD) come with the bench extra.
 bench: install

@@ -194,7 +194,8 @@ class Preprocessor:
 
     def _read(self, X: Any) -> dict[str, np.ndarray]:
         if is_frame(X):
-            missing = [n for n in self.columns if n not in column_names(X)]
+            present = set(column_names(X))  # once: a pandas index is slow to walk
+            missing = [n for n in self.columns if n not in present]
             if missing:
                 raise ValueError(f"input lacks column(s) {missing}; the model was fitted on {self.columns}")
         else:
