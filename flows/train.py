@@ -102,7 +102,7 @@ def _window(settings: Settings, end_date: dt.date, champion: AutoencoderReducer 
         except IngestError as e:
             skipped[date.isoformat()] = str(e)
             continue
-        report = steps.validate_partition(settings, part, champion)
+        report = steps.validate_partition(settings, part, champion, training=True)
         reports[date.isoformat()] = report
         if report.success:
             valid.append(part)
@@ -137,12 +137,19 @@ def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str,
     est, warm = steps.fit_reducer(settings, train, window.columns, start_from)
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)
     challenger_error = float(est.reconstruction_error(holdout).mean())
-    champion_error = float(serving.reconstruction_error(holdout).mean()) if serving else None
+    champion_error = None
+    if serving is not None:
+        dropped = [c for c in serving.feature_names_in_ if c not in holdout.columns]
+        if dropped:  # the config no longer names them: the champion cannot read these rows
+            log.warning("champion v%d reads column(s) %s that the config no longer names: the challenger is not "
+                        "compared with it", current.version, dropped)
+        else:
+            champion_error = float(serving.reconstruction_error(holdout).mean())
     gated = est.kind in PCA_GATED_KINDS
     decision = decide(challenger_error, champion_error, settings.training.promote_tolerance,
                       est.val_error_ if gated else None, est.pca_val_error_)
     metrics = {"holdout_error": challenger_error, "train_rows": float(train.height), "holdout_rows": float(holdout.height)}
-    if serving is not None:
+    if champion_error is not None:
         metrics["champion_holdout_error"] = champion_error
     log.info("version to register: %s: %s", decision.reason,
              "promote" if decision.promote else "not promoted")

@@ -53,10 +53,13 @@ def ingest_partition(settings: Settings, date: dt.date) -> ingest.Partition:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_partition(settings: Settings, part: ingest.Partition,
-                       champion: AutoencoderReducer | None = None) -> validation.ValidationReport:
-    """Validate against the config, and against what the champion was trained on when there is one."""
-    report = validation.validate(part, settings, validation.Reference.of(champion) if champion else None)
+def validate_partition(settings: Settings, part: ingest.Partition, champion: AutoencoderReducer | None = None,
+                       training: bool = False) -> validation.ValidationReport:
+    """Validate against the config, and against what the champion was trained on when there is one
+    (for a ``training``, only the champion's columns the config still names are expected: it fits
+    the config's columns, while the champion needs all of its own to encode)."""
+    reference = validation.Reference.of(champion, settings if training else None) if champion else None
+    report = validation.validate(part, settings, reference)
     log = get_run_logger()
     (log.info if report.success and not report.warnings else log.warning if report.success
      else log.error)("%s", report.summary())

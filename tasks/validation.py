@@ -24,7 +24,7 @@ import polars as pl
 from ae_models import AutoencoderReducer
 from ae_models.preprocess import NULL, UNSEEN
 
-from .ingest import Partition, even_sample
+from .ingest import Partition, even_sample, resolve_columns
 from .errors import ConfigError
 from .settings import Settings
 
@@ -56,10 +56,16 @@ class Reference:
     categories: dict[str, list[str]]
 
     @classmethod
-    def of(cls, reducer: AutoencoderReducer) -> "Reference":
+    def of(cls, reducer: AutoencoderReducer, settings: Settings | None = None) -> "Reference":
+        """``settings``: expect only the champion's columns the config still names (what a training
+        needs: it fits the config's columns), not every column the champion encodes with."""
         p = reducer.preprocessor_
         spread = {c: s for c, s in zip(p.real, p.column_std) if s > 0}  # a constant column has no drift unit
-        return cls(columns=list(p.columns), mean={c: m for c, m in zip(p.real, p.column_mean) if c in spread},
+        columns = list(p.columns)
+        if settings is not None:
+            d = settings.dataset
+            columns = resolve_columns([*d.real, *d.binary, *d.categorical], columns)[0]
+        return cls(columns=columns, mean={c: m for c, m in zip(p.real, p.column_mean) if c in spread},
                    std=spread, categories={c: [v for v in vocab if v not in (UNSEEN, NULL)]
                                            for c, vocab in p.vocab.items()})
 

@@ -264,3 +264,17 @@ def test_a_window_whose_first_day_lacks_a_column_does_not_narrow_the_model(tmp_p
     s = load_settings(config)
     assert "x_03" in tracking.load_reducer(s, tracking.champion(s)).preprocessor_.columns
     assert published_days(config) == [day(1)]
+
+
+def test_a_config_that_drops_columns_trains_a_model_without_them(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=2, rows=400)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    set_config(config, 'real = ["x_*"]', 'real = ["x_0*", "x_1*"]')  # x_20 .. x_23 no longer used
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--end", day(1)]) == 0
+    assert "reads column(s) ['x_20', 'x_21', 'x_22', 'x_23'] that the config no longer names" in capsys.readouterr().err
+    s = load_settings(config)
+    ref = tracking.champion(s)
+    assert ref.version == 2 and len(tracking.load_reducer(s, ref).preprocessor_.columns) == 28
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0
+    assert published_days(config) == [day(0), day(1)]
