@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import AEConfig, latent_names
+from .hashing import BinaryHasher
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
 from .preprocess import Preprocessor
 from .training import EVAL_BATCH as ENCODE_BATCH
@@ -70,6 +71,9 @@ class AutoencoderReducer:
         the others categorical. Missing values (null, NaN) are allowed in every group.
     anomaly_quantile : float
         ``is_anomaly`` flags rows whose score is above this quantile of the training rows' scores.
+    code_bits : int
+        0, or a multiple of 8: also learn a binary code of that many bits per row (see
+        :mod:`~ae_models.hashing`), for retrieval by Hamming distance (``binary_codes``).
     device : "auto" | "cpu" | "cuda";  precision : "auto" | "fp32" | "bf16"
     seed : int
         Seeds the split, initialisation, batches and noise (the process's global RNG is left alone).
@@ -84,7 +88,7 @@ class AutoencoderReducer:
                  mask_prob: float = AEConfig.mask_prob, beta: float = AEConfig.beta,
                  pca_init: bool = AEConfig.pca_init, scale: str = AUTO,
                  real: Sequence[str] | None = None, binary: Sequence[str] | None = None,
-                 categorical: Sequence[str] | None = None, anomaly_quantile: float = 0.99,
+                 categorical: Sequence[str] | None = None, anomaly_quantile: float = 0.99, code_bits: int = 0,
                  device: str = "auto", precision: str = "auto", seed: int = 0, callback: Callback | None = None):
         self.kind, self.latent_dim, self.activation = kind, latent_dim, activation
         self.hidden = hidden if isinstance(hidden, str) else tuple(hidden)
@@ -94,6 +98,7 @@ class AutoencoderReducer:
         self.pca_init, self.scale = pca_init, scale
         self.real, self.binary, self.categorical = real, binary, categorical
         self.anomaly_quantile, self.device, self.precision, self.seed = anomaly_quantile, device, precision, seed
+        self.code_bits = code_bits
         self.callback = callback
 
     # ----------------------------------------------------------------------------------- fitting
@@ -149,6 +154,8 @@ class AutoencoderReducer:
             raise ValueError(f"epochs={self.epochs} must be at least 1 (or 'auto')")
         if not isinstance(self.batch_size, str) and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be at least 1 (or 'auto')")
+        if self.code_bits < 0 or self.code_bits % 8:
+            raise ValueError(f"code_bits={self.code_bits}: use 0 (no binary code) or a positive multiple of 8")
 
     def _split(self, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_val = int(round(M.shape[0] * self.val_fraction)) if M.shape[0] >= 10 else 0
@@ -199,6 +206,7 @@ class AutoencoderReducer:
         self.train_seconds_, self.train_rows_per_second_ = result.seconds, result.rows_per_second
         self.val_mse_ = self._real_mse(val, self._reconstruct(val)) if len(val) else float("nan")
         self._fit_anomaly_model(train, val)
+        self._fit_latent_stats(train)
 
     @torch.no_grad()
     def _fit_anomaly_model(self, train: torch.Tensor, val: torch.Tensor) -> None:
@@ -230,7 +238,11 @@ class AutoencoderReducer:
         self.threshold_ = float(np.quantile(scores, self.anomaly_quantile)) if len(scores) else float("inf")
         # What score_samples averages on data like the training data: the yardstick for drift.
         self.baseline_error_ = float(scores.mean()) if len(scores) else float("nan")
+
+    def _fit_latent_stats(self, train: torch.Tensor) -> None:
+        """The training rows' latent range (int8 storage's grid) and, with ``code_bits``, the binary code."""
         codes = self._encode(train)
+        self.hasher_ = BinaryHasher.fit(codes, self.code_bits, self.seed) if self.code_bits else None
         lo, hi = (codes.min(0), codes.max(0)) if len(codes) else (np.zeros(self.latent_dim), np.ones(self.latent_dim))
         margin = 0.05 * (hi - lo)
         self.latent_range_ = np.stack([lo - margin, hi + margin]).astype(np.float32)
@@ -337,6 +349,17 @@ class AutoencoderReducer:
         codes, errors, mask = self._codes_and_errors(torch.from_numpy(self.preprocessor_.transform(X)))
         return codes, self._anomaly_scores(codes, errors, mask)
 
+    def binary_codes(self, X: Any) -> np.ndarray:
+        """Rows -> their learned binary codes, packed: (n, code_bits / 8) uint8."""
+        return self.hash_latents(self.transform(X))
+
+    def hash_latents(self, Z: Any) -> np.ndarray:
+        """Latents (n, latent_dim) -> their binary codes, packed: (n, code_bits / 8) uint8."""
+        self._check_fitted()
+        if self.hasher_ is None:
+            raise ValueError("this model has no binary code: fit it with code_bits > 0")
+        return self.hasher_.encode(Z)
+
     def is_anomaly(self, X: Any) -> np.ndarray:
         """Rows whose error exceeds the threshold learned on the training data."""
         return self.score_samples(X) > self.threshold_
@@ -370,7 +393,7 @@ class AutoencoderReducer:
     # -------------------------------------------------------------------------------- persistence
     _PARAMS = ("kind", "latent_dim", "hidden", "activation", "epochs", "batch_size", "lr", "weight_decay",
                "dropout", "patience", "val_fraction", "sparsity", "noise_std", "mask_prob", "beta", "pca_init",
-               "scale", "real", "binary", "categorical", "anomaly_quantile", "device", "precision", "seed")
+               "scale", "real", "binary", "categorical", "anomaly_quantile", "code_bits", "device", "precision", "seed")
     _FITTED = ("threshold_", "baseline_error_", "val_error_", "pca_val_error_", "val_mse_", "pca_val_mse_",
                "history_", "plan_", "best_step_", "steps_", "error_mean_", "code_mean_", "code_precision_")
 
@@ -395,6 +418,7 @@ class AutoencoderReducer:
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"format_version": FORMAT_VERSION, "params": params, "config": self.config_.to_dict(),
                 "preprocessor": self.preprocessor_.to_dict(), "latent_range": self.latent_range_.tolist(),
+                "hasher": self.hasher_.to_dict() if self.hasher_ is not None else None,
                 **{k.rstrip("_"): getattr(self, k) for k in self._FITTED}}
         (path / "reducer.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
         return path
@@ -430,6 +454,7 @@ class AutoencoderReducer:
         for k in cls._FITTED:
             setattr(est, k, meta[k.rstrip("_")])
         est.latent_range_ = np.asarray(meta["latent_range"], np.float32)
+        est.hasher_ = BinaryHasher.from_dict(meta["hasher"]) if meta.get("hasher") else None  # absent before code_bits
         return est
 
 

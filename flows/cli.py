@@ -275,6 +275,29 @@ def cmd_features(args) -> int:
     return EXIT_OK
 
 
+def cmd_neighbours(args) -> int:
+    import polars as pl
+
+    from tasks.retrieval import neighbours
+
+    settings = _settings(args, raw=False, write=False)
+    pairs = [k.split("=", 1) for k in args.key]
+    if len(args.key) == 1 and len(pairs[0]) == 1:
+        key = args.key[0]
+    elif all(len(p) == 2 for p in pairs):
+        key = dict(pairs)
+    else:
+        raise ConfigError(f"--key {' --key '.join(args.key)}: give the value alone (one key column) or column=value "
+                          "for each key column")
+    found = neighbours(settings, key, args.k, _date(args.date), "champion" if args.version is None else args.version,
+                       args.rerank)
+    how = f", the nearest {args.rerank} re-ranked on their latents" if args.rerank else ""
+    print(f"{found.height} nearest row(s) to {' '.join(args.key)} by Hamming distance of their codes{how}:")
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(found)
+    return EXIT_OK
+
+
 def cmd_deploy(args) -> int:
     from deployments.deploy import deploy
 
@@ -387,6 +410,15 @@ def parser() -> argparse.ArgumentParser:
                                       "window with it first, then move the alias")
     pr.add_argument("--version", type=int, required=True)
     pr.add_argument("--end", help="the window's last day (default: the newest raw partition)")
+    nb = add("neighbours", cmd_neighbours, "the rows most similar to one row, by Hamming distance of their binary "
+                                           "codes (needs [features].code_bits)")
+    nb.add_argument("--key", required=True, action="append",
+                    help="the row's key: its value, or column=value for each key column (repeat --key)")
+    nb.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+    nb.add_argument("--date", help="the day searched (default: the newest day of the version)")
+    nb.add_argument("--version", type=int, help="the model version (default: the champion)")
+    nb.add_argument("--rerank", type=int, default=0, metavar="N",
+                    help="re-rank the N nearest by Hamming on their float latents (more of the true neighbours)")
     add("deploy", cmd_deploy, "register the Prefect deployments")
     return p
 
@@ -423,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     for noisy in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command != "features":
+    if args.command not in ("features", "neighbours"):
         _quiet_expected_failures()
     try:
         return args.fn(args)

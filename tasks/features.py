@@ -144,9 +144,14 @@ def duckdb_connection():
 
 
 def __getattr__(name: str) -> Any:
-    """``LatentDataset`` on first use: it needs torch, which the rest of the reader API does not."""
+    """``LatentDataset`` and ``neighbours`` on first use: they need torch and faiss, which the rest of
+    the reader API does not."""
     if name == "LatentDataset":
         from .latent_dataset import LatentDataset
 
         return LatentDataset
+    if name == "neighbours":
+        from .retrieval import neighbours
+
+        return neighbours
     raise AttributeError(f"module 'tasks.features' has no attribute {name!r}")

@@ -23,7 +23,7 @@ def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=No
                               hidden=m.hidden if isinstance(m.hidden, str) else tuple(m.hidden),
                               activation=m.activation, epochs=t.epochs, batch_size=t.batch_size,
                               real=columns["real"], binary=columns["binary"], categorical=columns["categorical"],
-                              device=t.device, seed=t.seed, callback=callback,
+                              code_bits=settings.features.code_bits, device=t.device, seed=t.seed, callback=callback,
                               **{k: v for k, v in optional.items() if v is not None})
 
 

@@ -12,6 +12,9 @@
 With ``float16`` and ``int8`` the anomaly score (``recon_error``, a float32 column) is stored
 rounded to bfloat16 precision (about 3 significant digits; ``is_anomaly`` is decided before the
 rounding): a float32 score would otherwise take as many bytes as all the int8 latents together.
+
+With ``[features].code_bits`` the model version's binary code of each row is stored too, packed in a
+binary ``code`` column of ``code_bits / 8`` bytes (see ``ae_models.hashing``).
 """
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from ae_models.config import LATENT_PREFIX, latent_names
 
 from .settings import Settings
 from .storage import open_storage
 
+CODE = "code"  # the column of the binary codes
 LEVELS = 127  # int8 codes run from -127 to 127 (-128 is left unused, so the grid is symmetric)
 
 
@@ -74,6 +79,26 @@ def store_score(scores: np.ndarray, latent_dtype: str) -> pl.Series:
     if latent_dtype != "float32":
         scores = ((scores.view(np.uint32) + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).view(np.float32)
     return pl.Series(scores, dtype=pl.Float32)
+
+
+def store_code(packed: np.ndarray) -> pl.Series:
+    """Packed codes (n, bytes) uint8 as the binary ``code`` column (no copy through Python objects)."""
+    n, width = packed.shape
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(packed))])
+    return pl.Series(CODE, fixed.cast(pa.large_binary()))
+
+
+def code_matrix(codes: pl.Series) -> np.ndarray:
+    """The ``code`` column back as packed codes (n, bytes) uint8; every row must hold a code."""
+    if codes.null_count():
+        raise ValueError(f"{codes.null_count()} row(s) have no code")
+    if not len(codes):
+        return np.zeros((0, 0), np.uint8)
+    arr = codes.to_arrow()
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    width = len(arr[0].as_py())
+    fixed = arr.cast(pa.binary(width))  # one width for all rows, or an error
+    return np.frombuffer(fixed.buffers()[1], np.uint8, len(fixed) * width, fixed.offset * width).reshape(-1, width)
 
 
 def _sidecar(settings: Settings, model_version: int) -> str:

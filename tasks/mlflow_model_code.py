@@ -12,7 +12,8 @@ from mlflow.pyfunc import PythonModel
 
 class LatentEncoder(PythonModel):
     """predict(raw feature columns) -> what a feature-table row holds: the dataset's key columns when
-    they are sent, latent_0..latent_{k-1}, recon_error (the anomaly score) and is_anomaly, with the
+    they are sent, latent_0..latent_{k-1}, recon_error (the anomaly score), is_anomaly and, for a model
+    trained with code_bits, code (the packed binary code, bytes), with the
     fitted preprocessing applied (nulls where the model allows them; ordinary pandas dtypes)."""
 
     def load_context(self, context):
@@ -29,6 +30,8 @@ class LatentEncoder(PythonModel):
         out[list(self.reducer.get_feature_names_out())] = pd.DataFrame(codes, index=index)
         out["recon_error"] = scores
         out["is_anomaly"] = scores > np.float32(self.reducer.threshold_)
+        if self.reducer.hasher_ is not None:
+            out["code"] = [row.tobytes() for row in self.reducer.hash_latents(codes)]
         return out
 
 

@@ -73,6 +73,10 @@ class FeaturesSettings(_Section):
     table: str = Field("features", pattern=r"^[A-Za-z0-9_-]+$")
     latent_dtype: Literal["float32", "float16", "int8"] = "float32"  # see tasks/latents.py
     retention_hours: int = Field(168, ge=0)  # how long vacuum leaves files of retired versions for readers
+    # 0, or a multiple of 8: each model version also learns a binary code of this many bits per row,
+    # published in the `code` column for retrieval by Hamming distance (tasks/retrieval.py). Takes
+    # effect from the next training.
+    code_bits: int = Field(0, ge=0, multiple_of=8)
 
 
 class MlflowSettings(_Section):

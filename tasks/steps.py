@@ -98,6 +98,11 @@ def encode_sample(settings: Settings, ref: tracking.ModelRef, frame: pl.DataFram
 def publish(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
             lineage: dict[str, str]) -> Published:
     """Encode the day and replace its slice in one commit (``publish_day`` makes it idempotent)."""
+    trained_with = tracking.load_reducer(settings, ref).code_bits
+    if trained_with != settings.features.code_bits:
+        get_run_logger().warning("model version %d was trained with code_bits = %d: [features].code_bits = %d takes "
+                                 "effect from the next training (latentfeed train)", ref.version, trained_with,
+                                 settings.features.code_bits)
     pub = publishing.encode_and_write(settings, ref, part, lineage)
     get_run_logger().info("published %d rows for model version %d, %s -> %s (Delta version %d)",
                           pub.rows, pub.model_version, part.date, pub.table_uri, pub.table_version)

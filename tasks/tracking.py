@@ -372,7 +372,8 @@ def signature(est: AutoencoderReducer, keys: list[str]):
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in [*keys, *est.feature_names_in_]])
     outputs = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
                       *(ColSpec("float", name) for name in est.get_feature_names_out()),
-                      ColSpec("float", "recon_error"), ColSpec("boolean", "is_anomaly")])
+                      ColSpec("float", "recon_error"), ColSpec("boolean", "is_anomaly"),
+                      *([ColSpec("binary", "code")] if est.hasher_ is not None else [])])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

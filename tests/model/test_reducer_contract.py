@@ -152,3 +152,24 @@ def test_a_column_with_no_values_is_refused():
     df = pd.DataFrame({"a": np.arange(50.0), "b": np.full(50, np.nan)})
     with pytest.raises(ValueError, match=r"\['b'\] hold no values"):
         AutoencoderReducer(latent_dim=1, epochs=1).fit(df)
+
+
+def test_binary_codes_are_balanced_keep_neighbours_close_and_survive_save(tmp_path):
+    with pytest.raises(ValueError, match="code_bits=12: use 0 .no binary code. or a positive multiple of 8"):
+        _est("undercomplete", code_bits=12).fit(_data())
+    with pytest.raises(ValueError, match="no binary code: fit it with code_bits > 0"):
+        _est("undercomplete", epochs=1).fit(_data()).binary_codes(_data())
+    X = _data(n=1000)
+    for bits in (8, 64):  # more bits than the 3 latents: random directions; else the principal axes
+        est = AutoencoderReducer(latent_dim=8 if bits == 8 else 3, code_bits=bits, epochs=5).fit(X)
+        codes = est.binary_codes(X)
+        assert codes.shape == (1000, bits // 8) and codes.dtype == np.uint8
+        b = np.unpackbits(codes, axis=1).astype(int)
+        assert np.abs(b.mean(0) - 0.5).max() < 0.05  # each bit splits the rows in half
+        Z = est.transform(X)
+        nearest = np.argsort(((Z[:, None] - Z[None]) ** 2).sum(-1), axis=1)[:, 1]  # nearest other row in latents
+        hamming = lambda i, j: (b[i] != b[j]).sum(1)  # noqa: E731
+        rng = np.random.default_rng(0)
+        assert hamming(np.arange(1000), nearest).mean() < 0.5 * hamming(np.arange(1000), rng.permutation(1000)).mean()
+        est.save(tmp_path / str(bits))
+        np.testing.assert_array_equal(AutoencoderReducer.load(tmp_path / str(bits)).binary_codes(X), codes)
