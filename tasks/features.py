@@ -86,29 +86,50 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
                       else pl.col(at).dt.convert_time_zone("UTC")).dt.cast_time_unit("us")
     else:
         raise ValueError(f"the labels' time column {at!r} is {when}: it must be a date or a datetime")
-    feats = read_features(settings, version=version)
+    number = _champion_version(settings, None) if version == "champion" else int(version)
+    feats = read_features(settings, version=number)
     fschema = feats.collect_schema()
     clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
     if clash:
         raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
-    available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
-    if strict:
-        version_no = feats.select(pl.first("model_version")).collect().item()
-        written = published_slices(settings).filter(pl.col("model_version") == version_no).select(
-            "dt", pl.col("published_at").dt.cast_time_unit("us").alias("__written"))
-        feats = feats.join(written.lazy(), on="dt")
-        available = pl.max_horizontal(available, pl.col("__written"))
-    feats = feats.select(*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), "recon_error",
-                         "is_anomaly", available.alias("__available")).sort("__available")
-    joined = (lab.with_row_index("__row").with_columns(label_time.alias("__at")).sort("__at")
-              .join_asof(feats, left_on="__at", right_on="__available", by=keys, strategy="backward",
-                         tolerance=ttl, check_sortedness=False)
-              .sort("__row").drop("__row", "__at", "__available")).collect(engine="streaming")
+    days = _availability(settings, number, lag, strict)
+    lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
+    seen = days["__available"].search_sorted(lab["__at"], side="right")  # days available at the label's time
+    lab = lab.with_columns(__interval=pl.when(pl.col("__at").is_not_null()).then(seen).otherwise(0).cast(pl.Int64))
+    columns = [*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), "recon_error", "is_anomaly"]
+    # The latest available row of each key, after each day in the order days became available: the
+    # labels of each interval between two availabilities join it. Memory holds the labels, this
+    # state (a row per key) and one day, never the whole table.
+    state = feats.select(columns).head(0).collect().with_columns(__available=pl.lit(None, pl.Datetime("us", "UTC")))
+    waiting = lab.partition_by("__interval", as_dict=True)
+    parts = [waiting.pop((0,)).join(state, on=keys, how="left")] if (0,) in waiting else []
+    for i, (day, available) in enumerate(days.iter_rows(), start=1):
+        rows = feats.filter(pl.col("dt") == day).select(columns).collect().with_columns(
+            __available=pl.lit(available, pl.Datetime("us", "UTC")))
+        state = pl.concat([state.join(rows, on=keys, how="anti"), rows])  # 6x faster than unique(keep="last")
+        if (i,) in waiting:
+            parts.append(waiting.pop((i,)).join(state, on=keys, how="left"))
+    joined = pl.concat(parts).sort("__row") if parts else lab.join(state, on=keys, how="left")
+    if ttl is not None:
+        stale = pl.col("__at") - pl.col("__available") > pl.lit(ttl)
+        joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c)
+                                     for c in joined.columns[lab.width:] if c != "__available")
+    joined = joined.drop("__row", "__at", "__interval", "__available")
     missing = joined["feature_dt"].null_count()
     if missing:
         logging.getLogger(__name__).warning("%d of %d label rows have no features available at their time",
                                             missing, joined.height)
     return joined
+
+
+def _availability(settings: Settings, version: int, lag: dt.timedelta, strict: bool) -> pl.DataFrame:
+    """The version's days (``dt``) and when each became available (``__available``), in that order:
+    the end of ``dt`` plus ``lag``, and with ``strict`` not before its current files were written."""
+    available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
+    if strict:
+        available = pl.max_horizontal(available, pl.col("published_at").dt.cast_time_unit("us"))
+    return (published_slices(settings).filter(pl.col("model_version") == version)
+            .select("dt", available.alias("__available")).sort("__available", "dt"))
 
 
 def _champion_version(settings: Settings, at: dt.datetime | None) -> int:
