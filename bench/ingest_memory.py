@@ -64,6 +64,7 @@ def write_partition(root: Path, rows: int, cols: int, chunk: int = 1_000_000) ->
 def child(root: Path) -> None:
     """The measured process: the same building blocks the nightly flow's tasks call."""
     from ae_models import AutoencoderReducer
+    from tasks.cost import Meter
     from tasks.encode import EncodedBatches
     from tasks.ingest import even_sample, scan_partition
     from tasks.settings import load_settings
@@ -72,19 +73,19 @@ def child(root: Path) -> None:
     from tasks.validation import validate
 
     settings = load_settings(root / "latentfeed.toml")
-    t0 = time.perf_counter()
+    t0, stage = time.perf_counter(), Meter()  # each stage's own peak, beside the whole process's
     part = scan_partition(open_storage(settings.dataset.raw_uri), settings, DATE)
     report = validate(part, settings)
     assert report.success, report.summary()
-    t1 = time.perf_counter()
+    t1, validate_peak = time.perf_counter(), stage.cost().peak_rss_bytes
     sample = even_sample(part.frame.select(part.feature_columns), report.rows, 50_000)
     est = AutoencoderReducer(latent_dim=16, hidden=(64, 32), epochs=2, seed=0).fit(sample)
-    t2 = time.perf_counter()
+    t2, stage = time.perf_counter(), Meter()
     pub = replace_slice(settings, EncodedBatches(est, part.frame, ["id"], 1), 1, DATE, {"bench": "ingest_memory"})
-    t3 = time.perf_counter()
+    t3, publish_peak = time.perf_counter(), stage.cost().peak_rss_bytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"rows": pub.rows, "peak_rss": peak, "validate_s": t1 - t0, "fit_s": t2 - t1,
-                      "encode_publish_s": t3 - t2}))
+                      "encode_publish_s": t3 - t2, "validate_peak": validate_peak, "publish_peak": publish_peak}))
 
 
 def main() -> None:
@@ -98,7 +99,7 @@ def main() -> None:
     print(f"one partition of N rows x {a.cols} float32 columns + int64 id; validate, then encode and publish "
           "in streamed batches; each N in a fresh process")
     print(f"{'rows':>12} {'in memory (baseline)':>21} {'peak RSS':>10} {'ratio':>6} {'validate':>9} "
-          f"{'encode+publish':>15}")
+          f"{'encode+publish':>15}   peak in validate, in encode+publish")
     for rows in a.rows:
         with tempfile.TemporaryDirectory() as tmp:
             write_partition(Path(tmp), rows, a.cols)
@@ -108,7 +109,8 @@ def main() -> None:
             assert r["rows"] == rows
             in_memory = rows * (a.cols * 4 + 8)
             print(f"{rows:>12,} {in_memory / 2**30:>17.2f} GiB {r['peak_rss'] / 2**30:>6.2f} GiB "
-                  f"{r['peak_rss'] / in_memory:>6.2f} {r['validate_s']:>8.1f}s {r['encode_publish_s']:>14.1f}s")
+                  f"{r['peak_rss'] / in_memory:>6.2f} {r['validate_s']:>8.1f}s {r['encode_publish_s']:>14.1f}s   "
+                  f"{r['validate_peak'] / 2**30:.2f} GiB, {r['publish_peak'] / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -130,8 +130,6 @@ def profile(part: Partition, settings: Settings,
     groups = [(c, g) for g in ("keys", "real", "binary", "categorical") for c in part.columns[g]]
     aggs: list[pl.Expr] = [pl.len().alias("__rows")]
     keys = part.columns["keys"]
-    if keys and len(keys) == len(settings.dataset.key_columns):
-        aggs.append((pl.len() - pl.struct(keys).n_unique()).alias("__dup_keys"))
     for c, g in groups:
         dtype, col = schema[c], pl.col(c)
         aggs.append(col.null_count().alias(f"{c}__null"))
@@ -168,9 +166,24 @@ def profile(part: Partition, settings: Settings,
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
                         "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
                         "mean": None, "mean_shift": 0.0, "value_share": 0.0, "extreme": None})
-    table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [row.get("__dup_keys", 0) or 0]})
+    dups = duplicate_keys(part.frame, keys, row["__rows"]) if keys and len(keys) == len(settings.dataset.key_columns) else 0
+    table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [dups]})
     return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64,
                                                    "value_share": pl.Float64, "extreme": pl.Float64}), table
+
+
+KEY_BUCKET_ROWS = 2_000_000  # rows whose keys one pass of the duplicate-key count holds, at most
+
+
+def duplicate_keys(frame: pl.LazyFrame, keys: list[str], rows: int) -> int:
+    """Rows whose key an earlier row already has. Counting them needs a set of the keys; over
+    ``KEY_BUCKET_ROWS`` rows the keys are split by hash into buckets counted one pass each (over the
+    key columns only), so memory does not grow with the partition."""
+    key = pl.struct(keys)
+    buckets = max(1, -(-rows // KEY_BUCKET_ROWS))
+    in_bucket = [pl.lit(True)] if buckets == 1 else [key.hash(seed=0) % buckets == b for b in range(buckets)]
+    return sum(frame.filter(where).select(pl.len() - key.n_unique()).collect(engine="streaming").item()
+               for where in in_bucket)
 
 
 def _spread(c: str, finite_only: bool) -> list[pl.Expr]:

@@ -33,3 +33,17 @@ def test_profile_counts_each_check(tmp_path):
     assert by["b"]["non_binary_count"] == 1
     assert by["c"]["unseen_count"] == 1 and by["c"]["null_excess"] == 1  # nulls are not "unseen"
     assert not by["z_*"]["present"]  # a pattern that matched nothing
+
+
+def test_duplicate_keys_are_counted_alike_in_hash_buckets(monkeypatch):
+    import numpy as np
+
+    from tasks import validation
+
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"shop": rng.integers(0, 30, 5000), "id": rng.integers(0, 300, 5000)}).lazy()
+    expected = 5000 - frame.unique().collect().height
+    assert expected > 100
+    assert validation.duplicate_keys(frame, ["shop", "id"], 5000) == expected  # one bucket
+    monkeypatch.setattr(validation, "KEY_BUCKET_ROWS", 700)  # eight buckets, one pass each
+    assert validation.duplicate_keys(frame, ["shop", "id"], 5000) == expected
