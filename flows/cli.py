@@ -220,7 +220,12 @@ def cmd_backfill(args) -> int:
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print("\noutcomes:\n" + "\n".join(f"{o.date}  {o.status:<8} {o.detail.splitlines()[0]}" for o in out))
+    print("\noutcomes:\n" + "\n".join(f"{o.date}  {o.status:<8} {o.seconds:6.1f} s  {o.detail.splitlines()[0]}"
+                                       for o in out))
+    worked = [o for o in out if o.seconds]
+    print(f"cost: {len(worked)} day(s) of work here, {sum(o.seconds for o in worked):.1f} s of day time ("
+          f"{settings.backfill.concurrency} at once) and {sum(o.cpu_seconds for o in worked):.1f} CPU s; per day "
+          "and per training in MLflow (cost_* metrics), summed by latentfeed features")
     failed = [o for o in out if o.status == "failed"]
     for o in failed:
         print(f"\n{o.date} failed:\n{o.detail}")
@@ -268,10 +273,21 @@ def cmd_features(args) -> int:
         print(line)
     if slices.is_empty():
         print("nothing published")
-    else:
-        for row in slices.iter_rows(named=True):
-            print(f"  model_version={row['model_version']}  dt={row['dt']}  rows={row['rows']}  "
-                  f"bytes={row['bytes']}  files={row['files']}  written={row['published_at']:%Y-%m-%dT%H:%M:%SZ}")
+        return EXIT_OK
+    from tasks.cost import Cost
+
+    costs, trainings = tracking.run_costs(settings)
+    total = Cost(device="")
+    for row in slices.iter_rows(named=True):
+        cost = costs.get((row["model_version"], row["dt"].isoformat()))
+        total = total + cost if cost else total
+        spent = f"  cost={cost.wall_seconds:.1f}s/{cost.cpu_seconds:.1f}cpu-s" if cost else ""
+        print(f"  model_version={row['model_version']}  dt={row['dt']}  rows={row['rows']}  "
+              f"bytes={row['bytes']}  files={row['files']}  written={row['published_at']:%Y-%m-%dT%H:%M:%SZ}{spent}")
+    print(f"cost of publishing these day(s): {total.summary()}" if total.device else
+          "cost: not recorded for these day(s)")
+    if trainings:
+        print(f"cost of the {len(trainings)} training(s): {sum(trainings, Cost(device='')).summary()}")
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Cancelled
 
 from tasks import steps, tracking
+from tasks.cost import Meter
 from tasks.errors import StepFailed
 from tasks.ingest import even_sample
 from tasks.names import FLOWS, artifact_key, deployment_path
@@ -83,6 +84,7 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
     log = get_run_logger()
     settings = as_settings(config)
     day = parse_date(date)
+    meter = Meter()  # what the day costs (a retraining is the training run's cost, not the day's)
     settle_pending(settings)
     ref = tracking.champion(settings)
     reducer = tracking.usable_reducer(settings, ref) if ref else None
@@ -102,9 +104,11 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
         ref = tracking.champion(settings)
         if ref is None or (reducer is None and ref == before):  # the training was not promoted
             raise no_usable_champion(settings, day)
+        meter = None
     # After a promotion the window, this day included, is already published: its record is found.
     health_metrics = {"mean_error": health.mean_error, "anomaly_share": health.anomaly_share} if health else {}
-    pub, _ = steps.publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics)
+    pub, _ = steps.publish_day(settings, ref, part, report, {"refresh_reason": reason or ""}, health_metrics,
+                               meter=meter)
     for _ in range(REPUBLISH_TRIES):  # another run's promotion moved champion meanwhile: publish for it too
         latest = tracking.champion(settings)
         if latest is None or latest.version == ref.version:

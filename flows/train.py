@@ -12,8 +12,10 @@ import datetime as dt
 from prefect import flow, get_run_logger
 
 from ae_models import AutoencoderReducer
+from ae_models.training import resolve_device
 
 from tasks import steps, tracking
+from tasks.cost import Meter
 from tasks.errors import IngestError, StepFailed
 from tasks.ingest import feature_names, window_dates
 from tasks.names import FLOWS
@@ -123,6 +125,7 @@ def _window(settings: Settings, end_date: dt.date, champion: AutoencoderReducer 
 
 def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str, lease: Lease) -> TrainResult:
     log = get_run_logger()
+    meter = Meter(resolve_device(settings.training.device).type)  # reading the window, fitting, judging
     current = tracking.champion(settings)
     serving = tracking.usable_reducer(settings, current) if current else None  # None: this code cannot load it
     if current and serving is None:
@@ -153,12 +156,15 @@ def _train(settings: Settings, end_date: dt.date, warm_start: bool, reason: str,
         metrics["champion_holdout_error"] = champion_error
     log.info("version to register: %s: %s", decision.reason,
              "promote" if decision.promote else "not promoted")
-    tags = {**lineage, "config_hash": settings.config_hash(), "code_version": code_version(),
+    tags = {**lineage, "kind": "train", "config_hash": settings.config_hash(), "code_version": code_version(),
             "window_end": end_date.isoformat(), "refresh_reason": reason, "warm_start": str(warm),
             "days_skipped": ", ".join(window.skipped) or "none"}
     why = f"trained ({reason}): {decision.reason}"
     state = promotion.registered_state(decision, [p.date for p, _ in valid], why)
-    ref = tracking.log_training(settings, est, holdout, tags, metrics, reports, state)
+    cost = meter.cost()
+    log.info("training cost: %s", cost.summary())
+    ref = tracking.log_training(settings, est, holdout, tags | {"cost_device": cost.device},
+                                metrics | cost.metrics(), reports, state)
     log.info("registered %s version %d (run %s)", ref.name, ref.version, ref.run_id)
     if decision.promote:
         steps.promote(settings, ref, valid, lease, log.info, why)

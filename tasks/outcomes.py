@@ -65,3 +65,5 @@ class DayOutcome:
     date: str
     status: str  # done | skipped | failed
     detail: str
+    seconds: float = 0.0  # what the day's work took here: wall ...
+    cpu_seconds: float = 0.0  # ... and CPU time (tasks/cost.py)

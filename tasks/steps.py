@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from ae_models import AutoencoderReducer
 
 from . import encode, fitting, history, ingest, promotion, publishing, quarantine, table, tracking, validation
+from .cost import Meter
 from .errors import IngestError, StepFailed
 from .lease import Lease, publish_lease
 from .limits import training_slot
@@ -133,14 +134,17 @@ def checked_partition(settings: Settings, day: dt.date,
 
 def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
                 report: validation.ValidationReport, tags: dict[str, str] | None = None,
-                metrics: dict[str, float] | None = None, force: bool = False) -> tuple[Published, bool]:
+                metrics: dict[str, float] | None = None, force: bool = False,
+                meter: Meter | None = None) -> tuple[Published, bool]:
     """Publish a validated day with ``ref``, or find it published from the same inputs (``force``
     publishes anew); a new publish then releases the day's quarantine and is recorded as an MLflow run
     with ``tags`` and ``metrics``. The three steps run under the idempotency key's lease, and the key
     is recorded done only once all three succeeded, both on the feature store: a run that failed or
     was killed after the write is redone whole by the next (the same rows replaced), and a concurrent
     run of the same key, on this machine or another, waits and then finds it done. Returns what was
-    published and whether it was found so."""
+    published and whether it was found so. The run records what the day cost (``cost_*`` metrics)
+    from ``meter``'s start (the caller's: ingest and validation included), else from here."""
+    meter = meter or Meter()
     lineage = publishing.lineage(settings, ref, part, report)
     key = lineage["idempotency_key"]
     log = get_run_logger().info
@@ -150,8 +154,10 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
             return done, True
         pub = publish(settings, ref, part, lineage)
         release_quarantine(settings, part.date)
-        log_publish(settings, ref, part.date.isoformat(), report, tags={**lineage, **(tags or {})},
-                    metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {})})
+        cost = meter.cost()
+        log_publish(settings, ref, part.date.isoformat(), report,
+                    tags={**lineage, **(tags or {}), "cost_device": cost.device},
+                    metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {}), **cost.metrics()})
         publishing.record(settings, key, pub)
     return pub, False
 
@@ -249,8 +255,11 @@ def settle_promotions(settings: Settings, lease: Lease, log: Callable[[str], Non
 @task(name="backfill-partition", cache_policy=NO_CACHE)
 def backfill_day(settings: Settings, date: str, ref: tracking.ModelRef, force: bool) -> DayOutcome:
     """One day of a backfill with the given model version: ingest, validate, publish (a failure
-    raises, and the backfill records it as that day's outcome)."""
+    raises, and the backfill records it as that day's outcome, with what the day cost)."""
+    meter = Meter()
     part, report = checked_partition(settings, dt.date.fromisoformat(date), tracking.load_reducer(settings, ref))
-    pub, reused = publish_day(settings, ref, part, report, force=force)
+    pub, reused = publish_day(settings, ref, part, report, force=force, meter=meter)
     how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
-    return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})")
+    cost = meter.cost()
+    return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})", cost.wall_seconds,
+                      cost.cpu_seconds)

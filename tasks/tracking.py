@@ -22,6 +22,7 @@ import polars as pl
 
 from ae_models import AutoencoderReducer
 
+from .cost import Cost
 from .errors import ConfigError, IncompatibleModel, StorageError
 from .settings import Settings
 from .validation import ValidationReport
@@ -289,6 +290,26 @@ def log_publish(settings: Settings, ref: ModelRef, date: str, report: Validation
         _log_metrics(c, run_id, [(0, metrics)])
         _log_validation(c, run_id, date, report)
     return run_id
+
+
+def run_costs(settings: Settings) -> tuple[dict[tuple[int, str], Cost], list[Cost]]:
+    """What the dataset's runs cost (``cost_*`` metrics): the newest publish run of each (model
+    version, day), and every training run."""
+    c = client(settings)
+    published, trainings, token = {}, [], None
+    while True:
+        page = c.search_runs([experiment_id(settings)], "metrics.cost_wall_seconds >= 0", max_results=1000,
+                             order_by=["attributes.start_time ASC"], page_token=token)
+        for run in page:
+            tags, metrics = run.data.tags, run.data.metrics
+            cost = Cost.from_metrics(metrics, tags.get("cost_device", ""))
+            if tags.get("kind") == "train":
+                trainings.append(cost)
+            elif tags.get("kind") == "publish":
+                published[(int(tags["model_version"]), tags["dt"])] = cost
+        token = page.token
+        if not token:
+            return published, trainings
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ import polars as pl
 from prefect.client.orchestration import get_client
 
 from flows.cli import main
+from tasks import tracking
 from tasks.table import published_slices
 from tasks.settings import load_settings
 
@@ -41,6 +42,17 @@ def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys)
     assert f"{day(0)}  skipped" in out and f"{day(2)}  done" in out
     assert f"{day(1)}  failed" in out and "flag_2" in out and "1 of 3 partition(s) failed" in err
     assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+    assert "cost: 1 day(s) of work here" in out  # the day published; the failed and the skipped one cost nothing
+
+    publishes, trainings = tracking.run_costs(s)  # what each run cost, in MLflow
+    assert set(publishes) == {(1, day(0)), (1, day(2))} and len(trainings) == 1
+    for cost in [*publishes.values(), *trainings]:
+        assert cost.wall_seconds > 0 and cost.cpu_seconds > 0 and cost.peak_rss_bytes > 2**27
+        assert cost.gpu_seconds == 0 and cost.device.startswith("cpu (")
+    assert main(["features", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("cost=") == 2 and "cost of publishing these day(s): " in out
+    assert "cost of the 1 training(s): " in out and " GiB on cpu (" in out
 
     assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(1), "--dry-run"]) == 0
     assert f"{day(1)}  run   failed validation last time (report: " in capsys.readouterr().out
@@ -106,5 +118,5 @@ def test_days_a_backfill_publishes_by_promoting_its_own_training_are_done_not_sk
     assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(1)]) == 0
     out = capsys.readouterr().out.split("outcomes:")[1]
     for i in (0, 1):
-        assert f"{day(i)}  done     published with version 1 by this backfill's promotion" in out
+        assert f"{day(i)}  done        0.0 s  published with version 1 by this backfill's promotion" in out
     assert "skipped" not in out
