@@ -19,7 +19,7 @@ from tasks.storage import open_storage
 
 from tests.helpers import make_dataset
 
-LEASE_S = 3
+LEASE_S = 6  # long enough that a loaded machine still sees the killed holder's lease before it runs out
 
 
 @pytest.fixture(params=["local", "s3"])
