@@ -6,9 +6,10 @@ bit splits those rows in half (balanced bits carry the most information). The di
 latents' principal axes while there are at least as many latents as bits, else random Gaussian
 directions (more hyperplanes than dimensions: their Hamming distance tracks the angle between rows).
 
-Measured in ``bench/retrieval.py`` on four real tables: principal axes beat random ones at up to k
-bits, and the ITQ rotation (Gong & Lazebnik, CVPR 2011) that minimises the quantisation error
-retrieved worse or no better than these unrotated projections, so it is not used.
+Measured on real tables (``bench/README.md``, retrieval): the ITQ rotation (Gong & Lazebnik, CVPR
+2011) that minimises the quantisation error retrieved worse than these unrotated projections at
+more bits than latents and no better at up to k (``bench/retrieval.py``), so it is not used; in a
+one-off comparison principal axes beat random ones at up to k bits.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class BinaryHasher:
         mean = Z.mean(0) if len(Z) else np.zeros(Z.shape[1])
         Zc = Z - mean
         k = Z.shape[1]
-        if bits <= k and len(Z) > 1:
+        if bits <= k and len(Z) > bits:  # as many principal axes as bits
             _, _, Vt = np.linalg.svd(Zc, full_matrices=False)
             P = Vt[:bits].T  # the top principal axes: the directions the rows spread along most
         else:

@@ -287,7 +287,7 @@ def cmd_features(args) -> int:
     print(f"cost of publishing these day(s): {total.summary()}" if total.device else
           "cost: not recorded for these day(s)")
     if trainings:
-        print(f"cost of the {len(trainings)} training(s): {sum(trainings, Cost(device='')).summary()}")
+        print(f"cost of all {len(trainings)} training(s) of the dataset: {sum(trainings, Cost(device='')).summary()}")
     return EXIT_OK
 
 
@@ -298,9 +298,10 @@ def cmd_neighbours(args) -> int:
 
     settings = _settings(args, raw=False, write=False)
     pairs = [k.split("=", 1) for k in args.key]
-    if len(args.key) == 1 and len(pairs[0]) == 1:
-        key = args.key[0]
-    elif all(len(p) == 2 for p in pairs):
+    named = all(len(p) == 2 and p[0] in settings.dataset.key_columns for p in pairs)
+    if len(args.key) == 1 and not named:
+        key = args.key[0]  # the value of the one key column (it may hold "=")
+    elif named:
         key = dict(pairs)
     else:
         raise ConfigError(f"--key {' --key '.join(args.key)}: give the value alone (one key column) or column=value "

@@ -84,8 +84,8 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
     log = get_run_logger()
     settings = as_settings(config)
     day = parse_date(date)
+    settle_pending(settings)  # another run's unfinished promotion: not this day's cost
     meter = Meter()  # what the day costs (a retraining is the training run's cost, not the day's)
-    settle_pending(settings)
     ref = tracking.champion(settings)
     reducer = tracking.usable_reducer(settings, ref) if ref else None
     unusable = (f"champion v{ref.version} was saved in a format this version cannot load: a new one is trained"

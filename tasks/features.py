@@ -103,9 +103,14 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     state = feats.select(columns).head(0).collect().with_columns(__available=pl.lit(None, pl.Datetime("us", "UTC")))
     waiting = lab.partition_by("__interval", as_dict=True)
     parts = [waiting.pop((0,)).join(state, on=keys, how="left")] if (0,) in waiting else []
+    # One row per key and day: validation guarantees it for the dataset's keys; else keep the last.
+    unique = keys == list(settings.dataset.key_columns) and settings.validation.level("duplicate_keys") == "error"
     for i, (day, available) in enumerate(days.iter_rows(), start=1):
+        if not waiting:
+            break  # every label has its stretch joined
         rows = feats.filter(pl.col("dt") == day).select(columns).collect().with_columns(
             __available=pl.lit(available, pl.Datetime("us", "UTC")))
+        rows = rows if unique else rows.unique(keys, keep="last", maintain_order=True)
         state = pl.concat([state.join(rows, on=keys, how="anti"), rows])  # 6x faster than unique(keep="last")
         if (i,) in waiting:
             parts.append(waiting.pop((i,)).join(state, on=keys, how="left"))

@@ -52,7 +52,7 @@ def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys)
     assert main(["features", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert out.count("cost=") == 2 and "cost of publishing these day(s): " in out
-    assert "cost of the 1 training(s): " in out and " GiB on cpu (" in out
+    assert "cost of all 1 training(s) of the dataset: " in out and " GiB on cpu (" in out
 
     assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(1), "--dry-run"]) == 0
     assert f"{day(1)}  run   failed validation last time (report: " in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 
 from flows.cli import main
 from tasks import tracking
-from tasks.errors import FeatureVersionError
+from tasks.errors import ConfigError, FeatureVersionError
 from tasks.features import neighbours, read_features
 from tasks.latents import code_matrix, latent_columns
 from tasks.settings import load_settings
@@ -106,8 +106,10 @@ def test_codes_take_effect_from_the_next_training_and_bad_keys_are_named(tmp_pat
     assert "key id='abc' is not a Int64" in capsys.readouterr().err
     assert main(["neighbours", "--config", str(config), "--key", "5", "-k", "5", "--rerank", "5"]) == 2
     assert "rerank=5: re-rank more rows than the k=5 asked for" in capsys.readouterr().err
-    assert main(["neighbours", "--config", str(config), "--key", "shop=3"]) == 2
-    assert "not the dataset's keys ['id']" in capsys.readouterr().err
+    assert main(["neighbours", "--config", str(config), "--key", "shop=3"]) == 2  # not a key column: a value
+    assert "key id='shop=3' is not a Int64" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"the key names \['shop'\] are not the dataset's keys \['id'\]"):
+        neighbours(config, {"shop": 3})
     assert main(["neighbours", "--config", str(config), "--key", "99999999", "--date", day(0)]) == 1
     assert f"no row with key id=99999999 on {day(0)} for model version 2" in capsys.readouterr().err
     assert main(["neighbours", "--config", str(config), "--key", "5", "--version", "1"]) == 1

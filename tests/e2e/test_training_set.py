@@ -10,7 +10,7 @@ from flows.cli import main
 from tasks.errors import FeatureVersionError
 from tasks.features import read_features, training_set
 
-from tests.helpers import START, day, make_dataset, put_on_s3, rewrite_partition
+from tests.helpers import START, day, make_dataset, put_on_s3, rewrite_partition, set_config
 
 DAYS = 3
 UTC = dt.timezone.utc
@@ -72,3 +72,14 @@ def test_each_label_gets_the_latest_day_available_at_its_time(tmp_path, request,
         training_set(labels.with_columns(pl.col("id").cast(pl.String)), config)
     with pytest.raises(ValueError, match="no column"):
         training_set(labels, config, at="when")
+
+
+def test_a_day_with_repeated_keys_gives_each_label_one_row(tmp_path):
+    config = make_dataset(tmp_path, days=1, rows=300)
+    set_config(config, "[mlflow]", '[validation]\nseverity = { duplicate_keys = "off" }\n\n[mlflow]')
+    rewrite_partition(config, 0, lambda f: f.with_columns(pl.col("id") % 100))  # each id three times
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    labels = pl.DataFrame({"id": [1, 2, 3, 4000], "ts": [dt.datetime.combine(START + dt.timedelta(days=2), dt.time())] * 4})
+    out = training_set(labels, config)
+    assert out["id"].to_list() == [1, 2, 3, 4000]  # one row per label, as an as-of join gives
+    assert out["feature_dt"].null_count() == 1
