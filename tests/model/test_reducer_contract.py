@@ -161,7 +161,7 @@ def test_binary_codes_are_balanced_keep_neighbours_close_and_survive_save(tmp_pa
         _est("undercomplete", epochs=1).fit(_data()).binary_codes(_data())
     X = _data(n=1000)
     for bits in (8, 64):  # more bits than the 3 latents: random directions; else the principal axes
-        est = AutoencoderReducer(latent_dim=8 if bits == 8 else 3, code_bits=bits, epochs=5).fit(X)
+        est = AutoencoderReducer(latent_dim=8 if bits == 8 else 3, code_bits=bits).fit(X)  # the defaults
         codes = est.binary_codes(X)
         assert codes.shape == (1000, bits // 8) and codes.dtype == np.uint8
         b = np.unpackbits(codes, axis=1).astype(int)
@@ -173,3 +173,17 @@ def test_binary_codes_are_balanced_keep_neighbours_close_and_survive_save(tmp_pa
         assert hamming(np.arange(1000), nearest).mean() < 0.5 * hamming(np.arange(1000), rng.permutation(1000)).mean()
         est.save(tmp_path / str(bits))
         np.testing.assert_array_equal(AutoencoderReducer.load(tmp_path / str(bits)).binary_codes(X), codes)
+
+
+def test_binary_codes_of_real_data_find_rows_of_the_same_kind():
+    """scikit-learn's digits with the defaults: the nearest other image by Hamming distance of the 64-bit
+    codes shows the same digit for 95 % of the images (chance: 10 %)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    est = AutoencoderReducer(latent_dim=8, code_bits=64).fit(d.data)
+    b = np.unpackbits(est.binary_codes(d.data), axis=1).astype(np.int16)
+    assert np.abs(b.mean(0) - 0.5).max() < 0.05
+    distance = (b[:, None, :] != b[None]).sum(-1)
+    np.fill_diagonal(distance, b.shape[1] + 1)
+    assert (d.target[distance.argmin(1)] == d.target).mean() > 0.85
