@@ -48,7 +48,11 @@ def run_partitions(config: Config, dates: list[str], ref: tracking.ModelRef, for
                    end: str) -> dict[str, DayOutcome]:
     """Every day on this flow's task runner, at most [backfill].concurrency at once; date -> outcome."""
     settings = as_settings(config)
-    futures = {d: steps.backfill_day.submit(settings, d, ref, force) for d in dates}
+    futures = {}
+    for i in range(0, len(dates), steps.VALIDATION_BATCH_DAYS):  # each batch validated in one GE run
+        batch = dates[i:i + steps.VALIDATION_BATCH_DAYS]
+        checked = steps.validate_days.submit(settings, batch, ref)
+        futures |= {d: steps.backfill_day.submit(settings, d, ref, force, checked) for d in batch}
     outcomes = {}
     for d, future in futures.items():
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -18,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from ae_models import AutoencoderReducer
 
 from . import encode, fitting, history, ingest, promotion, publishing, quarantine, table, tracking, validation
-from .cost import Meter
+from .cost import Cost, Meter
 from .errors import IngestError, StepFailed
 from .lease import Lease, publish_lease
 from .limits import training_slot
@@ -53,6 +54,12 @@ def ingest_partition(settings: Settings, date: dt.date) -> ingest.Partition:
     return part
 
 
+def _log_report(report: validation.ValidationReport) -> None:
+    log = get_run_logger()
+    (log.info if report.success and not report.warnings else log.warning if report.success
+     else log.error)("%s", report.summary())
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_partition(settings: Settings, part: ingest.Partition, champion: AutoencoderReducer | None = None,
                        training: bool = False) -> validation.ValidationReport:
@@ -61,10 +68,40 @@ def validate_partition(settings: Settings, part: ingest.Partition, champion: Aut
     the config's columns, while the champion needs all of its own to encode)."""
     reference = validation.Reference.of(champion, settings if training else None) if champion else None
     report = validation.validate(part, settings, reference)
-    log = get_run_logger()
-    (log.info if report.success and not report.warnings else log.warning if report.success
-     else log.error)("%s", report.summary())
+    _log_report(report)
     return report
+
+
+VALIDATION_BATCH_DAYS = 8  # a backfill's days validated in one GE run (see validation.validate_days)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A day validated in a batch: its partition's fingerprint then, its report, its share of the batch's cost."""
+
+    fingerprint: str
+    report: validation.ValidationReport
+    cost: Cost
+
+
+@task(name="validate-days", cache_policy=NO_CACHE, **IO_RETRIES)
+def validate_days(settings: Settings, dates: list[str], ref: tracking.ModelRef) -> dict[str, Checked | str]:
+    """Ingest and validate a batch of a backfill's days against ``ref`` in one GE run: date -> what
+    was checked, or why the day could not be read. Each day is still judged on its own."""
+    meter = Meter()
+    storage, readable, unread = open_storage(settings.dataset.raw_uri), [], {}
+    for date in dates:
+        try:
+            readable.append(ingest.scan_partition(storage, settings, dt.date.fromisoformat(date)))
+        except IngestError as e:
+            unread[date] = str(e)
+    reference = validation.Reference.of(tracking.load_reducer(settings, ref))
+    reports = validation.validate_days(readable, settings, reference) if readable else []
+    for report in reports:
+        _log_report(report)
+    spent = meter.cost()
+    share = replace(spent, wall_seconds=spent.wall_seconds / len(dates), cpu_seconds=spent.cpu_seconds / len(dates))
+    return unread | {p.date.isoformat(): Checked(p.fingerprint, r, share) for p, r in zip(readable, reports)}
 
 
 @task(name="quarantine", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -116,12 +153,14 @@ def log_publish(settings: Settings, ref: tracking.ModelRef, date: str, report: v
     return tracking.log_publish(settings, ref, date, report, tags, metrics)
 
 
-def checked_partition(settings: Settings, day: dt.date,
-                      champion: AutoencoderReducer | None) -> tuple[ingest.Partition, validation.ValidationReport]:
-    """Ingest and validate one day; a failing day is quarantined and raises StepFailed. Keys whose type
+def checked_partition(settings: Settings, day: dt.date, champion: AutoencoderReducer | None,
+                      checked: Checked | None = None) -> tuple[ingest.Partition, validation.ValidationReport]:
+    """Ingest and validate one day (``checked``: a batch's report of it, used while the partition's
+    files are those it judged); a failing day is quarantined and raises StepFailed. Keys whose type
     the feature table does not take (SchemaMismatch) stop the day here, before any training."""
     part = ingest_partition(settings, day)
-    report = validate_partition(settings, part, champion)
+    report = (checked.report if checked is not None and checked.fingerprint == part.fingerprint
+              else validate_partition(settings, part, champion))
     if not report.success:
         kept = quarantine_partition(settings, part, report)
         raise StepFailed(report.summary() + f"\nnothing was published for this partition; report kept at {kept}")
@@ -135,7 +174,7 @@ def checked_partition(settings: Settings, day: dt.date,
 def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
                 report: validation.ValidationReport, tags: dict[str, str] | None = None,
                 metrics: dict[str, float] | None = None, force: bool = False,
-                meter: Meter | None = None) -> tuple[Published, bool]:
+                meter: Meter | None = None, spent: Cost | None = None) -> tuple[Published, bool]:
     """Publish a validated day with ``ref``, or find it published from the same inputs (``force``
     publishes anew); a new publish then releases the day's quarantine and is recorded as an MLflow run
     with ``tags`` and ``metrics``. The three steps run under the idempotency key's lease, and the key
@@ -143,7 +182,8 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
     was killed after the write is redone whole by the next (the same rows replaced), and a concurrent
     run of the same key, on this machine or another, waits and then finds it done. Returns what was
     published and whether it was found so. The run records what the day cost (``cost_*`` metrics)
-    from ``meter``'s start (the caller's: ingest and validation included), else from here."""
+    from ``meter``'s start (the caller's: ingest and validation included), else from here, plus what
+    was ``spent`` on the day before (its share of a batch's validation)."""
     meter = meter or Meter()
     lineage = publishing.lineage(settings, ref, part, report)
     key = lineage["idempotency_key"]
@@ -154,7 +194,7 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
             return done, True
         pub = publish(settings, ref, part, lineage)
         release_quarantine(settings, part.date)
-        cost = meter.cost()
+        cost = meter.cost() + spent if spent else meter.cost()
         log_publish(settings, ref, part.date.isoformat(), report,
                     tags={**lineage, **(tags or {}), "cost_device": cost.device},
                     metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {}), **cost.metrics()})
@@ -253,13 +293,20 @@ def settle_promotions(settings: Settings, lease: Lease, log: Callable[[str], Non
 
 
 @task(name="backfill-partition", cache_policy=NO_CACHE)
-def backfill_day(settings: Settings, date: str, ref: tracking.ModelRef, force: bool) -> DayOutcome:
-    """One day of a backfill with the given model version: ingest, validate, publish (a failure
-    raises, and the backfill records it as that day's outcome, with what the day cost)."""
+def backfill_day(settings: Settings, date: str, ref: tracking.ModelRef, force: bool,
+                 batch: dict[str, Checked | str]) -> DayOutcome:
+    """One day of a backfill with the given model version, validated in ``batch`` (``validate_days``):
+    ingest, publish (a failure raises, and the backfill records it as that day's outcome, with what
+    the day cost, its share of the batch's validation included)."""
     meter = Meter()
-    part, report = checked_partition(settings, dt.date.fromisoformat(date), tracking.load_reducer(settings, ref))
-    pub, reused = publish_day(settings, ref, part, report, force=force, meter=meter)
+    checked = batch.get(date)
+    if isinstance(checked, str):
+        raise IngestError(checked)
+    part, report = checked_partition(settings, dt.date.fromisoformat(date), tracking.load_reducer(settings, ref),
+                                     checked)
+    spent = checked.cost if checked is not None else None
+    pub, reused = publish_day(settings, ref, part, report, force=force, meter=meter, spent=spent)
     how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
-    cost = meter.cost()
+    cost = meter.cost() + spent if spent else meter.cost()
     return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})", cost.wall_seconds,
                       cost.cpu_seconds)

@@ -6,14 +6,16 @@ import json
 import time
 
 import polars as pl
+import pytest
 from prefect.client.orchestration import get_client
 
 from flows.cli import main
-from tasks import tracking
+from tasks import steps, tracking
+from tasks.errors import IngestError, StepFailed
 from tasks.table import published_slices
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset
+from tests.helpers import day, make_dataset, rewrite_partition
 
 
 async def _latest_artifact(key: str) -> dict:
@@ -120,3 +122,24 @@ def test_days_a_backfill_publishes_by_promoting_its_own_training_are_done_not_sk
     for i in (0, 1):
         assert f"{day(i)}  done        0.0 s  published with version 1 by this backfill's promotion" in out
     assert "skipped" not in out
+
+
+def test_a_day_whose_files_changed_after_its_batch_was_validated_is_validated_again(tmp_path):
+    """A backfill validates its days in batches before publishing them: the report used is the one of
+    the files published, never of files that were replaced in between."""
+    config = make_dataset(tmp_path, days=3, rows=500)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    s = load_settings(config)
+    ref = tracking.champion(s)
+    batch = steps.validate_days(s, [day(1), day(2), day(5)], ref)
+    assert batch[day(1)].report.success and batch[day(2)].report.success
+    assert "no" in batch[day(5)] and day(5) in batch[day(5)]  # no such partition: why, for that day only
+    assert 0 < batch[day(1)].cost.wall_seconds < 60
+
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))  # after the batch judged it
+    with pytest.raises(StepFailed, match="flag_2"):
+        steps.backfill_day(s, day(1), ref, False, batch)
+    assert steps.backfill_day(s, day(2), ref, False, batch).status == "done"
+    with pytest.raises(IngestError, match=day(5)):
+        steps.backfill_day(s, day(5), ref, False, batch)
+    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
