@@ -265,12 +265,12 @@ def user_suite(settings: Settings):
 
     Each expectation is built on its own: GE's suite constructor logs and drops invalid ones.
     """
-    import great_expectations as gx
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
     path = settings.validation.suite
     if not path or settings.validation.level("user_suite") == "off":
         return None
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
     try:
         with open(path) as f:
             spec = json.load(f)
