@@ -1,9 +1,10 @@
 """Every partition in a date range: plan first, skip what the champion already published, go on past failures."""
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import allow_failure, flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import steps, tracking
@@ -46,13 +47,21 @@ def task_runner(settings: Settings):
 @flow(name=FLOWS["partitions"], flow_run_name=run_name("partitions"))
 def run_partitions(config: Config, dates: list[str], ref: tracking.ModelRef, force: bool,
                    end: str) -> dict[str, DayOutcome]:
-    """Every day on this flow's task runner, at most [backfill].concurrency at once; date -> outcome."""
+    """Every day on this flow's task runner, at most [backfill].concurrency at once, each batch of
+    ``VALIDATION_BATCH_DAYS`` days validated first in one task; date -> outcome."""
     settings = as_settings(config)
+    size = steps.VALIDATION_BATCH_DAYS
+    batches = [dates[i:i + size] for i in range(0, len(dates), size)]
+    checks: list[PrefectFuture | None] = [None] * len(batches)
     futures = {}
-    for i in range(0, len(dates), steps.VALIDATION_BATCH_DAYS):  # each batch validated in one GE run
-        batch = dates[i:i + steps.VALIDATION_BATCH_DAYS]
-        checked = steps.validate_days.submit(settings, batch, ref)
-        futures |= {d: steps.backfill_day.submit(settings, d, ref, force, checked) for d in batch}
+    for k, batch in enumerate(batches):
+        # Each batch's validation is queued before its days (the pool runs tasks in order, and a day
+        # waits for its batch: the other way round could hold every worker waiting), and the next
+        # batch's before this one's days, so it runs beside them.
+        for j in (k, k + 1):
+            if j < len(batches) and checks[j] is None:
+                checks[j] = steps.validate_days.submit(settings, batches[j], ref)
+        futures |= {d: steps.backfill_day.submit(settings, d, ref, force, allow_failure(checks[k])) for d in batch}
     outcomes = {}
     for d, future in futures.items():
         try:

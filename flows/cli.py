@@ -64,10 +64,12 @@ def _settings(args, raw: bool = True, features: bool = True, write: bool = True)
     from tasks.settings import load_settings
     from tasks.validation import user_suite
 
+    global _early_api
     settings = load_settings(args.config)
     user_suite(settings)
     preflight.check_mlflow(settings)
     preflight.check_stores(settings, raw, features, write)
+    _early_api = _start_temporary_api_early(args)
     return settings
 
 
@@ -108,14 +110,14 @@ def _temporary_api_dies_with_us() -> None:
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-_FLOW_COMMANDS = ("run", "train", "promote", "backfill", "demo")
+_FLOW_COMMANDS = ("run", "train", "promote", "backfill")
 _early_api: Future | None = None  # the temporary API, starting while the command reads its inputs
 
 
 def _start_temporary_api_early(args) -> Future | None:
-    """Start the temporary local API (when no server is configured) in the background as the command
-    starts: its process takes ~8 s to come up, which now overlaps our own imports, config checks and
-    plan (~12 s) on the other core instead of following them. Not for a dry run, which runs no flow."""
+    """Start the temporary local API (when no server is configured) in the background once the config
+    passed its checks: its process takes ~8 s to come up, which now overlaps the rest of our imports
+    and checks and the plan on the other core instead of following them. Not for a dry run."""
     if args.command not in _FLOW_COMMANDS or getattr(args, "dry_run", False):
         return None
     import prefect.server.api.server  # noqa: F401  imported here, not in the thread, where our own imports would slow it
@@ -125,7 +127,7 @@ def _start_temporary_api_early(args) -> Future | None:
         try:
             _temporary_api_dies_with_us()
             started.set_result(None)
-        except BaseException as e:  # handed to the flow's start, which reports it as its own failure
+        except BaseException as e:  # raised where the flow is started, as a start there would raise it
             started.set_exception(e)
 
     threading.Thread(target=start, name="latentfeed-temporary-api", daemon=True).start()
@@ -504,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in ("features", "neighbours"):
         _quiet_expected_failures()
     global _early_api
-    _early_api = _start_temporary_api_early(args)
+    _early_api = None  # started by _settings, for a command that runs a flow
     try:
         return args.fn(args)
     except ConfigError as e:

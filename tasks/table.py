@@ -24,6 +24,10 @@ from .storage import open_storage
 
 PARTITION_BY = ["model_version", "dt"]
 ZSTD_LEVEL = 3  # higher levels shrink latents by a few percent at several times the write time
+# The Delta writer holds a file in memory until it reaches this size. With deltalake's default
+# (100 MiB) a day's peak grew with its rows: 1.75 GiB at 1M rows, 2.08 GiB at 10M (bench/ingest_memory.py);
+# with 32 MiB, 1.81 and 1.88 GiB. Big days are written as more, smaller files (Delta's OPTIMIZE compacts them).
+TARGET_FILE_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -122,7 +126,7 @@ def replace_slice(settings: Settings, rows: Iterable[pl.DataFrame], model_versio
     predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
     write_deltalake(uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
                     predicate=predicate, partition_by=PARTITION_BY, storage_options=opts, schema_mode="merge",
-                    writer_properties=writer_properties(schema),
+                    target_file_size=TARGET_FILE_BYTES, writer_properties=writer_properties(schema),
                     commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
     table = DeltaTable(uri, storage_options=opts)
     return Published(uri, model_version, date, counts["rows"], counts["anomalies"],

@@ -25,7 +25,7 @@ from ae_models import AutoencoderReducer
 from ae_models.preprocess import NULL, UNSEEN
 
 from .ingest import Partition, even_sample, resolve_columns
-from .errors import ConfigError
+from .errors import ConfigError, IngestError
 from .settings import Settings
 
 # check name (as in [validation.severity]) -> (profile column, what it checks)
@@ -95,6 +95,8 @@ class ValidationReport:
     docs: dict[str, str] = field(default_factory=dict, repr=False)  # GE Data Docs page (HTML) by suite
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     rows: int = 0
+    # the partitions (dates) GE's ``result`` covers, validated together; ``success`` and the failures are this one's
+    batch: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         head = f"validation {'passed' if self.success else 'FAILED'} for {self.partition} ({self.rows} rows)"
@@ -103,7 +105,7 @@ class ValidationReport:
 
     def to_json(self) -> str:
         return json.dumps({"id": self.id, "partition": self.partition, "success": self.success,
-                           "rows": self.rows, "failures": [vars(f) for f in self.failures],
+                           "rows": self.rows, "batch": self.batch, "failures": [vars(f) for f in self.failures],
                            "warnings": [vars(w) for w in self.warnings], "notes": self.notes,
                            "great_expectations": self.result}, indent=1, default=str)
 
@@ -143,7 +145,10 @@ def profile(part: Partition, settings: Settings,
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
         if reference and g == "categorical" and c in reference.categories:
             aggs.append((~col.cast(pl.String).is_in(reference.categories[c])).sum().alias(f"{c}__unseen"))
-    row = part.frame.select(aggs).collect(engine="streaming").row(0, named=True)
+    try:
+        row = part.frame.select(aggs).collect(engine="streaming").row(0, named=True)
+    except pl.exceptions.ComputeError as e:  # a file whose schema reads but whose data does not (corrupt pages)
+        raise IngestError(f"raw partition {part.uri} cannot be read: {e}") from None
     shares = _value_shares(part.frame, row, [c for c, g in groups if g == "real" and schema[c].is_numeric()],
                            settings.validation.max_value_share)
     records = []
@@ -322,6 +327,18 @@ def _render(result) -> str:
     return _page_view().render(ValidationResultsPageRenderer().render(result))
 
 
+def _raised(result) -> str:
+    """Why GE could not evaluate an expectation at all ("" when it could): a failure for every day of
+    the batch, since no row of the profile says which."""
+    info = result.exception_info or {}
+    for item in [info] if "raised_exception" in info else info.values():  # one, or one per metric
+        item = item.to_json_dict() if hasattr(item, "to_json_dict") else item
+        if isinstance(item, dict) and item.get("raised_exception"):
+            why = str(item.get("exception_message") or "").splitlines()
+            return "Great Expectations could not evaluate it" + (f": {why[0]}" if why else "")
+    return ""
+
+
 def _column_findings(results, by_column: dict[str, dict], part: Partition, label: str,
                      reference: Reference | None) -> list[tuple[str, Failure]]:
     """(GE severity, failure) for each column of partition ``label`` a failed profile expectation names."""
@@ -332,6 +349,9 @@ def _column_findings(results, by_column: dict[str, dict], part: Partition, label
             continue
         check = r.expectation_config.meta["check"]
         metric, what = _COLUMN_CHECKS[check]
+        if failed := _raised(r):
+            out.append((r.expectation_config.severity, Failure(r.expectation_config.type, f"{what}: {failed}",
+                                                                "(all columns)", None)))
         for idx in r.result.get("unexpected_index_list") or []:
             if idx["partition"] != label:
                 continue
@@ -361,10 +381,15 @@ def _table_findings(results, table_row: dict[str, Any], part: Partition, label: 
     out = []
     keys = part.columns["keys"]
     for r in results:
-        if r.success or not any(idx["partition"] == label for idx in r.result.get("unexpected_index_list") or []):
+        failed = _raised(r)
+        if r.success or not (failed or any(idx["partition"] == label for idx in r.result.get("unexpected_index_list") or [])):
             continue
         metric = r.expectation_config.kwargs["column"]
         what = f"at least {max(settings.dataset.min_rows, 1)} rows" if metric == "rows" else f"unique keys {keys}"
+        if failed:
+            out.append((r.expectation_config.severity, Failure(r.expectation_config.type, f"{what}: {failed}",
+                                                                "(table)", None)))
+            continue
         examples = []
         if metric == "duplicate_keys":
             examples = part.frame.group_by(keys).len().filter(pl.col("len") > 1).head(3).collect().rows(named=True)
@@ -442,5 +467,5 @@ def validate_days(parts: list[Partition], settings: Settings,
         failures = [f for sev, f in findings if sev == "critical"]
         reports.append(ValidationReport(partition=part.uri, success=not failures, failures=failures,
                                         warnings=[f for sev, f in findings if sev != "critical"], notes=notes,
-                                        result=result, docs=docs, rows=n))
+                                        result=result, docs=docs, rows=n, batch=labels))
     return reports

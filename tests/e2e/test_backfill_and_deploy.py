@@ -1,7 +1,8 @@
-"""Backfill over a range with one bad day, and deployment registration against the Prefect API."""
+"""Backfill over a range with bad days (validated in batches), and deployment registration against the Prefect API."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 
@@ -12,6 +13,9 @@ from prefect.client.orchestration import get_client
 from flows.cli import main
 from tasks import steps, tracking
 from tasks.errors import IngestError, StepFailed
+from tasks.ingest import scan_partition
+from tasks.storage import open_storage
+from tasks.validation import validate, validate_days
 from tasks.table import published_slices
 from tasks.settings import load_settings
 
@@ -143,3 +147,35 @@ def test_a_day_whose_files_changed_after_its_batch_was_validated_is_validated_ag
     with pytest.raises(IngestError, match=day(5)):
         steps.backfill_day(s, day(5), ref, False, batch)
     assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+
+
+def test_a_corrupt_file_fails_its_own_day_not_the_days_validated_with_it(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=3, rows=500)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    s = load_settings(config)
+    path = f"{s.dataset.raw_uri}/dt={day(1)}/part-0.parquet"
+    data = bytearray(open(path, "rb").read())
+    data[40:len(data) // 2] = bytes((b * 7 + 13) % 256 for b in data[40:len(data) // 2])  # pages, not the footer
+    with open(path, "wb") as f:
+        f.write(data)
+    capsys.readouterr()
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(2)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{day(2)}  done" in out and "1 of 2 partition(s) failed" in err
+    assert f"{day(1)}  failed" in out and f"raw partition {s.dataset.raw_uri}/dt={day(1)} cannot be read" in out
+    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+
+
+def test_one_bad_day_leaves_the_reports_of_the_days_validated_with_it_clean(tmp_path):
+    config = make_dataset(tmp_path, days=3, rows=500)
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))
+    s = load_settings(config)
+    parts = [scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(i))) for i in range(3)]
+    reports = validate_days(parts, s)
+    assert [r.success for r in reports] == [True, False, True]
+    assert not reports[0].failures and not reports[2].failures and not reports[0].warnings
+    assert [f.column for f in reports[1].failures] == ["flag_2"] and reports[1].failures[0].count == 500
+    assert all(r.batch == [day(0), day(1), day(2)] for r in reports)
+    alone = validate(parts[1], s)
+    assert [(f.column, f.count, f.check) for f in alone.failures] == [
+        (f.column, f.count, f.check) for f in reports[1].failures] and alone.batch == [day(1)]
