@@ -116,8 +116,9 @@ _early_api: Future | None = None  # the temporary API, starting while the comman
 
 def _start_temporary_api_early(args) -> Future | None:
     """Start the temporary local API (when no server is configured) in the background once the config
-    passed its checks: its process takes ~8 s to come up, which now overlaps the rest of our imports
-    and checks and the plan on the other core instead of following them. Not for a dry run."""
+    passed its checks: its process takes ~8 s to come up, which now overlaps our flow's imports, the
+    champion lookups and the plan on the other core instead of following them (the commands import
+    their flows after ``_settings`` for this). Not for a dry run."""
     if args.command not in _FLOW_COMMANDS or getattr(args, "dry_run", False):
         return None
     import prefect.server.api.server  # noqa: F401  imported here, not in the thread, where our own imports would slow it
@@ -153,9 +154,9 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
 
 
 def cmd_run(args) -> int:
+    settings = _settings(args)  # refuse a bad config before starting Prefect; our heavy imports follow
     from .nightly import nightly_flow
 
-    settings = _settings(args)  # refuse a bad config before starting Prefect
     date = _date(args.date)
     _check_model_fits_columns(settings, date)
     ok, out = _run_flow(nightly_flow, config=settings, date=date)
@@ -167,9 +168,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
+    settings = _settings(args)
     from .train import train_flow
 
-    settings = _settings(args)
     end = _date(args.end, "end")
     _check_model_fits_columns(settings, end)
     ok, out = _run_flow(train_flow, config=settings, end=end)
@@ -185,11 +186,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    settings = _settings(args)
     from tasks import tracking
 
     from .promote import promote_flow
 
-    settings = _settings(args)
     tracking.model_version(settings, args.version)  # an unknown version is bad usage: exit 2, before Prefect
     ok, out = _run_flow(promote_flow, config=settings, version=args.version, end=_date(args.end, "end"))
     if not ok:
@@ -225,12 +226,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_backfill(args) -> int:
+    settings = _settings(args, write=not args.dry_run)
     from tasks import tracking
     from tasks.backfill_plan import plan_backfill
 
     from .backfill import backfill_flow, dask_runner_class
 
-    settings = _settings(args, write=not args.dry_run)
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
     start, end = _date(args.start, "start"), _date(args.end, "end")

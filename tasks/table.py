@@ -25,8 +25,8 @@ from .storage import open_storage
 PARTITION_BY = ["model_version", "dt"]
 ZSTD_LEVEL = 3  # higher levels shrink latents by a few percent at several times the write time
 # The Delta writer holds a file in memory until it reaches this size. With deltalake's default
-# (100 MiB) a day's peak grew with its rows: 1.75 GiB at 1M rows, 2.08 GiB at 10M (bench/ingest_memory.py);
-# with 32 MiB, 1.81 and 1.88 GiB. Big days are written as more, smaller files (Delta's OPTIMIZE compacts them).
+# (100 MiB) a day's peak grew with its rows: +0.33 GiB from 1M to 10M (bench/ingest_memory.py); with
+# 32 MiB, +0.07 and +0.10 GiB in two runs. Big days are written as more, smaller files.
 TARGET_FILE_BYTES = 32 * 2**20
 
 
