@@ -122,6 +122,9 @@ def _start_temporary_api_early(args) -> Future | None:
     if args.command not in _FLOW_COMMANDS or getattr(args, "dry_run", False):
         return None
     import prefect.server.api.server  # noqa: F401  imported here, not in the thread, where our own imports would slow it
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # before the flow would set it up: "Starting temporary server on <url>" is logged
     started: Future = Future()
 
     def start() -> None:
@@ -191,7 +194,7 @@ def cmd_promote(args) -> int:
 
     from .promote import promote_flow
 
-    tracking.model_version(settings, args.version)  # an unknown version is bad usage: exit 2, before Prefect
+    tracking.model_version(settings, args.version)  # an unknown version is bad usage: exit 2, before any flow
     ok, out = _run_flow(promote_flow, config=settings, version=args.version, end=_date(args.end, "end"))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)

@@ -101,7 +101,7 @@ def validate_days(settings: Settings, dates: list[str], ref: tracking.ModelRef) 
                 unread[date] = str(e)
         reference = validation.Reference.of(tracking.load_reducer(settings, ref))
         reports = validation.validate_days(readable, settings, reference) if readable else []
-    except Exception as e:
+    except (Exception, pl.exceptions.PanicException) as e:  # polars' panic (a corrupt page) is a BaseException
         get_run_logger().warning("validating %s .. %s in one batch failed (%s: %s): each day is validated on its own",
                                  dates[0], dates[-1], type(e).__name__, e)
         return unread
@@ -307,7 +307,7 @@ def backfill_day(settings: Settings, date: str, ref: tracking.ModelRef, force: b
     ingest, publish (a failure raises, and the backfill records it as that day's outcome, with what
     the day cost, its share of the batch's validation included)."""
     meter = Meter()
-    checked = batch.get(date) if isinstance(batch, dict) else None  # else the batch's task crashed: validate here
+    checked = batch.get(date) if isinstance(batch, dict) else None  # else the batch's task failed: validate here
     if isinstance(checked, str):
         raise IngestError(checked)
     part, report = checked_partition(settings, dt.date.fromisoformat(date), tracking.load_reducer(settings, ref),

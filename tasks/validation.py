@@ -147,7 +147,7 @@ def profile(part: Partition, settings: Settings,
             aggs.append((~col.cast(pl.String).is_in(reference.categories[c])).sum().alias(f"{c}__unseen"))
     try:
         row = part.frame.select(aggs).collect(engine="streaming").row(0, named=True)
-    except pl.exceptions.ComputeError as e:  # a file whose schema reads but whose data does not (corrupt pages)
+    except (pl.exceptions.ComputeError, pl.exceptions.PanicException) as e:  # a schema that reads, data that does not
         raise IngestError(f"raw partition {part.uri} cannot be read: {e}") from None
     shares = _value_shares(part.frame, row, [c for c, g in groups if g == "real" and schema[c].is_numeric()],
                            settings.validation.max_value_share)
