@@ -4,7 +4,6 @@ from __future__ import annotations
 from prefect import allow_failure, flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import steps, tracking
@@ -52,15 +51,14 @@ def run_partitions(config: Config, dates: list[str], ref: tracking.ModelRef, for
     settings = as_settings(config)
     size = steps.VALIDATION_BATCH_DAYS
     batches = [dates[i:i + size] for i in range(0, len(dates), size)]
-    checks: list[PrefectFuture | None] = [None] * len(batches)
+    # Each batch's validation is queued before its days (the pool runs tasks in order, and a day waits
+    # for its batch: the other way round could hold every worker waiting), and the next batch's before
+    # this one's days, so it runs beside them.
+    checks = [steps.validate_days.submit(settings, batches[0], ref)] if batches else []
     futures = {}
     for k, batch in enumerate(batches):
-        # Each batch's validation is queued before its days (the pool runs tasks in order, and a day
-        # waits for its batch: the other way round could hold every worker waiting), and the next
-        # batch's before this one's days, so it runs beside them.
-        for j in (k, k + 1):
-            if j < len(batches) and checks[j] is None:
-                checks[j] = steps.validate_days.submit(settings, batches[j], ref)
+        if k + 1 < len(batches):
+            checks.append(steps.validate_days.submit(settings, batches[k + 1], ref))
         futures |= {d: steps.backfill_day.submit(settings, d, ref, force, allow_failure(checks[k])) for d in batch}
     outcomes = {}
     for d, future in futures.items():

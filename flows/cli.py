@@ -59,7 +59,8 @@ def _settings(args, raw: bool = True, features: bool = True, write: bool = True)
     """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
     a bad one stops us before any work, and so does an MLflow server or an object store (the raw data's
     when ``raw``, the feature table's when ``features``) that does not answer, or a feature folder the
-    command would write (``write``) that cannot be written."""
+    command would write (``write``) that cannot be written. Once the config passed, a flow command
+    also starts Prefect's temporary API in the background (``_start_temporary_api_early``)."""
     from tasks import preflight
     from tasks.settings import load_settings
     from tasks.validation import user_suite

@@ -53,19 +53,21 @@ class Cost:
 
 
 class Meter:
-    """Started at a step's beginning; ``cost()`` is what the step has cost so far."""
+    """Started at a step's beginning; ``cost()`` is what the step has cost so far, plus ``prior``: what
+    was spent on it elsewhere before (a backfill day's share of its batch's validation)."""
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
+    def __init__(self, device: str = "cpu", prior: Cost | None = None):
+        self.device, self.prior = device, prior
         _reset_peaks(device)
         self._wall, self._cpu = time.perf_counter(), _cpu_seconds()
 
     def cost(self) -> Cost:
         wall = time.perf_counter() - self._wall
         gpu = self.device.startswith("cuda")
-        return Cost(wall_seconds=wall, cpu_seconds=_cpu_seconds() - self._cpu, gpu_seconds=wall if gpu else 0.0,
-                    peak_rss_bytes=_peak_rss(), gpu_peak_bytes=_gpu_peak() if gpu else 0,
-                    device=_device_name(self.device))
+        own = Cost(wall_seconds=wall, cpu_seconds=_cpu_seconds() - self._cpu, gpu_seconds=wall if gpu else 0.0,
+                   peak_rss_bytes=_peak_rss(), gpu_peak_bytes=_gpu_peak() if gpu else 0,
+                   device=_device_name(self.device))
+        return own + self.prior if self.prior is not None else own
 
 
 def _cpu_seconds() -> float:

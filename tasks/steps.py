@@ -182,7 +182,7 @@ def checked_partition(settings: Settings, day: dt.date, champion: AutoencoderRed
 def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partition,
                 report: validation.ValidationReport, tags: dict[str, str] | None = None,
                 metrics: dict[str, float] | None = None, force: bool = False,
-                meter: Meter | None = None, spent: Cost | None = None) -> tuple[Published, bool]:
+                meter: Meter | None = None) -> tuple[Published, bool]:
     """Publish a validated day with ``ref``, or find it published from the same inputs (``force``
     publishes anew); a new publish then releases the day's quarantine and is recorded as an MLflow run
     with ``tags`` and ``metrics``. The three steps run under the idempotency key's lease, and the key
@@ -190,8 +190,7 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
     was killed after the write is redone whole by the next (the same rows replaced), and a concurrent
     run of the same key, on this machine or another, waits and then finds it done. Returns what was
     published and whether it was found so. The run records what the day cost (``cost_*`` metrics)
-    from ``meter``'s start (the caller's: ingest and validation included), else from here, plus what
-    was ``spent`` on the day before (its share of a batch's validation)."""
+    by ``meter`` (the caller's: ingest and validation included), else from here."""
     meter = meter or Meter()
     lineage = publishing.lineage(settings, ref, part, report)
     key = lineage["idempotency_key"]
@@ -202,7 +201,7 @@ def publish_day(settings: Settings, ref: tracking.ModelRef, part: ingest.Partiti
             return done, True
         pub = publish(settings, ref, part, lineage)
         release_quarantine(settings, part.date)
-        cost = meter.cost() + spent if spent else meter.cost()
+        cost = meter.cost()
         log_publish(settings, ref, part.date.isoformat(), report,
                     tags={**lineage, **(tags or {}), "cost_device": cost.device},
                     metrics={**publishing.publish_metrics(part, report, pub), **(metrics or {}), **cost.metrics()})
@@ -306,15 +305,14 @@ def backfill_day(settings: Settings, date: str, ref: tracking.ModelRef, force: b
     """One day of a backfill with the given model version, validated in ``batch`` (``validate_days``):
     ingest, publish (a failure raises, and the backfill records it as that day's outcome, with what
     the day cost, its share of the batch's validation included)."""
-    meter = Meter()
     checked = batch.get(date) if isinstance(batch, dict) else None  # else the batch's task failed: validate here
     if isinstance(checked, str):
         raise IngestError(checked)
+    meter = Meter(prior=checked.cost if checked is not None else None)
     part, report = checked_partition(settings, dt.date.fromisoformat(date), tracking.load_reducer(settings, ref),
                                      checked)
-    spent = checked.cost if checked is not None else None
-    pub, reused = publish_day(settings, ref, part, report, force=force, meter=meter, spent=spent)
+    pub, reused = publish_day(settings, ref, part, report, force=force, meter=meter)
     how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
-    cost = meter.cost() + spent if spent else meter.cost()
+    cost = meter.cost()
     return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})", cost.wall_seconds,
                       cost.cpu_seconds)
