@@ -86,17 +86,28 @@ def pca_errors(est: AutoencoderReducer, train: pl.DataFrame, test: pl.DataFrame)
 
 
 def tuned_ratio(groups: dict, k: int, train: pl.DataFrame, test: pl.DataFrame, default: AutoencoderReducer,
-                default_errors: list[float]) -> float:
-    """The defaults' median test error over that of the grid configuration a tuner would pick (the best
-    validation error among batch x0.5/x1/x2, learning rate 1e-3/3e-3/1e-2, patience 30, no pass cap)."""
+                default_errors: list[float]) -> tuple[float, float, str]:
+    """The defaults' median test error (seeds 0-2) over two yardsticks of the grid configuration a tuner
+    would pick (the best validation error among batch x0.5/x1/x2, learning rate 1e-3/3e-3/1e-2,
+    patience 30, no pass cap; each fitted with seed 0): its picked run's test error, and its median
+    test error over seeds 0-2. The first is the best of ten seed-0 draws against a median of three,
+    so seed luck counts for the grid; the second takes the same luck out of both sides. Also returns
+    the picked configuration ("defaults" when it was the defaults)."""
     b = default.plan_["batch_size"]
-    picked = (default.val_error_, default_errors[0])
+    picked: tuple[float, float, dict | None] = (default.val_error_, default_errors[0], None)
     for batch in (max(16, b // 2), b, 2 * b):
         for lr in (1e-3, 3e-3, 1e-2):
-            est = AutoencoderReducer(latent_dim=k, **groups, batch_size=batch, lr=lr, patience=30,
-                                     epochs=10**6).fit(train)
-            picked = min(picked, (est.val_error_, float(est.reconstruction_error(test).mean())))
-    return float(np.median(default_errors)) / picked[1]
+            setting = dict(batch_size=batch, lr=lr, patience=30, epochs=10**6)
+            est = AutoencoderReducer(latent_dim=k, **groups, **setting).fit(train)
+            picked = min(picked, (est.val_error_, float(est.reconstruction_error(test).mean()), setting),
+                         key=lambda p: p[0])
+    _, run_error, setting = picked
+    median = float(np.median(default_errors))
+    if setting is None:  # the defaults were the pick
+        return median / run_error, 1.0, "defaults"
+    errors = [run_error] + [float(AutoencoderReducer(latent_dim=k, seed=s, **groups, **setting).fit(train)
+                                  .reconstruction_error(test).mean()) for s in (1, 2)]
+    return median / run_error, median / float(np.median(errors)), f"batch {setting['batch_size']}, lr {setting['lr']:g}"
 
 
 def reconstruction(ds: rd.Dataset, k: int, tune: bool) -> dict:
@@ -190,7 +201,7 @@ def main() -> None:
     print("== reconstruction, held-out 20 %: AE (defaults) vs PCA at the same size")
     print(f"{'data':14} {'rows':>7} {'r/b/c':>8} {'k':>3} {'unit':>13} {'AE mse':>10} {'PCA mse':>10} {'ratio':>6} "
           f"{'AE err':>8} {'PCA err':>8} {'ratio':>6} {'fit s':>6} {'steps':>6} {'batch':>5}  hidden"
-          + ("  default/tuned" if a.tune else ""))
+          + ("  default/tuned (run, seeds)" if a.tune else ""))
     for name in rd.names("representation"):
         if a.only and name not in a.only:
             continue
@@ -200,7 +211,8 @@ def main() -> None:
                else f"{'-':>10} {'-':>10} {'-':>6}")
         print(f"{name:14} {r['rows']:7d} {r['cols']:>8} {r['k']:3d} {r['unit']:>13} {mse} {r['ae_err']:8.4f} "
               f"{r['pca_err']:8.4f} {r['ae_err'] / r['pca_err']:6.3f} {r['fit_s']:6.1f} {r['steps']:6d} "
-              f"{r['batch']:5d}  {r['hidden']}" + (f"  {r.get('tuned_ratio', float('nan')):.3f}" if a.tune else ""),
+              f"{r['batch']:5d}  {r['hidden']}" + ("  {:.3f} {:.3f} ({})".format(*r.get('tuned_ratio', (float('nan'), float('nan'), '-')))
+                                                   if a.tune else ""),
               flush=True)
     print("\n== anomaly ranking (AUROC), fitted unsupervised on all rows")
     print(f"{'data':24} {'rows':>6} {'anom':>5} {'k':>3} {'AE score':>8} {'recon':>6} {'PCA res':>7} {'iForest':>7} "

@@ -112,3 +112,25 @@ def test_a_rare_value_in_a_column_that_otherwise_never_varies_is_its_signal_not_
     assert quiet.success, quiet.summary()
     loud = validate(scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(1))), s)
     assert [(f.column, f.examples[0]) for f in loud.failures] == [("x_04", "one value holds 100% of the variance")]
+
+
+def test_an_expectation_ge_could_not_evaluate_fails_every_day_of_its_batch(tmp_path):
+    """A batch's table expectation that GE raised on names no day, so every day of the batch fails
+    with GE's reason, and a day whose rows passed is not blamed for a batch-mate's unexpected row."""
+    import pandas as pd
+
+    from tasks.validation import _context, _suites, _table_findings
+
+    settings = load_settings(make_dataset(tmp_path, days=2))
+    storage = open_storage(settings.dataset.raw_uri)
+    parts = [scan_partition(storage, settings, dt.date.fromisoformat(day(i))) for i in range(2)]
+    _, table_suite = _suites(settings)
+    profile = pd.DataFrame({"partition": [day(0), day(1)], "duplicate_keys": [0, 3]})  # no "rows": GE raises
+    result = _context()[1]["table"].get_batch(batch_parameters={"dataframe": profile}).validate(
+        table_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["partition"]})
+    row = {"rows": 100, "duplicate_keys": 0}
+    first, second = (_table_findings(result.results, row, p, p.date.isoformat(), settings) for p in parts)
+    raised = [f for _, f in first if f.check.startswith("at least")]
+    assert len(raised) == 1 and "Great Expectations could not evaluate it" in raised[0].check
+    assert [f.check for _, f in first] == [raised[0].check]  # day 0's keys were unique
+    assert sorted(f.check for _, f in second) == sorted([raised[0].check, "unique keys ['id']"])
