@@ -71,7 +71,7 @@ def candidates(est: AutoencoderReducer, frame, seed: int) -> dict[str, np.ndarra
     typical = np.nanmean(np.where(observed <= np.nanquantile(observed, 0.9, axis=0), observed, np.nan), axis=0)
     per_column = np.nanmean(observed / np.maximum(typical, 1e-6 * np.nanmax(typical)), axis=1)
     white = (codes - mean) @ np.linalg.cholesky(precision)
-    return {"shipped": est.score_samples(frame), "recon": recon, "code density": density,
+    return {"shipped": est._anomaly_scores(codes, errors, mask), "recon": recon,  # score_samples, without a second pass "code density": density,
             "per-column": per_column, "per-column + density": per_column + density / k,
             "code kNN": knn_distance(white, seed), "code iForest": -IsolationForest(random_state=seed).fit(white).score_samples(white)}
 
