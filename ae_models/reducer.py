@@ -475,7 +475,7 @@ def auto_plan(n_train: int, width: int, hidden: Sequence[int] | str, epochs: int
     whichever is fewer; early stopping on held-out error ends training sooner. ``lr`` auto grows with
     the square root of the batch: 3e-3 at 32 rows, at most 1e-2. Measured with three seeds on
     digits, flchain and 10,000 diamonds rows: the square-root rule matched or beat a fixed 3e-3 and
-    a doubled batch (bench/README.md).
+    a doubled batch; bench/lr_rule.py finds no steeper rule better at every batch (bench/README.md).
     """
     batch = int(batch_size) if not isinstance(batch_size, str) else int(
         min(4096, max(32, 2 ** round(math.log2(math.sqrt(max(n_train, 1)))))))
