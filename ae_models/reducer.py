@@ -269,9 +269,14 @@ class AutoencoderReducer:
         the training rows' mean, plus the squared Mahalanobis distance of its code over the code's
         width. Each part averages about 1 on training rows: the first finds rows the model cannot
         rebuild, the second rows it rebuilds well but places where the data are rare."""
-        residual = errors.sum(1) / np.maximum(mask.sum(1), 1) / self.error_mean_
-        density = _mahalanobis(codes, np.asarray(self.code_mean_), np.asarray(self.code_precision_))
+        residual, density = self._anomaly_parts(codes, errors, mask)
         return (residual + density / self.latent_dim).astype(np.float32)
+
+    def _anomaly_parts(self, codes: np.ndarray, errors: np.ndarray,
+                       mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The score's two parts: the row's error over the training mean, its code's squared distance."""
+        residual = errors.sum(1) / np.maximum(mask.sum(1), 1) / self.error_mean_
+        return residual, _mahalanobis(codes, np.asarray(self.code_mean_), np.asarray(self.code_precision_))
 
     @torch.no_grad()
     def _reconstruct(self, M: torch.Tensor) -> torch.Tensor:

@@ -60,18 +60,16 @@ def trimmed_mahalanobis(rows: np.ndarray, shrink: float = 0.1) -> np.ndarray:
 def candidates(est: AutoencoderReducer, frame, seed: int) -> dict[str, np.ndarray]:
     from sklearn.ensemble import IsolationForest
 
-    from ae_models.reducer import _mahalanobis
-
     codes, errors, mask = est._codes_and_errors(torch.from_numpy(est.preprocessor_.transform(frame)))
     k = codes.shape[1]
-    recon = errors.sum(1) / np.maximum(mask.sum(1), 1) / est.error_mean_
+    recon, density = est._anomaly_parts(codes, errors, mask)
     mean, precision = np.asarray(est.code_mean_), np.asarray(est.code_precision_)
-    density = _mahalanobis(codes, mean, precision)
     observed = np.where(mask, errors, np.nan)
     typical = np.nanmean(np.where(observed <= np.nanquantile(observed, 0.9, axis=0), observed, np.nan), axis=0)
     per_column = np.nanmean(observed / np.maximum(typical, 1e-6 * np.nanmax(typical)), axis=1)
     white = (codes - mean) @ np.linalg.cholesky(precision)
-    return {"shipped": est._anomaly_scores(codes, errors, mask), "recon": recon,  # score_samples, without a second pass "code density": density,
+    return {"shipped": est._anomaly_scores(codes, errors, mask),  # score_samples' score, from the same pass
+            "recon": recon, "code density": density,
             "per-column": per_column, "per-column + density": per_column + density / k,
             "code kNN": knn_distance(white, seed), "code iForest": -IsolationForest(random_state=seed).fit(white).score_samples(white)}
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import real_datasets as rd  # noqa: E402
-from real_data import LATENTS, split  # noqa: E402
+from real_data import LATENTS, _groups, split  # noqa: E402
 from train_scale import table  # noqa: E402
 
 from ae_models import AutoencoderReducer, reducer  # noqa: E402
@@ -47,7 +47,7 @@ def tables(diamonds: list[int], only: list[str] | None):
     for name in (n for n in names if not only or n in only):
         if name in REAL:
             ds = rd.load(name)
-            yield name, ds.frame, {"real": ds.real, "binary": ds.binary, "categorical": ds.categorical}, LATENTS[name]
+            yield name, ds.frame, _groups(ds), LATENTS[name]
         else:
             frame, groups = table(int(name.split()[1].replace(",", "")))
             yield name, frame, groups, 4
