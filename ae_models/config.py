@@ -29,7 +29,7 @@ class AEConfig:
     cat_cardinalities: tuple[int, ...] = ()
     nullable_index: tuple[int, ...] = ()  # real/binary columns that get a missing-indicator input
     dropout: float = 0.0  # on the MLPs' hidden layers
-    sparsity: float = 1e-2  # L1 weight on the code (sparse): ~15 % of entries near 0 on digits at k=32
+    sparsity: float = 1e-2  # L1 weight on the code (sparse)
     noise_std: float = 0.2  # Gaussian corruption (denoising)
     mask_prob: float = 0.0  # masking corruption (denoising)
     beta: float = 1.0  # KL weight (variational)

@@ -6,10 +6,8 @@ bit splits those rows in half (balanced bits carry the most information). The di
 latents' principal axes while there are at least as many latents as bits, else random Gaussian
 directions (more hyperplanes than dimensions: their Hamming distance tracks the angle between rows).
 
-Measured on real tables (``bench/README.md``, retrieval): the ITQ rotation (Gong & Lazebnik, CVPR
-2011) that minimises the quantisation error retrieved worse than these unrotated projections at
-more bits than latents and no better at up to k (``bench/retrieval.py``), so it is not used; in a
-one-off comparison principal axes beat random ones at up to k bits.
+No ITQ rotation (Gong & Lazebnik, CVPR 2011): on real tables it retrieved no better than these
+unrotated projections. Principal axes retrieved better than random ones at up to k bits.
 """
 from __future__ import annotations
 

@@ -31,12 +31,20 @@ def column_names(X: Any) -> list[str]:
     return [f"x{i}" for i in range(np.asarray(X).shape[1])]
 
 
+def is_position(name: str) -> bool:
+    """Whether a column name is the one ``column_names`` gives an array's column: x0, x1 ..."""
+    return name[:1] == "x" and name[1:].isdigit()
+
+
 def _columns(X: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Map each name to a 1-D array of that column."""
+    """Map each name to a 1-D array of that column: a frame's by name; an array's by the position an
+    ``x<i>`` name gives, else (a model fitted on a frame) in the order of ``names``."""
     if is_frame(X):
         return {n: np.asarray(X[n]) for n in names}
     arr = np.asarray(X)
-    return {n: arr[:, int(n[1:])] for n in names}
+    if all(is_position(n) for n in names):
+        return {n: arr[:, int(n[1:])] for n in names}
+    return {n: arr[:, j] for j, n in enumerate(names)}
 
 
 def is_missing(v: Any) -> bool:
@@ -146,6 +154,11 @@ class Preprocessor:
         return [*self.real, *self.binary, *self.categorical]
 
     @property
+    def positional(self) -> bool:
+        """Fitted on an array: the columns are positions (x0, x1 ...), not names."""
+        return all(is_position(c) for c in self.columns)
+
+    @property
     def numeric(self) -> list[str]:
         """The real and binary columns, in matrix order: the ones that can hold NaN."""
         return [*self.real, *self.binary]
@@ -193,9 +206,15 @@ class Preprocessor:
         return self
 
     def _read(self, X: Any) -> dict[str, np.ndarray]:
+        """The model's columns of X: a frame's by name, an array's by position. A model fitted on an
+        array reads a frame of its width that lacks the ``x<i>`` names by position, as scikit-learn does."""
         if is_frame(X):
-            present = set(column_names(X))  # once: a pandas index is slow to walk
+            names = column_names(X)
+            present = set(names)  # once: a pandas index is slow to walk
             missing = [n for n in self.columns if n not in present]
+            if missing and self.positional and len(names) == len(self.columns):
+                labels = list(X.columns)
+                return {n: np.asarray(X[labels[int(n[1:])]]) for n in self.columns}
             if missing:
                 raise ValueError(f"input lacks column(s) {missing}; the model was fitted on {self.columns}")
         else:

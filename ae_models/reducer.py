@@ -1,23 +1,28 @@
-"""``AutoencoderReducer``: the scikit-learn-style face of the family.
+"""``AutoencoderReducer``: the family as a scikit-learn transformer.
 
 ``__init__`` only stores; ``fit`` validates, fits preprocessing, sizes the network and the training
 to the data, starts the linear path at PCA, trains, and learns the anomaly threshold; fitted state
-ends in ``_``.
+ends in ``_``. Scores follow scikit-learn's sign: ``score_samples`` is higher for more normal rows,
+``anomaly_score`` (its negative) higher for more abnormal ones.
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy import sparse
+from sklearn import exceptions as sk_exceptions
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from .config import AEConfig, latent_names
 from .hashing import BinaryHasher
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, column_names, is_frame
 from .training import EVAL_BATCH as ENCODE_BATCH
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
@@ -26,12 +31,16 @@ _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
 AUTO = "auto"
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a method that needs a fitted model is called before ``fit``."""
+class NotFittedError(sk_exceptions.NotFittedError):
+    """Raised when a method that needs a fitted model is called before ``fit``.
+
+    scikit-learn's ``NotFittedError`` (itself a ``ValueError`` and an ``AttributeError``), so code
+    written for any scikit-learn estimator catches it.
+    """
 
 
-class AutoencoderReducer:
-    """Reduce a table to ``latent_dim`` columns with an autoencoder; score rows by reconstruction error.
+class AutoencoderReducer(TransformerMixin, BaseEstimator):
+    """Reduce a table to ``latent_dim`` columns with an autoencoder; score rows by how well it rebuilds them.
 
     Parameters
     ----------
@@ -50,17 +59,15 @@ class AutoencoderReducer:
         ``auto`` grows with the square root of the row count, from 32 to 4,096 rows.
     lr : "auto" or float
         AdamW's learning rate; ``auto`` is 3e-3 up to a batch of 32 and grows with the square of
-        the batch above it to 1e-2, reached at 59 rows a batch, so every auto batch above 32 trains
-        at 1e-2 (measured in bench/lr_rule.py).
+        the batch above it to 1e-2, so every larger auto batch (a power of two) trains at 1e-2.
     weight_decay : AdamW's decoupled weight decay.
     dropout : float
-        On the hidden layers. Off by default: on the real tables of ``bench/real_data.py`` it only
-        raised held-out error; early stopping on held-out rows is the regulariser that scales with
-        the row count.
+        On the hidden layers. Off by default: on real tables it only raised held-out error; early
+        stopping on held-out rows is the regulariser that scales with the row count.
     patience : int
         Held-out measurements without improvement before training stops.
     val_fraction : float
-        Rows held out for early stopping, the PCA comparison and the threshold's sanity.
+        Rows held out for early stopping, the PCA comparison and the anomaly threshold.
     sparsity, noise_std, mask_prob, beta :
         The sparse kind's L1 weight, the denoising kind's corruption, the variational kind's KL weight.
     pca_init : bool
@@ -71,14 +78,35 @@ class AutoencoderReducer:
     real, binary, categorical : column names of each group; by default numeric columns are real and
         the others categorical. Missing values (null, NaN) are allowed in every group.
     anomaly_quantile : float
-        ``is_anomaly`` flags rows whose score is above this quantile of the training rows' scores.
+        ``is_anomaly`` flags rows whose ``anomaly_score`` is above this quantile of the held-out
+        rows' scores (of the training rows' when fewer than ``MIN_CALIBRATION_ROWS`` are held out).
     code_bits : int
         0, or a multiple of 8: also learn a binary code of that many bits per row (see
         :mod:`~ae_models.hashing`), for retrieval by Hamming distance (``binary_codes``).
     device : "auto" | "cpu" | "cuda";  precision : "auto" | "fp32" | "bf16"
     seed : int
         Seeds the split, initialisation, batches and noise (the process's global RNG is left alone).
-    callback : called as ``callback(step, row)`` at every held-out measurement.
+    callback : called as ``callback(step, row)`` at every held-out measurement; not saved by ``save``.
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        The columns the model reads, in its order; only when fitted on a frame. A frame is read by
+        column name (its order and extra columns do not matter), an array by position.
+    n_features_in_ : int
+        How many columns the model reads.
+    threshold_ : float
+        The ``anomaly_score`` above which ``is_anomaly`` flags a row.
+    baseline_score_ : float
+        The mean ``anomaly_score`` of the held-out rows (of the training rows when too few are held
+        out): what new data like the training data averages, the yardstick for drift.
+    latent_range_ : ndarray (2, latent_dim)
+        The training codes' range, widened by 5 % each side: the grid of int8 storage.
+    hasher_ : BinaryHasher or None
+        The binary code, with ``code_bits``.
+    val_error_, pca_val_error_ : held-out error of the kept state and of PCA at the same size.
+    val_mse_, pca_val_mse_ : the same as mean squared error of the real columns, in ``error_unit_``.
+    history_, plan_, best_step_, steps_ : the training's measurements, its sizing and length.
     """
 
     def __init__(self, kind: str = AEConfig.kind, latent_dim: int = AEConfig.latent_dim,
@@ -91,25 +119,51 @@ class AutoencoderReducer:
                  real: Sequence[str] | None = None, binary: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, anomaly_quantile: float = 0.99, code_bits: int = 0,
                  device: str = "auto", precision: str = "auto", seed: int = 0, callback: Callback | None = None):
-        self.kind, self.latent_dim, self.activation = kind, latent_dim, activation
-        self.hidden = hidden if isinstance(hidden, str) else tuple(hidden)
-        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
-        self.dropout, self.patience, self.val_fraction = dropout, patience, val_fraction
-        self.sparsity, self.noise_std, self.mask_prob, self.beta = sparsity, noise_std, mask_prob, beta
-        self.pca_init, self.scale = pca_init, scale
-        self.real, self.binary, self.categorical = real, binary, categorical
-        self.anomaly_quantile, self.device, self.precision, self.seed = anomaly_quantile, device, precision, seed
+        self.kind = kind
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.activation = activation
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.sparsity = sparsity
+        self.noise_std = noise_std
+        self.mask_prob = mask_prob
+        self.beta = beta
+        self.pca_init = pca_init
+        self.scale = scale
+        self.real = real
+        self.binary = binary
+        self.categorical = categorical
+        self.anomaly_quantile = anomaly_quantile
         self.code_bits = code_bits
+        self.device = device
+        self.precision = precision
+        self.seed = seed
         self.callback = callback
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value is imputed, flagged and left out of the error
+        tags.transformer_tags.preserves_dtype = ["float32"]  # codes are float32 whatever the input
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
 
     # ----------------------------------------------------------------------------------- fitting
     def fit(self, X: Any, y: Any = None) -> "AutoencoderReducer":
-        """Learn preprocessing, the PCA start and the network from X (array, polars or pandas frame)."""
+        """Learn preprocessing, the PCA start and the network from X (array, polars or pandas frame); y is ignored."""
         self._check_params()
+        X = _table(X)
+        if len(X) < 2:
+            raise ValueError(f"fit needs at least 2 rows; X has {len(X)} sample(s)")
         self.preprocessor_ = Preprocessor.infer(X, self.real, self.binary, self.categorical, self.scale).fit(X)
         M = torch.from_numpy(self.preprocessor_.transform(X))
-        if M.shape[0] < 2:
-            raise ValueError(f"fit needs at least 2 rows, got {M.shape[0]}")
         p = self.preprocessor_
         train, val = self._split(M)
         self.plan_ = auto_plan(len(train), len(p.numeric) + sum(p.cardinalities), self.hidden, self.epochs,
@@ -134,11 +188,12 @@ class AutoencoderReducer:
     def partial_fit(self, X: Any, y: Any = None, epochs: int | None = None) -> "AutoencoderReducer":
         """Continue training a fitted model on new rows (warm start); preprocessing stays as fitted.
 
-        ``epochs`` caps the passes over X; by default the step budget of the fitted plan applies.
+        Unfitted, this is ``fit``. ``epochs`` caps the passes over X; by default the step budget of
+        the fitted plan applies. The threshold and the other fitted statistics are learned anew on X.
         """
         if not hasattr(self, "model_"):
             return self.fit(X)
-        train, val = self._split(torch.from_numpy(self.preprocessor_.transform(X)))
+        train, val = self._split(self._matrix(X))
         per_epoch = max(1, -(-len(train) // self.plan_["batch_size"]))
         with _seeded(self.seed, self.device):
             # PCA's error on these rows, not the first fit's: the comparison reported is this run's
@@ -237,8 +292,9 @@ class AutoencoderReducer:
         self.error_mean_ = max(float(row_error.mean()), 1e-12) if len(row_error) else 1.0
         scores = self._anomaly_scores(codes, errors, mask)
         self.threshold_ = float(np.quantile(scores, self.anomaly_quantile)) if len(scores) else float("inf")
-        # What score_samples averages on data like the training data: the yardstick for drift.
-        self.baseline_error_ = float(scores.mean()) if len(scores) else float("nan")
+        # The mean anomaly score of rows the network did not train on: what new data like the training
+        # data should average, the yardstick for drift.
+        self.baseline_score_ = float(scores.mean()) if len(scores) else float("nan")
 
     def _fit_latent_stats(self, train: torch.Tensor) -> None:
         """The training rows' latent range (int8 storage's grid) and, with ``code_bits``, the binary code."""
@@ -266,16 +322,17 @@ class AutoencoderReducer:
         return np.concatenate(codes), np.concatenate(errors), np.concatenate(masks)
 
     def _anomaly_scores(self, codes: np.ndarray, errors: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The combined index of a row (after PCA monitoring's SPE + T^2): its reconstruction error over
-        the training rows' mean, plus the squared Mahalanobis distance of its code over the code's
-        width. Each part averages about 1 on training rows: the first finds rows the model cannot
-        rebuild, the second rows it rebuilds well but places where the data are rare."""
+        """The anomaly score (higher = more abnormal), a combined index after PCA monitoring's SPE + T^2:
+        the row's reconstruction error over the calibration rows' mean (``error_mean_``), plus the
+        squared Mahalanobis distance of its code over the code's width. Each part averages about 1 on
+        rows like the training rows: the first finds rows the model cannot rebuild, the second rows it
+        rebuilds well but places where the data are rare."""
         residual, density = self._anomaly_parts(codes, errors, mask)
         return (residual + density / self.latent_dim).astype(np.float32)
 
     def _anomaly_parts(self, codes: np.ndarray, errors: np.ndarray,
                        mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The score's two parts: the row's error over the training mean, its code's squared distance."""
+        """The score's two parts: the row's error over ``error_mean_``, its code's squared distance."""
         residual = errors.sum(1) / np.maximum(mask.sum(1), 1) / self.error_mean_
         return residual, _mahalanobis(codes, np.asarray(self.code_mean_), np.asarray(self.code_precision_))
 
@@ -321,6 +378,25 @@ class AutoencoderReducer:
         if not hasattr(self, "model_"):
             raise NotFittedError("this AutoencoderReducer is not fitted yet: call fit(X) or load(path) first")
 
+    def _matrix(self, X: Any) -> torch.Tensor:
+        """X -> the model's input matrix; an array must have the fitted width (a frame is read by name)."""
+        self._check_fitted()
+        X = _table(X)
+        p = self.preprocessor_
+        if not is_frame(X):
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input (columns in the order {p.columns[:10]}"
+                                 f"{'...' if self.n_features_in_ > 10 else ''})")
+            if not p.positional:
+                warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was fitted with "
+                              f"feature names: its columns are read in the fitted order {p.columns[:10]}"
+                              f"{'...' if self.n_features_in_ > 10 else ''}", UserWarning, stacklevel=3)
+        elif p.positional and not set(p.columns) <= set(column_names(X)):
+            warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without feature names: "
+                          "its columns are read by position", UserWarning, stacklevel=3)
+        return torch.from_numpy(p.transform(X))
+
     @torch.no_grad()
     def _encode(self, M: torch.Tensor) -> np.ndarray:
         self.model_.eval()
@@ -329,8 +405,7 @@ class AutoencoderReducer:
 
     def transform(self, X: Any) -> np.ndarray:
         """Rows -> codes (n, latent_dim) float32; the variational kind returns the posterior mean."""
-        self._check_fitted()
-        return self._encode(torch.from_numpy(self.preprocessor_.transform(X)))
+        return self._encode(self._matrix(X))
 
     @torch.no_grad()
     def inverse_transform(self, Z: Any) -> np.ndarray:
@@ -339,21 +414,41 @@ class AutoencoderReducer:
         out = self.model_.eval().decode(torch.as_tensor(np.asarray(Z, dtype=np.float32)))
         return self.preprocessor_.inverse(self.loss_.activate(out).numpy())
 
+    def anomaly_score(self, X: Any) -> np.ndarray:
+        """Per-row anomaly score, float32: higher = more abnormal; ``is_anomaly`` compares it with ``threshold_``.
+
+        The row's reconstruction error over that of a typical row (``error_mean_``), plus its
+        code's squared Mahalanobis distance over the code's width: each part is about 1 on rows like
+        the training rows (see ``_anomaly_scores``). What the feature table stores in its ``anomaly_score`` column.
+        """
+        return self.transform_and_anomaly_score(X)[1]
+
     def score_samples(self, X: Any) -> np.ndarray:
-        """Per-row anomaly score (higher = more anomalous), float32: see ``_anomaly_scores``."""
-        return self.transform_and_score(X)[1]
+        """scikit-learn's sign: higher = more normal. The negative of ``anomaly_score``, float32.
+
+        As ``IsolationForest.score_samples``, so code written for scikit-learn's outlier scores
+        reads it the right way round; use ``anomaly_score`` where higher should mean more abnormal.
+        """
+        return -self.anomaly_score(X)
 
     def reconstruction_error(self, X: Any) -> np.ndarray:
-        """Per-row reconstruction error, the training objective (mean over observed columns), float32."""
-        self._check_fitted()
-        M = torch.from_numpy(self.preprocessor_.transform(X))
+        """Per-row reconstruction error (higher = worse rebuilt), float32: the training objective,
+        the mean over the row's observed columns, without the code's density."""
+        M = self._matrix(X)
         return evaluate(self.model_, M, self._row_error, torch.device("cpu"), "fp32").numpy()
 
-    def transform_and_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Codes and per-row anomaly scores in one pass over the input (what the pipeline publishes)."""
-        self._check_fitted()
-        codes, errors, mask = self._codes_and_errors(torch.from_numpy(self.preprocessor_.transform(X)))
+    def transform_and_anomaly_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(transform(X), anomaly_score(X))`` in one pass over the input: the codes (n, latent_dim)
+        and the per-row anomaly scores (n,), higher = more abnormal (what the pipeline publishes)."""
+        codes, errors, mask = self._codes_and_errors(self._matrix(X))
         return codes, self._anomaly_scores(codes, errors, mask)
+
+    def transform_and_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Deprecated name of ``transform_and_anomaly_score``: ``(codes, anomaly scores)``, higher =
+        more abnormal. Kept so code written against earlier versions (served models' code) still runs."""
+        warnings.warn("transform_and_score is renamed transform_and_anomaly_score (same result: codes and "
+                      "anomaly scores, higher = more abnormal)", DeprecationWarning, stacklevel=2)
+        return self.transform_and_anomaly_score(X)
 
     def binary_codes(self, X: Any) -> np.ndarray:
         """Rows -> their learned binary codes, packed: (n, code_bits / 8) uint8."""
@@ -367,8 +462,8 @@ class AutoencoderReducer:
         return self.hasher_.encode(Z)
 
     def is_anomaly(self, X: Any) -> np.ndarray:
-        """Rows whose error exceeds the threshold learned on the training data."""
-        return self.score_samples(X) > self.threshold_
+        """Rows whose ``anomaly_score`` is above ``threshold_`` (bool)."""
+        return self.anomaly_score(X) > self.threshold_
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
@@ -380,38 +475,41 @@ class AutoencoderReducer:
         return self.inverse_transform(torch.randn(n, self.latent_dim, generator=gen).numpy())
 
     @property
-    def feature_names_in_(self) -> list[str]:
+    def feature_names_in_(self) -> np.ndarray:
+        """The columns the model reads, in its order; defined only when fitted on a frame (as in scikit-learn)."""
         self._check_fitted()
-        return self.preprocessor_.columns
-
-    def get_feature_names_out(self, input_features: Any = None) -> list[str]:
-        """Names of the code's columns, as the feature table and the served model call them."""
-        return latent_names(self.latent_dim)
+        if self.preprocessor_.positional:
+            raise AttributeError("this AutoencoderReducer was fitted on an array: its columns have no names")
+        return np.asarray(self.preprocessor_.columns, dtype=object)
 
     @property
     def n_features_in_(self) -> int:
-        return len(self.feature_names_in_)
+        self._check_fitted()
+        return len(self.preprocessor_.columns)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the code's columns, as the feature table and the served model call them: latent_0 ...
+
+        ``input_features``, when given, must be the fitted input columns (scikit-learn's contract).
+        """
+        if input_features is not None:
+            names = [str(c) for c in input_features]
+            if len(names) != self.n_features_in_:
+                raise ValueError(f"input_features should have length equal to number of features "
+                                 f"({self.n_features_in_}), got {len(names)}")
+            if not self.preprocessor_.positional and names != self.preprocessor_.columns:
+                raise ValueError("input_features is not equal to feature_names_in_")
+        return np.asarray(latent_names(self.latent_dim), dtype=object)
 
     def code_sparsity(self, X: Any, tol: float = 1e-2) -> float:
         """Fraction of X's code entries with |z| < tol (what the sparse kind's L1 term buys)."""
         return float((np.abs(self.transform(X)) < tol).mean())
 
     # -------------------------------------------------------------------------------- persistence
-    _PARAMS = ("kind", "latent_dim", "hidden", "activation", "epochs", "batch_size", "lr", "weight_decay",
-               "dropout", "patience", "val_fraction", "sparsity", "noise_std", "mask_prob", "beta", "pca_init",
-               "scale", "real", "binary", "categorical", "anomaly_quantile", "code_bits", "device", "precision", "seed")
-    _FITTED = ("threshold_", "baseline_error_", "val_error_", "pca_val_error_", "val_mse_", "pca_val_mse_",
+    _UNSAVED = ("callback",)  # code, not data: the caller sets it again after load
+    _FITTED = ("threshold_", "baseline_score_", "val_error_", "pca_val_error_", "val_mse_", "pca_val_mse_",
                "history_", "plan_", "best_step_", "steps_", "error_mean_", "code_mean_", "code_precision_")
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params: Any) -> "AutoencoderReducer":
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"unknown parameter {k!r}; valid: {', '.join(self._PARAMS)}")
-            setattr(self, k, v)
-        return self
+    _RENAMED = {"baseline_score": "baseline_error"}  # saved key -> its name in folders saved before
 
     def save(self, path: str | Path) -> Path:
         """Write ``weights.pt`` (tensors only) and ``reducer.json`` (params, config, preprocessing)."""
@@ -421,17 +519,21 @@ class AutoencoderReducer:
         state = {**{f"model.{k}": v for k, v in self.model_.state_dict().items()},
                  **{f"loss.{k}": v for k, v in self.loss_.state_dict().items()}}
         torch.save(state, path / "weights.pt")
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        params = {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in self.get_params(deep=False).items() if k not in self._UNSAVED}
+        fitted = {k.rstrip("_"): getattr(self, k) for k in self._FITTED}
+        # each renamed value also under its old key, so earlier versions of ae_models load this folder
+        fitted.update({old: fitted[new] for new, old in self._RENAMED.items()})
         meta = {"format_version": FORMAT_VERSION, "params": params, "config": self.config_.to_dict(),
                 "preprocessor": self.preprocessor_.to_dict(), "latent_range": self.latent_range_.tolist(),
-                "hasher": self.hasher_.to_dict() if self.hasher_ is not None else None,
-                **{k.rstrip("_"): getattr(self, k) for k in self._FITTED}}
+                "hasher": self.hasher_.to_dict() if self.hasher_ is not None else None, **fitted}
         (path / "reducer.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "AutoencoderReducer":
-        """Rebuild from ``save``'s folder; tensors are loaded with ``weights_only=True``."""
+        """Rebuild from ``save``'s folder (this version's or an earlier one's); tensors are loaded with
+        ``weights_only=True``, so the folder cannot run code."""
         path = Path(path)
         try:
             meta = json.loads((path / "reducer.json").read_text())
@@ -442,7 +544,7 @@ class AutoencoderReducer:
             raise ValueError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
                              "train the model again with this version of ae_models")
         params = dict(meta["params"])
-        if isinstance(params["hidden"], list):
+        if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])
         est = cls(**params)
         est.config_ = AEConfig.from_dict(meta["config"])
@@ -458,7 +560,8 @@ class AutoencoderReducer:
                              "the folder was altered or mixes two models") from None
         est.model_.eval()
         for k in cls._FITTED:
-            setattr(est, k, meta[k.rstrip("_")])
+            key = k.rstrip("_")
+            setattr(est, k, meta[key] if key in meta else meta[cls._RENAMED[key]])
         est.latent_range_ = np.asarray(meta["latent_range"], np.float32)
         est.hasher_ = BinaryHasher.from_dict(meta["hasher"]) if meta.get("hasher") else None  # absent before code_bits
         return est
@@ -481,10 +584,8 @@ def auto_plan(n_train: int, width: int, hidden: Sequence[int] | str, epochs: int
     whichever is fewer; early stopping on held-out error ends training sooner. ``lr`` auto is 3e-3
     up to a batch of 32 (under 2,048 training rows, what is left after the early-stopping hold-out)
     and grows with the square of the batch above it to the cap, 1e-2, which every larger auto batch
-    gets. bench/lr_rule.py measured it with three seeds: at 32 a higher rate is worse on digits; at
-    64 and 128 the cap beat the square-root rule that shipped before (5-25 % lower test error on
-    three tables); at 256 it was mixed (-2 % on movies, +3 % on diamonds, +6.5 % over six seeds on
-    100k diamonds rows, +40 % over three of them).
+    gets: on real tables a higher rate hurt at a batch of 32, and the cap trained better than a
+    square-root rule at the batches above it.
     """
     batch = int(batch_size) if not isinstance(batch_size, str) else int(
         min(4096, max(32, 2 ** round(math.log2(math.sqrt(max(n_train, 1)))))))
@@ -518,6 +619,24 @@ class _seeded:
 
     def __exit__(self, *exc: Any) -> None:
         self._fork.__exit__(*exc)
+
+
+def _table(X: Any) -> Any:
+    """X as the preprocessing reads it: a frame as it is, anything else as a 2-D array; refuse sparse,
+    1-D and complex input with a reason rather than misreading it."""
+    if sparse.issparse(X):
+        raise TypeError("sparse input is not supported: pass a dense array or a frame")
+    if is_frame(X):
+        return X
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D array (rows x columns), got shape {arr.shape}. Reshape your data: "
+                         "X.reshape(-1, 1) if it is one column, X.reshape(1, -1) if it is one row")
+    if arr.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    if arr.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    return arr
 
 
 def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ def test_frames_and_mixed_column_types():
     assert set(recon[:, 5]) <= {"hi", "lo", "mid"}
     assert ((recon[:, 4].astype(float) > 0.5) == (df["b"].to_numpy() == 1)).mean() > 0.9
     unseen = df.head(3).with_columns(pl.lit("new").alias("c"))
-    assert (est.score_samples(unseen) > est.score_samples(df.head(3))).all()
+    assert (est.anomaly_score(unseen) > est.anomaly_score(df.head(3))).all()
 
 
 def test_bad_inputs_name_the_column():
@@ -70,7 +70,7 @@ def test_bad_inputs_name_the_column():
         est.transform(text)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['f9'\]"):
         est.transform(bad.drop(columns="f9"))
-    with pytest.raises(ValueError, match=r"expected \(n_rows, 10\)"):
+    with pytest.raises(ValueError, match="X has 4 features, but AutoencoderReducer is expecting 10 features"):
         _est("undercomplete", epochs=1).fit(X).transform(X[:, :4])
 
 
@@ -187,3 +187,85 @@ def test_binary_codes_of_real_data_find_rows_of_the_same_kind():
     distance = (b[:, None, :] != b[None]).sum(-1)
     np.fill_diagonal(distance, b.shape[1] + 1)
     assert (d.target[distance.argmin(1)] == d.target).mean() > 0.85
+
+
+def test_sklearn_api_clone_keeps_every_parameter_and_fitted_state_is_sklearns():
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    def progress(step, row):
+        pass
+
+    est = _est("sparse", epochs=1, hidden=[16], real=["x0"], anomaly_quantile=0.9, callback=progress)
+    params = est.get_params()
+    assert params["callback"] is progress and params["hidden"] == [16] and params["anomaly_quantile"] == 0.9
+    assert clone(est).get_params() == params  # every parameter, callback included
+    assert est.set_params(callback=None).callback is None
+    with pytest.raises(SklearnNotFittedError):
+        check_is_fitted(est)
+    with pytest.raises(SklearnNotFittedError):
+        est.anomaly_score(_data())
+    assert not hasattr(est, "n_features_in_") and not hasattr(est, "feature_names_in_")
+    frame = pd.DataFrame(_data(), columns=[f"f{i}" for i in range(10)])
+    est = _est("undercomplete", epochs=1).fit(frame)
+    check_is_fitted(est)
+    assert est.n_features_in_ == 10 and list(est.feature_names_in_) == list(frame.columns)
+    assert list(est.get_feature_names_out()) == ["latent_0", "latent_1", "latent_2"]
+    np.testing.assert_array_equal(est.transform(frame[frame.columns[::-1]]), est.transform(frame))  # read by name
+    on_array = _est("undercomplete", epochs=1).fit(_data())
+    assert on_array.n_features_in_ == 10 and not hasattr(on_array, "feature_names_in_")
+
+
+def test_scores_follow_sklearns_sign_and_the_threshold_reads_the_anomaly_score():
+    X = _data(n=1200)
+    est = _est("undercomplete", epochs=2).fit(X)
+    anomaly = est.anomaly_score(X)
+    assert anomaly.dtype == np.float32
+    np.testing.assert_array_equal(est.score_samples(X), -anomaly)  # higher = more normal
+    np.testing.assert_array_equal(est.is_anomaly(X), anomaly > est.threshold_)
+    codes, scores = est.transform_and_anomaly_score(X)
+    np.testing.assert_array_equal(codes, est.transform(X))
+    np.testing.assert_array_equal(scores, anomaly)
+    with pytest.warns(DeprecationWarning, match="transform_and_anomaly_score"):
+        old_codes, old_scores = est.transform_and_anomaly_score(X)
+    np.testing.assert_array_equal(old_scores, anomaly)
+    far = X[:5] + 10.0
+    assert (est.anomaly_score(far) > est.anomaly_score(X[:5])).all()
+    assert (est.reconstruction_error(far) > est.reconstruction_error(X[:5])).all()
+    # the threshold and the baseline are read off the held-out rows' anomaly scores
+    import torch
+
+    _, held_out = est._split(torch.arange(len(X), dtype=torch.float32)[:, None])
+    held_out_scores = est.anomaly_score(X[held_out[:, 0].long().numpy()])
+    assert len(held_out_scores) == 120
+    assert est.baseline_score_ == pytest.approx(float(held_out_scores.mean()), rel=1e-5)
+    assert est.threshold_ == pytest.approx(float(np.quantile(held_out_scores, est.anomaly_quantile)), rel=1e-5)
+
+
+def test_saved_folders_load_across_the_baseline_rename(tmp_path):
+    import json
+
+    X = _data()
+    est = _est("undercomplete", epochs=1, callback=lambda step, row: None).fit(X)
+    est.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "reducer.json").read_text())
+    assert "callback" not in meta["params"]
+    assert meta["baseline_score"] == meta["baseline_error"] == est.baseline_score_  # earlier versions read the old key
+    loaded = AutoencoderReducer.load(tmp_path / "m")
+    assert loaded.baseline_score_ == est.baseline_score_ and loaded.callback is None
+    del meta["baseline_score"]  # a folder saved before the rename
+    (tmp_path / "m" / "reducer.json").write_text(json.dumps(meta))
+    old = AutoencoderReducer.load(tmp_path / "m")
+    assert old.baseline_score_ == est.baseline_score_ and not hasattr(old, "baseline_error_")
+    np.testing.assert_array_equal(old.anomaly_score(X), est.anomaly_score(X))
+
+
+def test_importing_the_package_loads_neither_torch_nor_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys, ae_models, ae_models.config; from ae_models import LATENT_PREFIX; "
+            "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -130,7 +130,7 @@ def test_random_rows_score_as_anomalies(digits):
     Xtr, Xte, _, _ = digits
     est = AutoencoderReducer(latent_dim=8).fit(Xtr)
     outliers = np.random.default_rng(2).uniform(0, 16, size=(40, 64))
-    scores = est.score_samples(np.vstack([Xte, outliers]))
+    scores = est.anomaly_score(np.vstack([Xte, outliers]))
     assert roc_auc_score(np.r_[np.zeros(len(Xte)), np.ones(40)], scores) >= 0.95
     assert est.is_anomaly(outliers).mean() > 0.9
     assert 0.005 < est.is_anomaly(Xte).mean() < 0.05  # the threshold is the training rows' 99th percentile
@@ -147,7 +147,7 @@ def test_anomaly_score_ranks_real_anomalies(cancer):
     keep = np.sort(np.r_[benign, rng.choice(malignant, round(0.05 * len(benign) / 0.95), replace=False)])
     X, y = d.data[keep], (d.target[keep] == 0).astype(int)
     est = AutoencoderReducer(latent_dim=8).fit(X)
-    ours = roc_auc_score(y, est.score_samples(X))
+    ours = roc_auc_score(y, est.anomaly_score(X))
     Z = StandardScaler().fit_transform(X)
     pca = PCA(8).fit(Z)
     residual = roc_auc_score(y, ((pca.inverse_transform(pca.transform(Z)) - Z) ** 2).sum(1))
