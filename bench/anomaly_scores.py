@@ -4,7 +4,7 @@ default estimator, beside IsolationForest on the same matrix, on the labelled re
 
     .venv/bin/python bench/anomaly_scores.py [--only NAME ...] [--seeds 0 1 2]
 
-Candidates (AUROC, mean over seeds): ``shipped`` is ``score_samples`` (reconstruction error over its
+Candidates (AUROC, mean over seeds): ``shipped`` is ``anomaly_score`` (reconstruction error over its
 held-out mean plus the code's trimmed squared Mahalanobis distance over k); ``recon`` and
 ``code density`` are its two parts; ``per-column`` averages each column's error over that column's
 trimmed mean error (robust per-column errors); ``code kNN`` is the mean distance to the 10 nearest
@@ -68,7 +68,7 @@ def candidates(est: AutoencoderReducer, frame, seed: int) -> dict[str, np.ndarra
     typical = np.nanmean(np.where(observed <= np.nanquantile(observed, 0.9, axis=0), observed, np.nan), axis=0)
     per_column = np.nanmean(observed / np.maximum(typical, 1e-6 * np.nanmax(typical)), axis=1)
     white = (codes - mean) @ np.linalg.cholesky(precision)
-    return {"shipped": est._anomaly_scores(codes, errors, mask),  # score_samples' score, from the same pass
+    return {"shipped": est._anomaly_scores(codes, errors, mask),  # anomaly_score's score, from the same pass
             "recon": recon, "code density": density,
             "per-column": per_column, "per-column + density": per_column + density / k,
             "code kNN": knn_distance(white, seed), "code iForest": -IsolationForest(random_state=seed).fit(white).score_samples(white)}

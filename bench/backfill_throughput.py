@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks.sample_data import write_sample_dataset  # noqa: E402
+from tasks.data.sample import write_sample_dataset  # noqa: E402
 
 START = dt.date(2024, 1, 1)
 CLI = str(Path(sys.executable).with_name("latentfeed"))
@@ -44,13 +44,14 @@ def bare_loop(config: Path, days: int, table: str) -> float:
     """Seconds of the hand-written loop: the champion loaded once; per day read, encode + score, replace."""
     from deltalake import write_deltalake
 
-    from tasks import tracking
-    from tasks.encode import encode_frame
+    from tasks.registry.client import Registry
+    from tasks.model.encode import encode_frame
     from tasks.settings import load_settings
 
     settings = load_settings(config)
     started = time.perf_counter()
-    reducer = tracking.load_reducer(settings, tracking.champion(settings))
+    registry = Registry(settings)
+    reducer = registry.load_reducer(registry.champion())
     for i in range(days):
         day = START + dt.timedelta(days=i)
         frame = pl.read_parquet(f"{settings.dataset.raw_uri}/dt={day}/*.parquet").with_columns(dt=pl.lit(day))

@@ -86,9 +86,9 @@ def job(root: Path, source: str) -> dict:
     else:
         from tasks.features import training_set
         from tasks.settings import load_settings
-        from tasks.table import published_slices
+        from tasks.store.table import FeatureTable
 
-        slices = published_slices(load_settings(root / "latentfeed.toml"))
+        slices = FeatureTable(load_settings(root / "latentfeed.toml")).slices()
         read = int(slices.filter(pl.col("model_version") == slices["model_version"].max())["bytes"].sum())
         frame = training_set(labels, root / "latentfeed.toml", at="ts")
         X = frame.select(pl.selectors.starts_with("latent_")).to_numpy().astype(np.float32)

@@ -65,11 +65,11 @@ def child(root: Path) -> None:
     """The measured process: the same building blocks the nightly flow's tasks call."""
     from ae_models import AutoencoderReducer
     from tasks.cost import Meter
-    from tasks.encode import EncodedBatches
-    from tasks.ingest import even_sample, scan_partition
+    from tasks.model.encode import EncodedBatches
+    from tasks.data.ingest import even_sample, scan_partition
     from tasks.settings import load_settings
-    from tasks.storage import open_storage
-    from tasks.table import replace_slice
+    from tasks.store.objects import open_storage
+    from tasks.store.table import FeatureTable
     from tasks.validation import validate
 
     settings = load_settings(root / "latentfeed.toml")
@@ -81,7 +81,8 @@ def child(root: Path) -> None:
     sample = even_sample(part.frame.select(part.feature_columns), report.rows, 50_000)
     est = AutoencoderReducer(latent_dim=16, hidden=(64, 32), epochs=2, seed=0).fit(sample)
     t2, stage = time.perf_counter(), Meter()
-    pub = replace_slice(settings, EncodedBatches(est, part.frame, ["id"], 1), 1, DATE, {"bench": "ingest_memory"})
+    pub = FeatureTable(settings).replace_slice(EncodedBatches(est, part.frame, ["id"], 1), 1, DATE,
+                                               {"bench": "ingest_memory"})
     t3, publish_peak = time.perf_counter(), stage.cost().peak_rss_bytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"rows": pub.rows, "peak_rss": peak, "validate_s": t1 - t0, "fit_s": t2 - t1,

@@ -18,7 +18,7 @@ validation error (as a tuner would) and reports the defaults' median test error 
 on tables of at most ``--tune-up-to`` rows (25,000; ``bench/train_scale.py`` tunes up to 100,000).
 
 Anomalies: each labelled set is fitted unsupervised on all its rows (anomalies included) and scored
-on them; AUROC of ``score_samples`` beside PCA's residual at the same size, IsolationForest and
+on them; AUROC of ``anomaly_score`` beside PCA's residual at the same size, IsolationForest and
 PyOD's AutoEncoder (defaults, when pyod is installed).
 
 Bytes: one day of the table (its rows with an ``id`` key) published through the pipeline's own
@@ -45,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_datasets as rd  # noqa: E402
 
 from ae_models import AutoencoderReducer  # noqa: E402
-from tasks.encode import EncodedBatches, quantisation  # noqa: E402
+from tasks.model.encode import EncodedBatches, quantisation  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
-from tasks.table import replace_slice  # noqa: E402
+from tasks.store.latents import write_quantisation  # noqa: E402
+from tasks.store.table import FeatureTable  # noqa: E402
 
 LATENTS = {"digits": 8, "breast_cancer": 4, "randhie": 4, "diamonds": 4, "flchain": 4, "movies": 6}
 ANOMALY_LATENTS = 8
@@ -146,7 +147,7 @@ def anomaly(ds: rd.Dataset, pyod: bool) -> dict:
     M = _matrix(est, ds.frame)
     pca = PCA(k, random_state=0).fit(M)
     out = {"rows": ds.frame.height, "anomalies": int(y.sum()), "k": k, "fit_s": seconds,
-           "ae": roc_auc_score(y, est.score_samples(ds.frame)),
+           "ae": roc_auc_score(y, est.anomaly_score(ds.frame)),
            "ae_recon_only": roc_auc_score(y, est.reconstruction_error(ds.frame)),
            "pca_residual": roc_auc_score(y, ((pca.inverse_transform(pca.transform(M)) - M) ** 2).sum(1)),
            "iforest": roc_auc_score(y, -IsolationForest(random_state=0).fit(M).score_samples(M))}
@@ -181,7 +182,10 @@ def published_bytes(ds: rd.Dataset, k: int) -> dict:
             settings = load_settings(config)
             lf = frame.with_columns(pl.lit(day).alias("dt")).lazy()
             batches = EncodedBatches(est, lf, ["id"], 1, dtype)
-            pub = replace_slice(settings, batches, 1, day, {}, quantisation(est) if dtype == "int8" else None)
+            table = FeatureTable(settings)
+            if dtype == "int8":
+                write_quantisation(table.state, 1, quantisation(est))
+            pub = table.replace_slice(batches, 1, day, {})
             out[dtype] = pub.bytes
             out[f"{dtype}_mem"] = pub.memory_bytes
             out["raw_mem"] = batches.raw_memory

@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.cli import main as cli
-    from tasks.sample_data import write_sample_dataset
+    from tasks.data.sample import write_sample_dataset
     from tasks.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:

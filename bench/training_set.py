@@ -53,8 +53,8 @@ def write_data(root: Path, labels: int, keys: int, days: int) -> None:
     for d in range(days):
         day = pl.DataFrame({"id": np.arange(keys, dtype=np.int64),
                             **{f"latent_{j}": rng.standard_normal(keys, dtype=np.float32) for j in range(LATENTS)},
-                            "recon_error": rng.exponential(1.0, keys).astype(np.float32)})
-        day = day.with_columns(is_anomaly=pl.col("recon_error") > 3, model_version=pl.lit(1, pl.Int32),
+                            "anomaly_score": rng.exponential(1.0, keys).astype(np.float32)})
+        day = day.with_columns(is_anomaly=pl.col("anomaly_score") > 3, model_version=pl.lit(1, pl.Int32),
                                dt=pl.lit(START + dt.timedelta(days=d)))
         write_deltalake(str(table), day.to_arrow(), mode="append", partition_by=["model_version", "dt"])
     span_us = (days + 5) * 86_400_000_000

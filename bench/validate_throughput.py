@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.ingest import scan_partition
+from tasks.data.ingest import scan_partition
 from tasks.settings import load_settings
-from tasks.storage import open_storage
+from tasks.store.objects import open_storage
 from tasks.validation import validate
 
 

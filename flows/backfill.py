@@ -6,16 +6,16 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks import steps, tracking
-from tasks.backfill_plan import plan_backfill
+from tasks import promote, publish, steps, train
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
-from tasks.outcomes import DayOutcome
-from tasks.promotion import REPUBLISH_TRIES
+from tasks.outcomes import DayOutcome, backfill_outcomes
+from tasks.registry.client import ModelRef
+from tasks.resources import Resources
 from tasks.settings import Settings
 
 from .parameters import Config, as_settings, parse_date, run_name
-from .train import no_usable_champion, settle_pending, train_flow
+from .train import train_flow
 
 
 def dask_runner_class():
@@ -44,22 +44,21 @@ def task_runner(settings: Settings):
 
 
 @flow(name=FLOWS["partitions"], flow_run_name=run_name("partitions"))
-def run_partitions(config: Config, dates: list[str], ref: tracking.ModelRef, force: bool,
-                   end: str) -> dict[str, DayOutcome]:
+def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool, end: str) -> dict[str, DayOutcome]:
     """Every day on this flow's task runner, at most [backfill].concurrency at once, each batch of
     ``VALIDATION_BATCH_DAYS`` days validated first in one task; date -> outcome."""
-    settings = as_settings(config)
+    res = Resources(as_settings(config))
     size = steps.VALIDATION_BATCH_DAYS
     batches = [dates[i:i + size] for i in range(0, len(dates), size)]
     # Each batch's validation is queued before its days (the pool runs tasks in order, and a day waits
     # for its batch: the other way round could hold every worker waiting), and the next batch's before
     # this one's days, so it runs beside them.
-    checks = [steps.validate_days.submit(settings, batches[0], ref)] if batches else []
+    checks = [steps.validate_batch.submit(res, batches[0], ref)] if batches else []
     futures = {}
     for k, batch in enumerate(batches):
         if k + 1 < len(batches):
-            checks.append(steps.validate_days.submit(settings, batches[k + 1], ref))
-        futures |= {d: steps.backfill_day.submit(settings, d, ref, force, allow_failure(checks[k])) for d in batch}
+            checks.append(steps.validate_batch.submit(res, batches[k + 1], ref))
+        futures |= {d: steps.backfill_day.submit(res, d, ref, force, allow_failure(checks[k])) for d in batch}
     outcomes = {}
     for d, future in futures.items():
         try:
@@ -74,57 +73,36 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
                   retrain: bool = False) -> list[DayOutcome]:
     """Every planned day from ``start`` to ``end`` with the champion; returns each day's outcome.
 
-    ``retrain`` (or no champion yet) first trains a challenger on the window ending at ``end``
+    ``retrain`` (or no usable champion yet) first trains a challenger on the window ending at ``end``
     (promoted only if it passes the gate, which re-encodes that window). Days already published by
     the champion are skipped and every publish is keyed by its idempotency key, so a backfill
     started again after a kill redoes only what did not finish, and overlapping backfills share work.
     """
-    log = get_run_logger()
+    log = get_run_logger().info
     settings = as_settings(config)
-    first, last = parse_date(start, "start"), parse_date(end, "end")
-    settle_pending(settings)
-    current = tracking.champion(settings)
-    usable = current is not None and tracking.usable_reducer(settings, current) is not None
+    res, first, last = Resources(settings), parse_date(start, "start"), parse_date(end, "end")
+    promote.settle_pending(res, log)
+    before, reducer, unusable = res.registry.serving()
     promoted_here: dict[str, int] = {}  # days this run's own promotion published -> with which version
-    if retrain or not usable:
-        reason = ("backfill --retrain" if retrain else "no champion yet" if current is None
-                  else f"champion v{current.version} was saved in a format this version cannot load")
+    if retrain or reducer is None:
         # asked to retrain: a training; else one only if nobody promoted a usable champion meanwhile
-        seen = None if retrain else (current.version if current else 0)
-        out = train_flow(settings, last.isoformat(), warm_start=False, reason=reason, if_champion_is=seen)
-        log.info("trained (%s): version %d %s", reason, out.model_version,
-                 "promoted" if out.promoted else "not promoted")
+        seen = None if retrain else (before.version if before else 0)
+        out = train_flow(settings, last.isoformat(), reason="backfill --retrain" if retrain else unusable,
+                         if_champion_is=seen)
         promoted_here = dict.fromkeys(out.published_days, out.model_version)
-    ref = tracking.champion(settings)
-    if ref is None or (not usable and ref == current):  # the training was not promoted
-        raise no_usable_champion(settings, last)
-    plan, _ = plan_backfill(settings, first, last, force)
-    todo = [p.date for p in plan if p.action == "run"]
+    ref = train.champion_after(res, before, reducer is not None, last)
+    plan = publish.plan_backfill(res, first, last, force)
     run = run_partitions.with_options(task_runner=task_runner(settings))
+    todo = [p.date for p in plan.days if p.action == "run"]
     done = run(settings, todo, ref, force, last.isoformat()) if todo else {}
-    for _ in range(REPUBLISH_TRIES):  # another run's promotion moved champion meanwhile: publish for it too
-        latest = tracking.champion(settings)
+    for ref in publish.champion_moves(res, ref, log):  # another run's promotion: publish for it too
         redo = [d for d, o in done.items() if o.status == "done"]
-        if latest is None or latest.version == ref.version or not redo:
+        if not redo:
             break
-        log.info("version %d became champion during the backfill: publishing its %d day(s) again with it",
-                 latest.version, len(redo))
-        ref = latest
         done |= run(settings, redo, ref, False, last.isoformat())
-    outcomes = []
-    for item in plan:
-        if item.action == "skip" and item.date in promoted_here:
-            outcome = DayOutcome(item.date, "done", f"published with version {promoted_here[item.date]} "
-                                                    "by this backfill's promotion")
-        elif item.action == "skip":
-            outcome = DayOutcome(item.date, "skipped", item.state)
-        elif item.action == "fail":
-            outcome = DayOutcome(item.date, "failed", f"no raw partition for {item.date} under "
-                                                      f"{settings.dataset.raw_uri}")
-        else:
-            outcome = done[item.date]
-        outcomes.append(outcome)
-        log.info("%s: %s (%s)", outcome.date, outcome.status, outcome.detail.splitlines()[0])
+    outcomes = backfill_outcomes(plan.days, done, promoted_here, settings.dataset.raw_uri)
+    for o in outcomes:
+        log(f"{o.date}: {o.status} ({o.detail.splitlines()[0]})")
     create_table_artifact(key=artifact_key(settings.dataset.name, "backfill"), table=[vars(o) for o in outcomes],
                           description=f"backfill {first} .. {last}: per-partition outcomes")
     return outcomes

@@ -22,9 +22,9 @@ def _check_model_fits_columns(settings, until: str | None) -> None:
     its columns from the newest valid day of its window. A store or partition that cannot be read,
     or lacks configured columns, is left to the run to report."""
     from tasks.errors import IngestError, StorageError
-    from tasks.fitting import check_latent_width
-    from tasks.ingest import list_partition_dates, scan_partition
-    from tasks.storage import open_storage
+    from tasks.model.fit import check_latent_width
+    from tasks.data.ingest import list_partition_dates, scan_partition
+    from tasks.store.objects import open_storage
 
     try:
         storage = open_storage(settings.dataset.raw_uri)
@@ -35,24 +35,6 @@ def _check_model_fits_columns(settings, until: str | None) -> None:
         return
     if part is not None and not part.missing:
         check_latent_width(settings, part.columns, part.uri)
-
-
-def _promotion_lines(settings, abandoned: bool = True) -> list[str]:
-    """Promotions left pending by interrupted runs (and how far they got) and abandoned versions."""
-    from tasks import tracking
-    from tasks.promotion import ABANDONED, DAYS_TAG, PENDING, STATE_TAG, WHY_TAG
-    from tasks.table import published_days
-
-    lines = []
-    for ref, tags in tracking.versions_tagged(settings, STATE_TAG, PENDING):
-        days = {d for d in tags.get(DAYS_TAG, "").split(",") if d}
-        have = {d.isoformat() for d in published_days(settings, ref.version)}
-        lines.append(f"pending promotion of version {ref.version}: {len(days & have)} of {len(days)} day(s) of its "
-                     "window re-encoded; the next run, backfill or train finishes it")
-    if abandoned:
-        lines += [f"abandoned version {ref.version} (no rows kept): {tags.get(WHY_TAG, '')}"
-                  for ref, tags in tracking.versions_tagged(settings, STATE_TAG, ABANDONED)]
-    return lines
 
 
 def _settings(args, raw: bool = True, features: bool = True, write: bool = True):
@@ -191,11 +173,11 @@ def cmd_train(args) -> int:
 
 def cmd_promote(args) -> int:
     settings = _settings(args)
-    from tasks import tracking
+    from tasks.registry.client import Registry
 
     from .promote import promote_flow
 
-    tracking.model_version(settings, args.version)  # an unknown version is bad usage: exit 2, before any flow
+    Registry(settings).model_version(args.version)  # an unknown version is bad usage: exit 2, before any flow
     ok, out = _run_flow(promote_flow, config=settings, version=args.version, end=_date(args.end, "end"))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
@@ -207,16 +189,15 @@ def cmd_promote(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from tasks import tracking
-    from tasks.ingest import scan_partition
-    from tasks.storage import open_storage
+    from tasks.data.ingest import scan_partition
+    from tasks.resources import Resources
     from tasks.validation import Reference, validate
 
     settings = _settings(args, features=False)
+    res = Resources(settings)
     day = dt.date.fromisoformat(_date(args.date))
-    part = scan_partition(open_storage(settings.dataset.raw_uri), settings, day)
-    ref = tracking.champion(settings)
-    champion = tracking.usable_reducer(settings, ref) if ref else None
+    part = scan_partition(res.raw, settings, day)
+    _, champion, _ = res.registry.serving()
     report = validate(part, settings, Reference.of(champion) if champion else None)
     print(report.summary())
     if args.report_dir:
@@ -231,8 +212,8 @@ def cmd_validate(args) -> int:
 
 def cmd_backfill(args) -> int:
     settings = _settings(args, write=not args.dry_run)
-    from tasks import tracking
-    from tasks.backfill_plan import plan_backfill
+    from tasks import promote, publish
+    from tasks.resources import Resources
 
     from .backfill import backfill_flow, dask_runner_class
 
@@ -240,16 +221,17 @@ def cmd_backfill(args) -> int:
         dask_runner_class()
     start, end = _date(args.start, "start"), _date(args.end, "end")
     _check_model_fits_columns(settings, end)
-    plan, undated = plan_backfill(settings, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
-    if undated:
-        print(f"ignored folder(s) whose date does not parse: {undated}")
+    res = Resources(settings)
+    plan = publish.plan_backfill(res, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
+    if plan.undated:
+        print(f"ignored folder(s) whose date does not parse: {plan.undated}")
     first_train = " (after retraining, which may re-encode the window)" if args.retrain else (
         f" (no champion yet: one is trained on the window ending {end} first)"
-        if tracking.champion(settings) is None else "")
-    for line in _promotion_lines(settings, abandoned=False):
+        if res.registry.champion() is None else "")
+    for line in promote.status_lines(res, abandoned=False):
         print(line)
     print(f"plan{first_train}:")
-    print("\n".join(f"{p.date}  {p.action:<5} {p.state}" for p in plan))
+    print("\n".join(f"{p.date}  {p.action:<5} {p.state}" for p in plan.days))
     if args.dry_run:
         return EXIT_OK
     ok, out = _run_flow(backfill_flow, config=settings, start=start, end=end, force=args.force, retrain=args.retrain)
@@ -271,48 +253,46 @@ def cmd_backfill(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from tasks import tracking
-    from tasks.table import published_slices, retire_versions
+    from tasks import promote
+    from tasks.resources import Resources
 
     settings = _settings(args, raw=False, write=args.vacuum)
+    res = Resources(settings)
     if args.history:
-        from tasks.history import read_history
+        from tasks.store.history import read_history
 
-        moves = read_history(settings)
+        moves = read_history(res.table)
         print(f"champion history of {settings.table_uri}" + ("" if moves.height else ": no move yet"))
         for m in moves.iter_rows(named=True):
             was = f"from v{m['previous_version']}" if m["previous_version"] is not None else "first champion"
             print(f"  {m['at'].isoformat(timespec='seconds')}  v{m['model_version']}  ({was})  {m['reason']}")
         return EXIT_OK
+    ref = res.registry.champion()
     if args.vacuum:
         if args.keep_versions < 1:
             raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
-        from tasks.promotion import PENDING, STATE_TAG
-
-        ref = tracking.champion(settings)
-        protect = {r.version for r, _ in tracking.versions_tagged(settings, STATE_TAG, PENDING)}
-        done = retire_versions(settings, args.keep_versions, protect | ({ref.version} if ref else set()), args.force)
+        protect = {r.version for r, _ in res.registry.versions_tagged(promote.STATE_TAG, promote.PENDING)}
+        done = res.table.retire_versions(args.keep_versions, protect | ({ref.version} if ref else set()), args.force)
         print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
               f"{done.files_removed} file(s) and {done.partial_removed} partial write(s) of killed runs older "
               f"than {settings.features.retention_hours} h")
-    slices = published_slices(settings)
+    slices = res.table.slices()
     if args.version is not None:
         slices = slices.filter(slices["model_version"] == args.version)
     if args.start:
         slices = slices.filter(slices["dt"] >= dt.date.fromisoformat(_date(args.start, "start")))
     if args.end:
         slices = slices.filter(slices["dt"] <= dt.date.fromisoformat(_date(args.end, "end")))
-    ref = tracking.champion(settings)
     print(f"table {settings.table_uri}; champion: "
           f"{f'{ref.name} version {ref.version}' if ref else 'none'}")
-    for line in _promotion_lines(settings):
+    for line in promote.status_lines(res):
         print(line)
     if slices.is_empty():
         print("nothing published")
         return EXIT_OK
     from tasks.cost import Cost
 
-    costs, trainings = tracking.run_costs(settings)
+    costs, trainings = res.registry.run_costs()
     total = Cost(device="")
     for row in slices.iter_rows(named=True):
         cost = costs.get((row["model_version"], row["dt"].isoformat()))
@@ -330,7 +310,7 @@ def cmd_features(args) -> int:
 def cmd_neighbours(args) -> int:
     import polars as pl
 
-    from tasks.retrieval import neighbours
+    from tasks.features.retrieval import neighbours
 
     settings = _settings(args, raw=False, write=False)
     pairs = [k.split("=", 1) for k in args.key]
@@ -360,7 +340,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from tasks.sample_data import write_sample_dataset
+    from tasks.data.sample import write_sample_dataset
     from tasks.settings import load_settings
 
     from .nightly import nightly_flow

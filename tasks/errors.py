@@ -35,3 +35,7 @@ class IncompatibleModel(LatentfeedError, ValueError):
 
 class StepFailed(LatentfeedError, RuntimeError):
     """A partition or step failed for a reason the message states in full (bad data, missing input)."""
+
+
+class RegistryError(StorageError):
+    """The MLflow registry failed to answer a lookup; never taken for an empty answer."""

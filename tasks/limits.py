@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-from .names import TRAINING_LIMIT
+from tasks.names import TRAINING_LIMIT
 
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"  # what the CLI sets by default
 SLOT_LEASE_S = 60  # the shortest lease Prefect takes: a killed holder's slot is free a minute later

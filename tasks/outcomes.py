@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.data.ingest import Partition
+    from tasks.registry.client import ModelRef
+    from tasks.resources import Resources
+    from tasks.rules.plan import PlannedDay
+    from tasks.store.table import Published
+    from tasks.validation import ValidationReport
 
 
 @dataclass
@@ -28,6 +37,21 @@ class NightlyResult:
     refresh: str  # why the champion was refreshed ("" when it was not)
     promoted: bool
     warnings: str
+
+    @classmethod
+    def of(cls, res: "Resources", ref: "ModelRef", part: "Partition", report: "ValidationReport",
+           pub: "Published", refresh: str | None, promoted: bool) -> "NightlyResult":
+        """The run's result: what was read and written, and the serving model's held-out errors."""
+        run = res.registry.run_metrics(ref.run_id)
+        model = res.registry.load_reducer(ref)
+        return cls(date=part.date.isoformat(), rows_in=report.rows, rows_out=pub.rows, anomalies=pub.anomalies,
+                   latent_dim=model.latent_dim, latent_dtype=res.settings.features.latent_dtype,
+                   raw_bytes=part.raw_bytes, feature_bytes=pub.bytes, raw_memory_bytes=pub.raw_memory_bytes,
+                   feature_memory_bytes=pub.memory_bytes, model_version=ref.version, run_id=ref.run_id,
+                   table_uri=pub.table_uri, delta_version=pub.table_version, val_error=run.get("val_error"),
+                   pca_val_error=run.get("pca_val_error"), val_mse=run.get("val_mse"),
+                   pca_val_mse=run.get("pca_val_mse"), error_unit=model.error_unit_, refresh=refresh or "",
+                   promoted=promoted, warnings="; ".join(str(w) for w in report.warnings))
 
     def markdown(self, dataset: str) -> str:
         return "\n".join([f"# {dataset} {self.date}", "| | |", "|---|---|",
@@ -67,3 +91,21 @@ class DayOutcome:
     detail: str
     seconds: float = 0.0  # what the day's work took here: wall ...
     cpu_seconds: float = 0.0  # ... and CPU time (tasks/cost.py)
+
+
+def backfill_outcomes(plan: "list[PlannedDay]", done: dict[str, DayOutcome], promoted_here: dict[str, int],
+                      raw_uri: str) -> list[DayOutcome]:
+    """Each planned day's outcome, in the plan's order: what the run did, what it skipped and why."""
+    outcomes = []
+    for item in plan:
+        if item.action == "skip" and item.date in promoted_here:
+            outcome = DayOutcome(item.date, "done", f"published with version {promoted_here[item.date]} "
+                                                    "by this backfill's promotion")
+        elif item.action == "skip":
+            outcome = DayOutcome(item.date, "skipped", item.state)
+        elif item.action == "fail":
+            outcome = DayOutcome(item.date, "failed", f"no raw partition for {item.date} under {raw_uri}")
+        else:
+            outcome = done[item.date]
+        outcomes.append(outcome)
+    return outcomes

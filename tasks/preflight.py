@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from .errors import StorageError
-from .settings import Settings
-from .storage import open_storage
+from tasks.errors import StorageError
+from tasks.settings import Settings
+from tasks.store.objects import open_storage
 
 
 def _no_answer(url: str, settings: Settings) -> str | None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ae_models.config import ACTIVATIONS, KINDS
 
-from .errors import ConfigError
+from tasks.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -196,11 +196,30 @@ class Settings(_Section):
 
     def config_hash(self) -> str:
         """Stable hash of what the config says (not of its file's bytes)."""
-        return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(self.model_dump(by_alias=True))
+
+    def rows_hash(self) -> str:
+        """Stable hash of the settings that shape a published day's rows: the columns and how the raw
+        files are read, the model and its training, the stored latent type and code. Operational
+        settings (schedule, backfill, services, validation thresholds, retention, MLflow location)
+        are left out: changing them never makes a published day stale."""
+        d = self.dataset
+        return _hash({"dataset": d.model_dump(by_alias=True, exclude={"raw_uri", "min_rows"}),
+                      "model": self.model.model_dump(),
+                      "training": self.training.model_dump(include=ROW_SHAPING_TRAINING),
+                      "features": self.features.model_dump(include={"latent_dtype", "code_bits"})})
 
     def flat(self) -> dict[str, str]:
         """Flattened "section.key" -> value, for MLflow params."""
         return {f"{s}.{k}": str(v) for s, sec in self.model_dump(by_alias=True).items() for k, v in sec.items()}
+
+
+# The [training] keys that shape the model a version holds (the rest decide when to retrain or promote).
+ROW_SHAPING_TRAINING = {"epochs", "batch_size", "lr", "patience", "seed", "max_train_rows", "window_days"}
+
+
+def _hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _resolve(uri: str, base: Path) -> str:

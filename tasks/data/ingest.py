@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .errors import IngestError, StorageError
-from .settings import Settings
-from .storage import FileInfo, Storage
+from tasks.errors import IngestError, StorageError
+from tasks.settings import Settings
+from tasks.store.objects import FileInfo, Storage
 
 
 FEATURE_GROUPS = ("real", "binary", "categorical")  # the column groups the model reads, in its order

@@ -5,7 +5,7 @@ import dataclasses
 
 import polars as pl
 
-from .ingest import FEATURE_GROUPS, Partition, even_sample, feature_names
+from tasks.data.ingest import FEATURE_GROUPS, Partition, even_sample, feature_names
 
 HOLDOUT_EVERY = 10  # one row in ten is held out: challenger and champion are judged on it, never trained on
 

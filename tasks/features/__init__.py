@@ -12,11 +12,11 @@ from typing import Any
 
 import polars as pl
 
-from .errors import FeatureVersionError
-from .latents import latent_columns, read_quantisation
-from .history import champion_at, parse_instant
-from .table import open_table, published_slices, version_latents
-from .settings import Settings, load_settings
+from tasks.errors import FeatureVersionError
+from tasks.settings import Settings, load_settings
+from tasks.store.history import champion_at, parse_instant
+from tasks.store.latents import latent_columns, read_quantisation
+from tasks.store.table import ANOMALY_SCORE, LEGACY_SCORE, FeatureTable, version_latents
 
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
@@ -29,12 +29,16 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     reader with the same arguments saw then: the version then champion (from the champion history,
     not MLflow) and the table as it then was (Delta time travel)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    at = None if as_of is None else parse_instant(as_of)
+    return _read(FeatureTable(settings), start, end, version, None if as_of is None else parse_instant(as_of))
+
+
+def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetime | None) -> pl.LazyFrame:
+    settings = features.settings
     if version == "champion":
-        version = _champion_version(settings, at)
+        version = _champion_version(features, at)
     version = int(version)
-    table = open_table(settings, at)
-    slices = published_slices(settings, at)
+    table = features.open(at)
+    slices = features.slices(at)
     available = sorted(set(slices["model_version"].to_list()))
     if table is None or version not in available:
         when = f" as of {at.isoformat()}" if at else ""
@@ -46,7 +50,10 @@ def read_features(config: Settings | str | Path, start: dt.date | str | None = N
     lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
     int8 = [c for c in mine if schema[c] == pl.Int8]
     if int8:
-        lf = lf.with_columns(read_quantisation(settings, version).dequantise(int8))
+        lf = lf.with_columns(read_quantisation(features.state, version).dequantise(int8))
+    if LEGACY_SCORE in schema:  # a table begun by an earlier release: its rows name the score recon_error
+        score = pl.coalesce(ANOMALY_SCORE, LEGACY_SCORE) if ANOMALY_SCORE in schema else pl.col(LEGACY_SCORE)
+        lf = lf.with_columns(score.alias(ANOMALY_SCORE)).drop(LEGACY_SCORE)
     if start is not None:
         lf = lf.filter(pl.col("dt") >= pl.lit(dt.date.fromisoformat(str(start))))
     if end is not None:
@@ -86,17 +93,18 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
                       else pl.col(at).dt.convert_time_zone("UTC")).dt.cast_time_unit("us")
     else:
         raise ValueError(f"the labels' time column {at!r} is {when}: it must be a date or a datetime")
-    number = _champion_version(settings, None) if version == "champion" else int(version)
-    feats = read_features(settings, version=number)
+    features = FeatureTable(settings)
+    number = _champion_version(features, None) if version == "champion" else int(version)
+    feats = _read(features, None, None, number, None)
     fschema = feats.collect_schema()
     clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
     if clash:
         raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
-    days = _availability(settings, number, lag, strict)
+    days = _availability(features, number, lag, strict)
     lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
     seen = days["__available"].search_sorted(lab["__at"], side="right")  # days available at the label's time
     lab = lab.with_columns(__interval=pl.when(pl.col("__at").is_not_null()).then(seen).otherwise(0).cast(pl.Int64))
-    columns = [*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), "recon_error", "is_anomaly"]
+    columns = [*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), ANOMALY_SCORE, "is_anomaly"]
     # The latest available row of each key, after each day in the order days became available: the
     # labels of each interval between two availabilities join it. Memory holds the labels, this
     # state (a row per key) and one day, never the whole table.
@@ -127,27 +135,28 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     return joined
 
 
-def _availability(settings: Settings, version: int, lag: dt.timedelta, strict: bool) -> pl.DataFrame:
+def _availability(features: FeatureTable, version: int, lag: dt.timedelta, strict: bool) -> pl.DataFrame:
     """The version's days (``dt``) and when each became available (``__available``), in that order:
     the end of ``dt`` plus ``lag``, and with ``strict`` not before its current files were written."""
     available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
     if strict:
         available = pl.max_horizontal(available, pl.col("published_at").dt.cast_time_unit("us"))
-    return (published_slices(settings).filter(pl.col("model_version") == version)
+    return (features.slices().filter(pl.col("model_version") == version)
             .select("dt", available.alias("__available")).sort("__available", "dt"))
 
 
-def _champion_version(settings: Settings, at: dt.datetime | None) -> int:
+def _champion_version(features: FeatureTable, at: dt.datetime | None) -> int:
     """The champion's version now (MLflow's alias), or at ``at`` (the champion history)."""
+    settings = features.settings
     if at is None:
-        from .tracking import champion  # MLflow: only for the champion now
+        from tasks.registry.client import Registry  # MLflow: only for the champion now
 
-        ref = champion(settings)
+        ref = Registry(settings).champion()
         if ref is None:
             raise FeatureVersionError(f"no champion model for {settings.mlflow.registered_model}; "
-                                      f"published versions: {sorted(set(published_slices(settings)['model_version']))}")
+                                      f"published versions: {sorted(set(features.slices()['model_version']))}")
         return ref.version
-    version = champion_at(settings, at)
+    version = champion_at(features, at)
     if version is None:
         raise FeatureVersionError(f"there was no champion of {settings.mlflow.registered_model} at {at.isoformat()} "
                                   "(see latentfeed features --history)")
@@ -173,11 +182,11 @@ def __getattr__(name: str) -> Any:
     """``LatentDataset`` and ``neighbours`` on first use: they need torch and faiss, which the rest of
     the reader API does not."""
     if name == "LatentDataset":
-        from .latent_dataset import LatentDataset
+        from tasks.features.dataset import LatentDataset
 
         return LatentDataset
     if name == "neighbours":
-        from .retrieval import neighbours
+        from tasks.features.retrieval import neighbours
 
         return neighbours
     raise AttributeError(f"module 'tasks.features' has no attribute {name!r}")

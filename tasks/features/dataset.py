@@ -6,16 +6,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .features import read_features
-from .latents import latent_columns
-from .settings import Settings
+from tasks.features import read_features
+from tasks.store.latents import latent_columns
+from tasks.settings import Settings
 
 
 class LatentDataset(IterableDataset):
     """A PyTorch ``IterableDataset`` of one model version's latents, in batches.
 
     Use ``DataLoader(ds, batch_size=None)``: each item is already a batch, a dict of float32 tensors
-    ``latents`` (b, k) and ``recon_error`` (b,), plus any requested ``columns`` as tensors. With
+    ``latents`` (b, k) and ``anomaly_score`` (b,), plus any requested ``columns`` as tensors. With
     several DataLoader workers each takes every n-th batch, so no row is seen twice.
 
     The rows are read once, here, into NumPy arrays: forked DataLoader workers only slice them. (A
@@ -27,7 +27,7 @@ class LatentDataset(IterableDataset):
         frame = read_features(config, start, end, version).collect()
         self.latent_columns = latent_columns(frame.columns)
         self.arrays = {"latents": frame.select(self.latent_columns).to_numpy().astype("float32"),
-                       "recon_error": frame["recon_error"].to_numpy(writable=True),
+                       "anomaly_score": frame["anomaly_score"].to_numpy(writable=True),
                        **{c: frame[c].to_numpy(writable=True) for c in columns}}  # tensors share memory
         self.rows, self.batch_rows = frame.height, batch_rows
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .errors import ConfigError, FeatureVersionError
-from .features import read_features
-from .latents import CODE, code_matrix, latent_columns
-from .settings import Settings, load_settings
+from tasks.errors import ConfigError, FeatureVersionError
+from tasks.features import read_features
+from tasks.store.latents import CODE, code_matrix, latent_columns
+from tasks.settings import Settings, load_settings
 
 
 def neighbours(config: Settings | str | Path, key: Any, k: int = 10, date: dt.date | str | None = None,

@@ -9,7 +9,7 @@ import polars as pl
 
 from ae_models import AutoencoderReducer
 
-from .latents import CODE, Quantisation, store, store_code, store_score
+from tasks.store.latents import CODE, Quantisation, store, store_code, store_score
 
 BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size
 
@@ -23,13 +23,13 @@ def quantisation(reducer: AutoencoderReducer) -> Quantisation:
 def encode_frame(reducer: AutoencoderReducer, frame: pl.DataFrame, keys: list[str], model_version: int,
                  latent_dtype: str = "float32") -> pl.DataFrame:
     """Encode one partition's rows (``frame`` holds keys, ``dt`` and the feature columns)."""
-    codes, scores = reducer.transform_and_score(frame)
+    codes, scores = reducer.transform_and_anomaly_score(frame)
     grid = quantisation(reducer) if latent_dtype == "int8" else None
     binary = {CODE: store_code(reducer.hash_latents(codes))} if reducer.hasher_ is not None else {}
     return frame.select(*keys, "dt").with_columns(
         pl.lit(model_version, dtype=pl.Int32).alias("model_version"),
         **store(codes, latent_dtype, grid),
-        recon_error=store_score(scores, latent_dtype),
+        anomaly_score=store_score(scores, latent_dtype),
         is_anomaly=pl.Series(scores > np.float32(reducer.threshold_), dtype=pl.Boolean),
         **binary,
     )

@@ -9,9 +9,9 @@ import polars as pl
 from ae_models import AutoencoderReducer
 from ae_models.config import REGULARISED_KINDS, AEConfig
 
-from .errors import ConfigError
-from .ingest import feature_names
-from .settings import Settings
+from tasks.errors import ConfigError
+from tasks.data.ingest import feature_names
+from tasks.settings import Settings
 
 
 def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=None) -> AutoencoderReducer:

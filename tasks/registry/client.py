@@ -1,8 +1,9 @@
-"""MLflow: experiments, training runs, the registry and the ``champion`` alias.
+"""MLflow: the dataset's runs, registered versions and the ``champion`` alias, behind one ``Registry``.
 
-Everything goes through an ``MlflowClient`` built from the settings: nothing here sets MLflow's
-process-wide URIs, active run or experiment, or the environment, so two configs in one process (or
-threads of a backfill) never see each other's store.
+Everything goes through an ``MlflowClient`` built for the configured store: nothing here sets
+MLflow's process-wide URIs, active run or experiment, or the environment, so two configs in one
+process (or threads of a backfill) never see each other's store. A lookup that fails is an error
+(``RegistryError``), never an empty answer: "no champion" is said only when MLflow says there is none.
 """
 from __future__ import annotations
 
@@ -14,23 +15,27 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from ae_models import AutoencoderReducer
+from tasks.cost import Cost
+from tasks.errors import ConfigError, IncompatibleModel, RegistryError
+from tasks.settings import Settings
 
-from .cost import Cost
-from .errors import ConfigError, IncompatibleModel, StorageError
-from .settings import Settings
-from .validation import ValidationReport
+if TYPE_CHECKING:
+    from ae_models import AutoencoderReducer
+    from tasks.validation import ValidationReport
 
 CHAMPION = "champion"
-_MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
-_AE_MODELS = Path(__file__).resolve().parent.parent / "ae_models"
+_MODEL_CODE = Path(__file__).with_name("pyfunc.py")
+_AE_MODELS = Path(__file__).resolve().parents[2] / "ae_models"
 _BATCH = 900  # metrics per log_batch call (MLflow takes at most 1,000)
+HOST_TAG, PID_TAG = "latentfeed.host", "latentfeed.pid"  # which process a run belongs to
+OTHER_HOST_STALE_S = 24 * 3600  # another machine's run still RUNNING after this long was killed
 
 
 @dataclass(frozen=True)
@@ -59,78 +64,19 @@ def _client(uri: str):
     return c
 
 
-def client(settings: Settings):
-    """The MLflow client of the configured store (tracking and registry)."""
-    return _client(settings.mlflow.tracking_uri)
-
-
-def experiment_id(settings: Settings) -> str:
-    """The dataset's experiment, created on first use (another process may create it meanwhile)."""
-    from mlflow.exceptions import MlflowException
-
-    c = client(settings)
-    found = c.get_experiment_by_name(settings.experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return c.create_experiment(settings.experiment, artifact_location=_artifact_uri(settings))
-    except MlflowException:
-        return c.get_experiment_by_name(settings.experiment).experiment_id
-
-
-def _artifact_uri(settings: Settings) -> str | None:
-    loc = settings.mlflow.artifact_location
-    if loc and "://" not in loc:
-        return Path(loc).absolute().as_uri()
-    return loc
-
-
-def champion(settings: Settings) -> ModelRef | None:
-    """The model version in service, or None before the first training."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client(settings).get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
-    except MlflowException:
-        return None
-    return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
-
-
-def model_version(settings: Settings, version: int) -> ModelRef:
-    """A registered version by number; ConfigError listing the registered ones when there is none."""
-    from mlflow.exceptions import MlflowException
-
-    name = settings.mlflow.registered_model
-    try:
-        mv = client(settings).get_model_version(name, str(version))
-    except MlflowException:
-        known = sorted(int(v.version) for v in client(settings).search_model_versions(f"name = '{name}'"))
-        raise ConfigError(f"model {name} has no version {version}; registered versions: {known}") from None
-    return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
-
-
-def set_champion(settings: Settings, ref: ModelRef) -> None:
-    """Point the ``champion`` alias (what readers get by default) at ``ref``."""
-    client(settings).set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
-
-
-def load_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer:
-    """The estimator behind a registered version (downloaded once per process and version)."""
-    return _load(settings.mlflow.tracking_uri, ref.name, ref.version)
-
-
-def usable_reducer(settings: Settings, ref: ModelRef) -> AutoencoderReducer | None:
-    """``load_reducer``, or None when the version was saved in a format this code cannot load (a
-    champion from an older release: the next training replaces it)."""
-    try:
-        return load_reducer(settings, ref)
-    except IncompatibleModel:
-        return None
+def _absent(e: Exception) -> bool:
+    """MLflow said the thing does not exist (as opposed to failing to answer): a missing model or
+    version, or an alias not set ("Registered model alias champion not found.")."""
+    code = getattr(e, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(e))
 
 
 @lru_cache(maxsize=4)
-def _load(tracking_uri: str, name: str, version: int) -> AutoencoderReducer:
+def _load(tracking_uri: str, name: str, version: int) -> "AutoencoderReducer":
+    """A registered version's estimator, downloaded once per process and version."""
     import mlflow
+
+    from ae_models import AutoencoderReducer
 
     c = _client(tracking_uri)
     mv = c.get_model_version(name, str(version))
@@ -144,6 +90,272 @@ def _load(tracking_uri: str, name: str, version: int) -> AutoencoderReducer:
             return AutoencoderReducer.load(local)
         except ValueError as e:
             raise IncompatibleModel(f"model {name} version {version} cannot be loaded: {e}") from None
+
+
+class Registry:
+    """The dataset's experiment and registered model in the configured MLflow store."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.uri = settings.mlflow.tracking_uri
+        self.name = settings.mlflow.registered_model
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Registry":
+        return cls(settings)
+
+    @property
+    def client(self):
+        return _client(self.uri)
+
+    def _lookup(self, what: str, fn, *args, **kwargs):
+        """Call MLflow; a failure other than "does not exist" is a RegistryError naming the lookup."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as e:
+            if _absent(e):
+                raise
+            raise RegistryError(f"the MLflow registry {self.uri} failed to answer {what}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    @cached_property
+    def experiment_id(self) -> str:
+        """The dataset's experiment, created on first use (another process may create it meanwhile)."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.settings.experiment
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self._artifact_uri())
+        except MlflowException:
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def _artifact_uri(self) -> str | None:
+        loc = self.settings.mlflow.artifact_location
+        if loc and "://" not in loc:
+            return Path(loc).absolute().as_uri()
+        return loc
+
+    # -- versions and the champion ------------------------------------------------------------
+
+    @staticmethod
+    def _ref(mv) -> ModelRef:
+        return ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000)
+
+    def champion(self) -> ModelRef | None:
+        """The model version in service, or None when the registry says there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._lookup(f"the {CHAMPION} alias of {self.name}", self.client.get_model_version_by_alias,
+                              self.name, CHAMPION)
+        except MlflowException:  # absent: no such model or alias
+            return None
+        return self._ref(mv)
+
+    def model_version(self, version: int) -> ModelRef:
+        """A registered version by number; ConfigError listing the registered ones when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._lookup(f"version {version} of {self.name}", self.client.get_model_version, self.name,
+                              str(version))
+        except MlflowException:
+            known = [ref.version for ref, _ in self.versions()]
+            raise ConfigError(f"model {self.name} has no version {version}; registered versions: {known}") from None
+        return self._ref(mv)
+
+    def versions(self) -> list[tuple[ModelRef, dict[str, str]]]:
+        """Every registered version with its tags, oldest first (none before the first training)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._lookup(f"the versions of {self.name}", self.client.search_model_versions,
+                                 f"name = '{self.name}'")
+        except MlflowException:
+            return []
+        return sorted(((self._ref(mv), dict(mv.tags)) for mv in found), key=lambda x: x[0].version)
+
+    def versions_tagged(self, tag: str, value: str) -> list[tuple[ModelRef, dict[str, str]]]:
+        """The registered versions whose tag ``tag`` is ``value``, with all their tags, oldest first."""
+        return [(ref, tags) for ref, tags in self.versions() if tags.get(tag) == value]
+
+    def set_champion(self, ref: ModelRef) -> None:
+        """Point the ``champion`` alias (what readers get by default) at ``ref``."""
+        self.client.set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
+
+    def load_reducer(self, ref: ModelRef) -> "AutoencoderReducer":
+        """The estimator behind a registered version (downloaded once per process and version)."""
+        return _load(self.uri, ref.name, ref.version)
+
+    def serving(self) -> tuple[ModelRef | None, "AutoencoderReducer | None", str | None]:
+        """The champion, its estimator, and why it cannot serve: (None, None, "no champion model yet")
+        before the first training; (ref, None, why) for a version saved in a format this code cannot
+        load (the next training replaces it); (ref, reducer, None) otherwise."""
+        ref = self.champion()
+        if ref is None:
+            return None, None, "no champion model yet"
+        try:
+            return ref, self.load_reducer(ref), None
+        except IncompatibleModel:
+            return ref, None, f"champion v{ref.version} was saved in a format this version cannot load"
+
+    def tag_version(self, ref: ModelRef, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(ref.name, str(ref.version), k, v)
+
+    def tag_value(self, ref: ModelRef, tag: str) -> str | None:
+        return self._lookup(f"the tags of version {ref.version}", self.client.get_model_version, ref.name,
+                            str(ref.version)).tags.get(tag)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self._lookup(f"run {run_id}", self.client.get_run, run_id).data.metrics)
+
+    @contextmanager
+    def _run(self, name: str, tags: dict[str, str]) -> Iterator[str]:
+        """A run of the dataset's experiment, ended FINISHED, or FAILED when its body raises (a killed
+        process's run is ended by the next one: ``fail_stale_runs``)."""
+        c = self.client
+        owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        run_id = c.create_run(self.experiment_id, run_name=f"{self.settings.dataset.name}-{name}",
+                              tags={**tags, **owner}).info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            c.set_terminated(run_id, "FAILED")
+            raise
+        c.set_terminated(run_id)
+
+    def log_training(self, est: "AutoencoderReducer", holdout: pl.DataFrame, tags: dict[str, str],
+                     metrics: dict[str, float], reports: "dict[str, ValidationReport]",
+                     version_tags: dict[str, str]) -> ModelRef:
+        """Record a trained reducer as an MLflow run and register it (promotion is the caller's step).
+
+        ``holdout`` (rows the reducer never saw) feeds the score histogram and the latent projection;
+        ``reports`` maps each training partition's date to its validation report; ``version_tags`` are
+        set on the registered version as it is created (its promotion state: never a moment without it).
+        """
+        from tasks.registry import plots
+
+        c, plan = self.client, est.plan_
+        fitted_tags = {"error_unit": est.error_unit_, "scaling": est.preprocessor_.scaling,
+                       "hidden": str(plan["hidden"]), "nullable_columns": ",".join(est.preprocessor_.nullable)}
+        with self._run("train", {**tags, **_device_tags(est), **fitted_tags}) as run_id:
+            _log_params(c, run_id, {**self.settings.flat(),  # what the config says (unset: None) ...
+                                    **{f"estimator.{k}": v for k, v in est.get_params().items()
+                                       if k != "callback"}})  # ... what ran
+            history = [(int(row["step"]), {k: v for k, v in row.items() if k != "step"}) for row in est.history_]
+            fitted = {"val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "val_mse": est.val_mse_,
+                      "pca_val_mse": est.pca_val_mse_, "anomaly_threshold": est.threshold_,
+                      "baseline_score": est.baseline_score_, "best_step": est.best_step_, "steps": est.steps_,
+                      "batch_size": plan["batch_size"], "train_seconds": est.train_seconds_,
+                      "train_rows_per_second": est.train_rows_per_second_, **metrics}
+            # the curves at timestamp 0 and the fitted values at the last step, now: a run's latest val_error
+            # (what readers and the summary get) is the kept state's, not the last measurement's
+            _log_metrics(c, run_id, history, timestamp=0)
+            _log_metrics(c, run_id, [(est.steps_, fitted)])
+            codes, scores = est.transform_and_anomaly_score(holdout)
+            for fig, name in ((plots.loss_curves(est.history_, est.pca_val_error_), "loss_curves.png"),
+                              (plots.score_histogram(scores, est.threshold_), "anomaly_score_hist.png"),
+                              (plots.latent_projection(codes, scores, est.threshold_), "latent_projection.png")):
+                c.log_figure(run_id, fig, f"plots/{name}")
+                plots.close(fig)
+            for date, report in reports.items():
+                _log_validation(c, run_id, date, report)
+            version = self._register_model(est, run_id, version_tags)
+        return ModelRef(self.name, version, run_id)
+
+    def _register_model(self, est: "AutoencoderReducer", run_id: str, tags: dict[str, str]) -> int:
+        """Save the pyfunc as an MLflow logged model of the run and register it as a new version."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        c = self.client
+        keys = list(self.settings.dataset.key_columns)
+        model = c.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
+                                      model_type="latentfeed-autoencoder")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                reducer_dir = est.save(Path(tmp) / "reducer")
+                with warnings.catch_warnings():  # MLflow's hint about type hints on predict
+                    warnings.simplefilter("ignore", UserWarning)
+                    mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
+                                             artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
+                                             signature=signature(est, keys), pip_requirements=_requirements(),
+                                             model_config={"keys": keys})
+                c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+        except BaseException:
+            c.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        c.finalize_logged_model(model.model_id, "READY")
+        try:
+            c.create_registered_model(self.name)
+        except MlflowException:  # it exists (or another run created it meanwhile)
+            pass
+        # The source is the logged model's artifact location, not "models:/<id>": the registry would resolve
+        # that through MLflow's process-wide tracking URI, which nothing here sets.
+        return int(c.create_model_version(self.name, source=model.artifact_location, run_id=run_id, tags=tags,
+                                          model_id=model.model_id).version)
+
+    def log_publish(self, ref: ModelRef, date: str, report: "ValidationReport", tags: dict[str, str],
+                    metrics: dict[str, float]) -> str:
+        """One MLflow run per published partition: what it read, how it was judged, what it wrote; the
+        validation result and Data Docs go with it. Returns the run id."""
+        with self._run(f"publish-{date}", {"kind": "publish", "dt": date, "model_name": ref.name,
+                                           "model_version": str(ref.version), "training_run_id": ref.run_id,
+                                           "validation_id": report.id, **tags}) as run_id:
+            _log_metrics(self.client, run_id, [(0, metrics)])
+            _log_validation(self.client, run_id, date, report)
+        return run_id
+
+    def run_costs(self) -> tuple[dict[tuple[int, str], Cost], list[Cost]]:
+        """What the dataset's runs cost (``cost_*`` metrics): the newest publish run of each (model
+        version, day), and every training run."""
+        published, trainings, token = {}, [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "metrics.cost_wall_seconds >= 0", max_results=1000,
+                                           order_by=["attributes.start_time ASC"], page_token=token)
+            for run in page:
+                tags, metrics = run.data.tags, run.data.metrics
+                cost = Cost.from_metrics(metrics, tags.get("cost_device", ""))
+                if tags.get("kind") == "train":
+                    trainings.append(cost)
+                elif tags.get("kind") == "publish":
+                    published[(int(tags["model_version"]), tags["dt"])] = cost
+            token = page.token
+            if not token:
+                return published, trainings
+
+    def fail_stale_runs(self) -> int:
+        """Mark FAILED the dataset's runs left RUNNING by killed processes: this machine's whose process
+        is gone, another machine's after ``OTHER_HOST_STALE_S``. Returns how many."""
+        c = self.client
+        found = c.get_experiment_by_name(self.settings.experiment)
+        if found is None:
+            return 0
+        host, now = socket.gethostname(), time.time()
+        stale = 0
+        for run in c.search_runs([found.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            tags = run.data.tags
+            if tags.get(HOST_TAG) == host:
+                gone = not _alive(int(tags.get(PID_TAG, "0") or 0))
+            else:
+                gone = now - run.info.start_time / 1000 > OTHER_HOST_STALE_S
+            if gone:
+                c.set_tag(run.info.run_id, "latentfeed.ended", "its process died before it ended; marked by a later run")
+                c.set_terminated(run.info.run_id, "FAILED")
+                stale += 1
+        return stale
 
 
 def _log_validation(c, run_id: str, date: str, report: ValidationReport) -> None:
@@ -179,22 +391,6 @@ def _log_metrics(c, run_id: str, rows: list[tuple[int, dict[str, float]]], times
 
 
 HOST_TAG, PID_TAG = "latentfeed.host", "latentfeed.pid"  # which process a run belongs to
-OTHER_HOST_STALE_S = 24 * 3600  # another machine's run still RUNNING after this long was killed
-
-
-@contextmanager
-def _run(c, settings: Settings, name: str, tags: dict[str, str]) -> Iterator[str]:
-    """A run of the dataset's experiment, ended FINISHED, or FAILED when its body raises (a killed
-    process's run is ended by the next one: ``fail_stale_runs``)."""
-    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-    run_id = c.create_run(experiment_id(settings), run_name=f"{settings.dataset.name}-{name}",
-                          tags={**tags, **owner}).info.run_id
-    try:
-        yield run_id
-    except BaseException:
-        c.set_terminated(run_id, "FAILED")
-        raise
-    c.set_terminated(run_id)
 
 
 def _log_params(c, run_id: str, params: dict[str, object]) -> None:
@@ -205,113 +401,6 @@ def _log_params(c, run_id: str, params: dict[str, object]) -> None:
         c.log_batch(run_id, params=rows[i:i + 100])
 
 
-def log_training(settings: Settings, est: AutoencoderReducer, holdout: pl.DataFrame, tags: dict[str, str],
-                 metrics: dict[str, float], reports: dict[str, ValidationReport],
-                 version_tags: dict[str, str]) -> ModelRef:
-    """Record a trained reducer as an MLflow run and register it (promotion is the caller's step).
-
-    ``holdout`` (rows the reducer never saw) feeds the error histogram and the latent projection;
-    ``reports`` maps each training partition's date to its validation report; ``version_tags`` are
-    set on the registered version as it is created (its promotion state: never a moment without it).
-    """
-    from . import plots
-
-    c = client(settings)
-    plan = est.plan_
-    fitted_tags = {"error_unit": est.error_unit_, "scaling": est.preprocessor_.scaling,
-                   "hidden": str(plan["hidden"]), "nullable_columns": ",".join(est.preprocessor_.nullable)}
-    with _run(c, settings, "train", {**tags, **_device_tags(est), **fitted_tags}) as run_id:
-        _log_params(c, run_id, {**settings.flat(),  # what the config says (unset: None) ...
-                                **{f"estimator.{k}": v for k, v in est.get_params().items()}})  # ... what ran
-        history = [(int(row["step"]), {k: v for k, v in row.items() if k != "step"}) for row in est.history_]
-        fitted = {"val_error": est.val_error_, "pca_val_error": est.pca_val_error_, "val_mse": est.val_mse_,
-                  "pca_val_mse": est.pca_val_mse_, "anomaly_threshold": est.threshold_,
-                  "baseline_error": est.baseline_error_, "best_step": est.best_step_, "steps": est.steps_,
-                  "batch_size": plan["batch_size"], "train_seconds": est.train_seconds_,
-                  "train_rows_per_second": est.train_rows_per_second_, **metrics}
-        # the curves at timestamp 0 and the fitted values at the last step, now: a run's latest val_error
-        # (what readers and the summary get) is the kept state's, not the last measurement's
-        _log_metrics(c, run_id, history, timestamp=0)
-        _log_metrics(c, run_id, [(est.steps_, fitted)])
-        codes, scores = est.transform_and_score(holdout)
-        for fig, name in ((plots.loss_curves(est.history_, est.pca_val_error_), "loss_curves.png"),
-                          (plots.error_histogram(scores, est.threshold_), "recon_error_hist.png"),
-                          (plots.latent_projection(codes, scores, est.threshold_), "latent_projection.png")):
-            c.log_figure(run_id, fig, f"plots/{name}")
-            plots.close(fig)
-        for date, report in reports.items():
-            _log_validation(c, run_id, date, report)
-        version = _register_model(settings, est, run_id, version_tags)
-    return ModelRef(settings.mlflow.registered_model, version, run_id)
-
-
-def _register_model(settings: Settings, est: AutoencoderReducer, run_id: str, tags: dict[str, str]) -> int:
-    """Save the pyfunc as an MLflow logged model of the run and register it as a new version."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    c = client(settings)
-    keys = list(settings.dataset.key_columns)
-    model = c.create_logged_model(experiment_id(settings), name="model", source_run_id=run_id,
-                                  model_type="latentfeed-autoencoder")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            reducer_dir = est.save(Path(tmp) / "reducer")
-            with warnings.catch_warnings():  # MLflow's hint about type hints on predict
-                warnings.simplefilter("ignore", UserWarning)
-                mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
-                                         artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
-                                         signature=signature(est, keys), pip_requirements=_requirements(),
-                                         model_config={"keys": keys})
-            c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
-    except BaseException:
-        c.finalize_logged_model(model.model_id, "FAILED")
-        raise
-    c.finalize_logged_model(model.model_id, "READY")
-    name = settings.mlflow.registered_model
-    try:
-        c.create_registered_model(name)
-    except MlflowException:  # it exists (or another run created it meanwhile)
-        pass
-    # The source is the logged model's artifact location, not "models:/<id>": the registry would resolve
-    # that through MLflow's process-wide tracking URI, which nothing here sets.
-    return int(c.create_model_version(name, source=model.artifact_location, run_id=run_id, tags=tags,
-                                      model_id=model.model_id).version)
-
-
-def log_publish(settings: Settings, ref: ModelRef, date: str, report: ValidationReport,
-                tags: dict[str, str], metrics: dict[str, float]) -> str:
-    """One MLflow run per published partition (the nightly's): what it read, how it was judged, what
-    it wrote; the validation result and Data Docs go with it. Returns the run id."""
-    c = client(settings)
-    with _run(c, settings, f"publish-{date}", {"kind": "publish", "dt": date, "model_name": ref.name,
-                                              "model_version": str(ref.version), "training_run_id": ref.run_id,
-                                              "validation_id": report.id, **tags}) as run_id:
-        _log_metrics(c, run_id, [(0, metrics)])
-        _log_validation(c, run_id, date, report)
-    return run_id
-
-
-def run_costs(settings: Settings) -> tuple[dict[tuple[int, str], Cost], list[Cost]]:
-    """What the dataset's runs cost (``cost_*`` metrics): the newest publish run of each (model
-    version, day), and every training run."""
-    c = client(settings)
-    published, trainings, token = {}, [], None
-    while True:
-        page = c.search_runs([experiment_id(settings)], "metrics.cost_wall_seconds >= 0", max_results=1000,
-                             order_by=["attributes.start_time ASC"], page_token=token)
-        for run in page:
-            tags, metrics = run.data.tags, run.data.metrics
-            cost = Cost.from_metrics(metrics, tags.get("cost_device", ""))
-            if tags.get("kind") == "train":
-                trainings.append(cost)
-            elif tags.get("kind") == "publish":
-                published[(int(tags["model_version"]), tags["dt"])] = cost
-        token = page.token
-        if not token:
-            return published, trainings
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -320,66 +409,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
-
-
-def fail_stale_runs(settings: Settings) -> int:
-    """Mark FAILED the dataset's runs left RUNNING by killed processes: this machine's whose process
-    is gone, another machine's after ``OTHER_HOST_STALE_S``. Returns how many."""
-    c = client(settings)
-    found = c.get_experiment_by_name(settings.experiment)
-    if found is None:
-        return 0
-    host, now = socket.gethostname(), time.time()
-    stale = 0
-    for run in c.search_runs([found.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
-        tags = run.data.tags
-        if tags.get(HOST_TAG) == host:
-            gone = not _alive(int(tags.get(PID_TAG, "0") or 0))
-        else:
-            gone = now - run.info.start_time / 1000 > OTHER_HOST_STALE_S
-        if gone:
-            c.set_tag(run.info.run_id, "latentfeed.ended", "its process died before it ended; marked by a later run")
-            c.set_terminated(run.info.run_id, "FAILED")
-            stale += 1
-    return stale
-
-
-def tag_version(settings: Settings, ref: ModelRef, tags: dict[str, str]) -> None:
-    c = client(settings)
-    for k, v in tags.items():
-        c.set_model_version_tag(ref.name, str(ref.version), k, v)
-
-
-def tag_value(settings: Settings, ref: ModelRef, tag: str) -> str | None:
-    return client(settings).get_model_version(ref.name, str(ref.version)).tags.get(tag)
-
-
-def versions(settings: Settings) -> list[tuple[ModelRef, dict[str, str]]]:
-    """Every registered version with its tags, oldest first (none before the first training)."""
-    from mlflow.exceptions import MlflowException
-
-    name = settings.mlflow.registered_model
-    try:
-        found = client(settings).search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return []
-    return sorted(((ModelRef(mv.name, int(mv.version), mv.run_id, mv.creation_timestamp / 1000), dict(mv.tags))
-                   for mv in found), key=lambda x: x[0].version)
-
-
-def versions_tagged(settings: Settings, tag: str, value: str) -> list[tuple[ModelRef, dict[str, str]]]:
-    """The registered versions whose tag ``tag`` is ``value``, with all their tags, oldest first."""
-    return [(ref, tags) for ref, tags in versions(settings) if tags.get(tag) == value]
-
-
-def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
-    c = client(settings)
-    for k, v in tags.items():
-        c.set_tag(run_id, k, v)
-
-
-def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
-    return dict(client(settings).get_run(run_id).data.metrics)
 
 
 def signature(est: AutoencoderReducer, keys: list[str]):
@@ -393,7 +422,7 @@ def signature(est: AutoencoderReducer, keys: list[str]):
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in [*keys, *est.feature_names_in_]])
     outputs = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
                       *(ColSpec("float", name) for name in est.get_feature_names_out()),
-                      ColSpec("float", "recon_error"), ColSpec("boolean", "is_anomaly"),
+                      ColSpec("float", "anomaly_score"), ColSpec("boolean", "is_anomaly"),
                       *([ColSpec("binary", "code")] if est.hasher_ is not None else [])])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

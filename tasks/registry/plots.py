@@ -26,18 +26,18 @@ def loss_curves(history: list[dict[str, float]], pca_error: float):
     return fig
 
 
-def error_histogram(scores: np.ndarray, threshold: float):
+def score_histogram(scores: np.ndarray, threshold: float):
     fig, ax = _pyplot().subplots(figsize=(6, 4))
     ax.hist(scores, bins=100, log=True)
     ax.axvline(threshold, color="red", label=f"anomaly threshold {threshold:.3g}")
-    ax.set(xlabel="reconstruction error", ylabel="rows", title="held-out reconstruction error")
+    ax.set(xlabel="anomaly score", ylabel="rows", title="held-out anomaly score")
     ax.legend()
     fig.tight_layout()
     return fig
 
 
 def latent_projection(codes: np.ndarray, scores: np.ndarray, threshold: float, max_points: int = 20_000):
-    """The latents' first two principal components (the code itself when 2-D), coloured by error."""
+    """The latents' first two principal components (the code itself when 2-D), coloured by anomaly score."""
     from sklearn.decomposition import PCA
 
     keep = np.random.default_rng(0).permutation(len(codes))[:max_points]

@@ -12,7 +12,7 @@ from mlflow.pyfunc import PythonModel
 
 class LatentEncoder(PythonModel):
     """predict(raw feature columns) -> what a feature-table row holds: the dataset's key columns when
-    they are sent, latent_0..latent_{k-1}, recon_error (the anomaly score), is_anomaly and, for a model
+    they are sent, latent_0..latent_{k-1}, anomaly_score, is_anomaly and, for a model
     trained with code_bits, code (the packed binary code, bytes), with the
     fitted preprocessing applied (nulls where the model allows them; ordinary pandas dtypes)."""
 
@@ -23,12 +23,12 @@ class LatentEncoder(PythonModel):
         self.keys = list((context.model_config or {}).get("keys", []))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        codes, scores = self.reducer.transform_and_score(model_input)
+        codes, scores = self.reducer.transform_and_anomaly_score(model_input)
         index = getattr(model_input, "index", None)
         sent = [k for k in self.keys if k in getattr(model_input, "columns", [])]
         out = pd.DataFrame({k: model_input[k] for k in sent}, index=index)
         out[list(self.reducer.get_feature_names_out())] = pd.DataFrame(codes, index=index)
-        out["recon_error"] = scores
+        out["anomaly_score"] = scores
         out["is_anomaly"] = scores > np.float32(self.reducer.threshold_)
         if self.reducer.hasher_ is not None:
             out["code"] = [row.tobytes() for row in self.reducer.hash_latents(codes)]

@@ -1,7 +1,6 @@
 """Whether a challenger replaces the champion: the gate on the shared holdout's error."""
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 
@@ -38,29 +37,6 @@ def decide(challenger_error: float, champion_error: float | None, tolerance: flo
                               f"x (1 + {tolerance:g})")
     return Decision(False, f"holdout error {challenger_error:.5g} > champion's {champion_error:.5g} "
                            f"x (1 + {tolerance:g})")
-
-
-# The promotion's durable state, a tag on the registered model version (every machine sees the registry):
-# pending (passed the gate; its window is being re-encoded, then champion moves), done, or abandoned
-# (it can never become champion: failed the gate, or another version was promoted while it was pending).
-STATE_TAG, DAYS_TAG, WHY_TAG = "promotion", "promotion_days", "promotion_reason"
-REPLACES_TAG = "promotion_replaces"  # the champion it replaced, whose later days it re-encodes
-MOVE_REASON_TAG = "promotion_move_reason"  # why it becomes champion, for the champion history
-REPUBLISH_TRIES = 3  # champion moves a run that publishes follows before it reports its days
-PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
-
-
-def registered_state(decision: Decision, window: list[dt.date], move_reason: str) -> dict[str, str]:
-    """A new version's state, set as it is registered: pending with the days its promotion re-encodes
-    (and ``move_reason``, for the champion history), or abandoned with the gate's reason."""
-    if decision.promote:
-        return pending_state(window, move_reason)
-    return {STATE_TAG: ABANDONED, WHY_TAG: decision.reason}
-
-
-def pending_state(window: list[dt.date], reason: str) -> dict[str, str]:
-    """The tags of a version about to become champion: the days it re-encodes first, and why."""
-    return {STATE_TAG: PENDING, DAYS_TAG: ",".join(d.isoformat() for d in sorted(window)), MOVE_REASON_TAG: reason}
 
 
 def settle(pending: list[int], champion: int | None) -> tuple[int | None, list[int]]:

@@ -1,15 +1,8 @@
-"""What a backfill will do to each day of its range, decided from the store's state before any work."""
+"""What a backfill will do to each day of its range, decided from the stores' state before any work."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-
-from .ingest import list_partition_dates
-from .quarantine import quarantined
-from .settings import Settings
-from .storage import open_storage
-from .table import published_slices
-from .tracking import champion
 
 
 @dataclass(frozen=True)
@@ -43,16 +36,3 @@ def plan_days(first: dt.date, last: dt.date, raw: set[dt.date], champion_version
         plan.append(PlannedDay(day.isoformat(), state, action))
         day += dt.timedelta(days=1)
     return plan
-
-
-def plan_backfill(settings: Settings, first: dt.date, last: dt.date,
-                  force: bool = False) -> tuple[list[PlannedDay], list[str]]:
-    """The plan from the stores as they are now, and the raw folders ignored because their date
-    does not parse."""
-    raw_dates, undated = list_partition_dates(open_storage(settings.dataset.raw_uri), settings)
-    ref = champion(settings)
-    published: dict[dt.date, list[int]] = {}
-    for row in published_slices(settings).iter_rows(named=True):
-        published.setdefault(row["dt"], []).append(row["model_version"])
-    return plan_days(first, last, set(raw_dates), ref.version if ref else None, quarantined(settings), published,
-                     force), undated

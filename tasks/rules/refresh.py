@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .settings import TrainingSettings
+from tasks.settings import TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -13,17 +13,17 @@ class ChampionHealth:
     """What the champion looks like on today's partition, beside what it looked like in training."""
 
     age_days: float
-    mean_error: float  # mean reconstruction error on the partition
-    baseline_error: float  # mean reconstruction error on its own training rows
+    mean_score: float  # mean anomaly score on the partition
+    baseline_score: float  # mean anomaly score on its own held-out rows, at training
     anomaly_share: float  # share of the partition's rows over the anomaly threshold
     expected_anomaly_share: float  # 1 - the anomaly quantile: the share seen in training
 
 
-def champion_health(created: float, now: float, rows: pl.DataFrame, baseline_error: float,
+def champion_health(created: float, now: float, rows: pl.DataFrame, baseline_score: float,
                     anomaly_quantile: float) -> ChampionHealth:
     """The champion (registered at ``created``, seconds since the epoch) judged on ``rows`` it encoded."""
-    return ChampionHealth(age_days=(now - created) / 86400, mean_error=float(rows["recon_error"].mean()),
-                          baseline_error=baseline_error, anomaly_share=float(rows["is_anomaly"].mean()),
+    return ChampionHealth(age_days=(now - created) / 86400, mean_score=float(rows["anomaly_score"].mean()),
+                          baseline_score=baseline_score, anomaly_share=float(rows["is_anomaly"].mean()),
                           expected_anomaly_share=1 - anomaly_quantile)
 
 
@@ -41,10 +41,10 @@ def refresh_reason(policy: TrainingSettings, health: ChampionHealth | None) -> s
         return "refresh = always"
     if health.age_days > policy.max_model_age_days:
         return f"champion is {health.age_days:.0f} days old (max_model_age_days = {policy.max_model_age_days})"
-    ratio = health.mean_error / health.baseline_error if health.baseline_error > 0 else float("inf")
+    ratio = health.mean_score / health.baseline_score if health.baseline_score > 0 else float("inf")
     if ratio > policy.drift_tolerance:
-        return (f"drift: mean reconstruction error {health.mean_error:.4g} is {ratio:.2f}x the champion's "
-                f"training baseline {health.baseline_error:.4g} (drift_tolerance = {policy.drift_tolerance})")
+        return (f"drift: mean anomaly score {health.mean_score:.4g} is {ratio:.2f}x the champion's "
+                f"held-out baseline {health.baseline_score:.4g} (drift_tolerance = {policy.drift_tolerance})")
     share = health.anomaly_share / health.expected_anomaly_share if health.expected_anomaly_share > 0 else 0.0
     if share > policy.anomaly_share_tolerance:
         return (f"drift: {health.anomaly_share:.1%} of rows are anomalies, {share:.1f}x the "

@@ -9,7 +9,7 @@
   The offsets and scales come from the model version itself (``latent_range_``, saved with it in
   MLflow) and are written beside the table, so readers need neither MLflow nor the model.
 
-With ``float16`` and ``int8`` the anomaly score (``recon_error``, a float32 column) is stored
+With ``float16`` and ``int8`` the anomaly score (``anomaly_score``, a float32 column) is stored
 rounded to bfloat16 precision (about 3 significant digits; ``is_anomaly`` is decided before the
 rounding): a float32 score would otherwise take as many bytes as all the int8 latents together.
 
@@ -27,8 +27,7 @@ import pyarrow as pa
 
 from ae_models.config import LATENT_PREFIX, latent_names
 
-from .settings import Settings
-from .storage import open_storage
+from tasks.store.objects import Storage
 
 CODE = "code"  # the column of the binary codes
 LEVELS = 127  # int8 codes run from -127 to 127 (-128 is left unused, so the grid is symmetric)
@@ -101,23 +100,22 @@ def code_matrix(codes: pl.Series) -> np.ndarray:
     return np.frombuffer(fixed.buffers()[1], np.uint8, len(fixed) * width, fixed.offset * width).reshape(-1, width)
 
 
-def _sidecar(settings: Settings, model_version: int) -> str:
-    store_ = open_storage(settings.state_uri)
-    return store_.join("quantisation", f"model_version={int(model_version)}.json")
+def _sidecar(state: Storage, model_version: int) -> str:
+    return state.join("quantisation", f"model_version={int(model_version)}.json")
 
 
-def write_quantisation(settings: Settings, model_version: int, quantisation: Quantisation) -> str:
-    """Record a version's int8 grid beside the table (before its first rows are written)."""
-    uri = _sidecar(settings, model_version)
-    open_storage(uri).write_text(uri, json.dumps({"model_version": int(model_version), "offset": quantisation.offset,
+def write_quantisation(state: Storage, model_version: int, quantisation: Quantisation) -> str:
+    """Record a version's int8 grid in the table's state folder (before its first rows are written)."""
+    uri = _sidecar(state, model_version)
+    state.write_text(uri, json.dumps({"model_version": int(model_version), "offset": quantisation.offset,
                                                   "scale": quantisation.scale}, indent=1))
     return uri
 
 
-def read_quantisation(settings: Settings, model_version: int) -> Quantisation:
-    uri = _sidecar(settings, model_version)
+def read_quantisation(state: Storage, model_version: int) -> Quantisation:
+    uri = _sidecar(state, model_version)
     try:
-        d = json.loads(open_storage(uri).read_text(uri))
+        d = json.loads(state.read_text(uri))
     except FileNotFoundError:
         raise FileNotFoundError(f"model version {model_version} is stored as int8 but its quantisation grid "
                                 f"{uri} is missing; publish a day of it again to rewrite it") from None

@@ -1,12 +1,15 @@
 """Leases kept on the feature store: one training per dataset at a time, one publisher per day and
 model version, across processes and machines.
 
-A lease is a small JSON object beside the table (``Settings.state_uri``/leases/...) saying who holds
-it and until when. Its holder renews it from a background thread; a holder that is killed stops
+A lease is a small JSON object in the table's state folder (``leases/...``) saying who holds it and
+until when. Its holder renews it from a background thread; a holder that is killed stops
 renewing, so its lease runs out after ``[schedule].lease_seconds`` and the next run takes it over: a
 dead run never blocks the next one for longer than that. Taking, renewing and giving it back are
 conditional writes (S3's If-None-Match / If-Match; an OS lock on a local store), so two runs never
-both hold it, on one machine or several.
+both hold it, on one machine or several. Giving it back is conditional too: a run releases only the
+lease it still holds, never one another run took over. A holder whose renewals fail for a whole
+``lease_seconds`` (the store unreachable) counts its lease as lost: another run may hold it by then,
+so it stops before its next irreversible step (``check``).
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from .errors import StepFailed
-from .settings import Settings
-from .storage import Storage, open_storage
+from tasks.errors import StepFailed
+from tasks.settings import Settings
+from tasks.store.objects import Storage
 
 POLL_S = 2.0  # how often a waiting run looks at the lease
 
@@ -42,41 +45,52 @@ class Holder:
 
 
 class Lease:
-    """One lease of the feature store; use ``training_lease`` or ``publish_lease``."""
+    """One lease on the state store; use ``training_lease`` or ``publish_lease``."""
 
-    def __init__(self, settings: Settings, name: str, what: str, purpose: str):
-        self.store: Storage = open_storage(settings.state_uri)
-        self.uri = self.store.join("leases", f"{name}.json")
-        self.ttl = settings.schedule.lease_seconds
-        self.wait_s = settings.schedule.lease_wait_minutes * 60
+    def __init__(self, store: Storage, name: str, what: str, purpose: str, ttl: float, wait_s: float,
+                 poll_s: float = POLL_S):
+        self.store = store
+        self.uri = store.join("leases", f"{name}.json")
+        self.ttl, self.wait_s, self.poll_s = ttl, wait_s, poll_s
         self.what = what  # what the lease guards, for messages
         self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0)
         self.waited_for: Holder | None = None  # who held it when this run had to wait
         self.lost = False
         self._version: str | None = None
+        self._renewed = 0.0  # monotonic time of the last write that landed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _put(self, version: str | None) -> bool:
+    def _put(self, version: str | None, expires: float | None = None) -> bool:
         """Write this holder's lease if it is still at ``version``; it is held when the store holds
         exactly what was written (also when the write's answer was lost and its retry was refused
         because the first attempt had landed)."""
-        text = json.dumps(asdict(replace(self.me, expires=time.time() + self.ttl)))
+        text = json.dumps(asdict(replace(self.me, expires=time.time() + self.ttl if expires is None else expires)))
         self.store.write_if(self.uri, text, version)
         now = self.store.read_versioned(self.uri)
         if now is None or now[0] != text:
             return False
         self._version = now[1]
+        self._renewed = time.monotonic()
         return True
+
+    def _holder(self) -> tuple[Holder | None, str | None]:
+        """Who holds the lease now (None: nobody, or an unreadable file, which anyone may replace)."""
+        found = self.store.read_versioned(self.uri)
+        if found is None:
+            return None, None
+        try:
+            return Holder(**json.loads(found[0])), found[1]
+        except (ValueError, TypeError):  # bad JSON or fields: a damaged file guards nothing
+            return None, found[1]
 
     def acquire(self, log: Callable[[str], None]) -> None:
         """Take the lease, waiting while a live holder renews it (at most ``[schedule].lease_wait_minutes``)."""
         deadline = time.monotonic() + self.wait_s
         while True:
-            found = self.store.read_versioned(self.uri)
-            holder = Holder(**json.loads(found[0])) if found else None
+            holder, version = self._holder()
             if holder is None or holder.expires < time.time():
-                if self._put(found[1] if found else None):
+                if self._put(version):
                     break
                 continue  # another run took it first: look again
             if self.waited_for is None or holder.id != self.waited_for.id:
@@ -85,7 +99,7 @@ class Lease:
             if time.monotonic() > deadline:
                 raise StepFailed(f"the {self.what} is still held by another run: {holder.describe()} "
                                  f"({self.uri}); gave up after [schedule].lease_wait_minutes = {self.wait_s / 60:g}")
-            time.sleep(POLL_S)
+            time.sleep(self.poll_s)
         self._thread = threading.Thread(target=self._renew, name="latentfeed-lease", daemon=True)
         self._thread.start()
 
@@ -93,25 +107,34 @@ class Lease:
         while not self._stop.wait(self.ttl / 3):
             try:
                 renewed = self._put(self._version)
-            except Exception:  # the store did not answer (its client already retried): try again next time
-                continue
-            if not renewed:
-                self.lost = True  # someone took it over: we were too slow to renew
+            except Exception:  # the store did not answer (its client already retried)
+                renewed = None
+            if renewed is False:  # someone took it over: we were too slow to renew
+                self.lost = True
+                return
+            if renewed is None and time.monotonic() - self._renewed >= self.ttl:
+                self.lost = True  # not renewed for a whole lease: another run may hold it now
                 return
 
     def check(self) -> None:
-        """Raise before an irreversible step (moving ``champion``) when the lease was taken over."""
-        if self.lost:
+        """Raise before an irreversible step (a commit, moving ``champion``) when the lease is lost."""
+        if self.lost or (self._thread is not None and time.monotonic() - self._renewed >= self.ttl):
+            self.lost = True
             raise StepFailed(f"the lease of the {self.what} ({self.uri}) expired while this run held it (not "
-                             f"renewed within [schedule].lease_seconds = {self.ttl:g}) and another run took it: "
+                             f"renewed within [schedule].lease_seconds = {self.ttl:g}) and another run may hold it: "
                              "this run stops here")
 
     def release(self) -> None:
+        """Give the lease back, only if this run still holds the version it last wrote: expired at once
+        (a conditional write), so a run that took it over meanwhile keeps it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if not self.lost and self._version is not None:
-            self.store.delete(self.uri)
+            try:
+                self._put(self._version, expires=0.0)
+            except Exception:  # unreachable: the lease runs out by itself
+                pass
 
 
 @contextmanager
@@ -123,13 +146,17 @@ def _held(lease: Lease, log: Callable[[str], None]) -> Iterator[Lease]:
         lease.release()
 
 
-def training_lease(settings: Settings, purpose: str, log: Callable[[str], None]):
+def training_lease(state: Storage, settings: Settings, purpose: str, log: Callable[[str], None]):
     """Hold the dataset's training lease for the duration (waiting for it first): trainings and
     promotions of one dataset run one at a time."""
-    return _held(Lease(settings, "training", f"training of dataset {settings.dataset.name}", purpose), log)
+    s = settings.schedule
+    return _held(Lease(state, "training", f"training of dataset {settings.dataset.name}", purpose,
+                       s.lease_seconds, s.lease_wait_minutes * 60), log)
 
 
-def publish_lease(settings: Settings, key: str, purpose: str, log: Callable[[str], None]):
+def publish_lease(state: Storage, settings: Settings, key: str, purpose: str, log: Callable[[str], None]):
     """Hold the lease of one idempotency key (a day, its inputs and a model version) for the duration:
     two runs reaching the same key take turns, and the second finds the work done."""
-    return _held(Lease(settings, f"publish/{key}", f"publish of {key}", purpose), log)
+    s = settings.schedule
+    return _held(Lease(state, f"publish/{key}", f"publish of {key}", purpose, s.lease_seconds,
+                       s.lease_wait_minutes * 60), log)

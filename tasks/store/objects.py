@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import StorageError
+from tasks.errors import StorageError
 
 DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when the AWS chain sets none
 # Error codes S3 (and compatible stores) answer when throttling; 5xx answers are transient too.

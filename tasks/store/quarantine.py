@@ -9,12 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from .settings import Settings
-from .storage import Storage, open_storage
-from .validation import ValidationReport
+from typing import TYPE_CHECKING
+
+from tasks.settings import Settings
+from tasks.store.objects import Storage, open_storage
+
+if TYPE_CHECKING:
+    from tasks.validation import ValidationReport
 
 
-def _root(settings: Settings) -> Storage:
+def root(settings: Settings) -> Storage:
+    """The quarantine's folder of the configured table."""
     return open_storage(f"{settings.features.uri.rstrip('/')}/_quarantine/{settings.features.table}")
 
 
@@ -27,10 +32,9 @@ def _report_uri(store: Storage, date: dt.date) -> str:
     return _day(store, date, "report.json")
 
 
-def record(settings: Settings, date: dt.date, report: ValidationReport, fingerprint: str) -> str:
+def record(store: Storage, date: dt.date, report: "ValidationReport", fingerprint: str) -> str:
     """Keep the failing report (with the raw fingerprint it judged) and its Data Docs pages; returns
     where the report went (the pages lie beside it as ``data_docs_<suite>.html``)."""
-    store = _root(settings)
     uri = _report_uri(store, date)
     for suite, html in report.docs.items():
         store.write_text(_day(store, date, f"data_docs_{suite}.html"), html)
@@ -41,17 +45,15 @@ def record(settings: Settings, date: dt.date, report: ValidationReport, fingerpr
     return uri
 
 
-def release(settings: Settings, date: dt.date) -> None:
+def release(store: Storage, date: dt.date) -> None:
     """The day passed and was published: it is no longer quarantined."""
-    store = _root(settings)
     store.delete(_report_uri(store, date))  # first: the day stops counting as failed
     for f in store.list_files(_day(store, date)):
         store.delete(f.uri)
 
 
-def quarantined(settings: Settings) -> dict[dt.date, str]:
+def quarantined(store: Storage) -> dict[dt.date, str]:
     """Days whose latest run failed validation -> where their report is."""
-    store = _root(settings)
     days = {}
     for name in store.list_dirs(store.uri):
         if name.startswith("dt=") and any(f.uri.endswith("/report.json") for f in store.list_files(store.join(name))):

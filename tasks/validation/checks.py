@@ -24,9 +24,9 @@ import polars as pl
 from ae_models import AutoencoderReducer
 from ae_models.preprocess import NULL, UNSEEN
 
-from .ingest import Partition, even_sample, resolve_columns
-from .errors import ConfigError, IngestError
-from .settings import Settings
+from tasks.data.ingest import Partition, even_sample, resolve_columns
+from tasks.errors import ConfigError, IngestError
+from tasks.settings import Settings
 
 # check name (as in [validation.severity]) -> (profile column, what it checks)
 _COLUMN_CHECKS = {

@@ -1,0 +1,1 @@
+"""Raw data: partitions read with polars, the training window, the demo dataset."""

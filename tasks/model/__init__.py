@@ -1,0 +1,1 @@
+"""The estimator a config describes, and rows encoded into the feature table's rows."""

@@ -1,0 +1,190 @@
+"""Promotion, its one owner: a version becomes champion only once its days are published with it.
+
+The sequence: the version is registered (or tagged) *pending* with the days it must re-encode; they
+are re-encoded; the ``champion`` alias moves last and the move is appended to the champion history;
+days the replaced champion published meanwhile are re-encoded; the version is tagged *done*. The
+state lives on the registered version, which every machine sees, so a run interrupted anywhere in
+between is finished by the next run (``settle``), never trained again; pending versions that can no
+longer become champion are *abandoned* and their rows removed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from tasks.errors import IngestError, StepFailed
+from tasks.outcomes import PromoteResult
+from tasks.publish import check_day, publish_day
+from tasks.registry.client import ModelRef
+from tasks.resources import Resources
+from tasks.rules.gate import Decision, settle as settle_order
+from tasks.store import history
+from tasks.store.lease import Lease, training_lease
+from tasks.data.ingest import Partition, list_partition_dates, window_dates
+from tasks.validation import ValidationReport
+
+# The promotion's durable state, tags on the registered model version: pending (passed the gate; its
+# days are being re-encoded, then champion moves), done, or abandoned (it can never become champion:
+# failed the gate, or another version was promoted while it was pending).
+STATE_TAG, DAYS_TAG, WHY_TAG = "promotion", "promotion_days", "promotion_reason"
+REPLACES_TAG = "promotion_replaces"  # the champion it replaced, whose later days it re-encodes
+MOVE_REASON_TAG = "promotion_move_reason"  # why it becomes champion, for the champion history
+PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
+
+Day = tuple[Partition, ValidationReport]
+
+
+def registered_state(decision: Decision, window: list[dt.date], move_reason: str) -> dict[str, str]:
+    """A new version's state, set as it is registered: pending with the days its promotion re-encodes
+    (and ``move_reason``, for the champion history), or abandoned with the gate's reason."""
+    if decision.promote:
+        return pending_state(window, move_reason)
+    return {STATE_TAG: ABANDONED, WHY_TAG: decision.reason}
+
+
+def pending_state(window: list[dt.date], reason: str) -> dict[str, str]:
+    """The tags of a version about to become champion: the days it re-encodes first, and why."""
+    return {STATE_TAG: PENDING, DAYS_TAG: ",".join(d.isoformat() for d in sorted(window)), MOVE_REASON_TAG: reason}
+
+
+def promote(res: Resources, ref: ModelRef, days: list[Day], lease: Lease, log: Callable[[str], None],
+            reason: str) -> None:
+    """Make ``ref`` (already tagged pending with ``days``) champion: the days are re-encoded with it,
+    then the alias moves."""
+    _reencode(res, ref, days, log)
+    _move_champion(res, ref, min(p.date for p, _ in days), lease, log, reason)
+
+
+def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str], None]) -> None:
+    """Publish every day of a promotion with ``ref`` before it becomes champion; a failure stops the
+    promotion (the run is tagged why) and leaves the champion as it was and the version pending."""
+    for part, report in days:
+        try:
+            publish_day(res, ref, part, report, log=log)
+        except Exception as e:
+            res.registry.tag_run(ref.run_id, {"promotion_blocked": str(e)})
+            raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
+                             f"the champion is unchanged and the promotion stays pending: the next run finishes "
+                             f"it") from e
+
+
+def _move_champion(res: Resources, ref: ModelRef, start: dt.date, lease: Lease, log: Callable[[str], None],
+                   reason: str) -> None:
+    """Point ``champion`` at ``ref`` (its days are published) and append the move to the champion
+    history, then re-encode the days from ``start`` on that the replaced champion published and ``ref``
+    did not (a nightly that ran during the training), and record the promotion done. The replaced
+    version is recorded first, so a run killed after the move is finished by the next."""
+    reg = res.registry
+    lease.check()
+    before = reg.champion()
+    if before is not None and before.version != ref.version:
+        reg.tag_version(ref, {REPLACES_TAG: str(before.version)})
+    reg.set_champion(ref)
+    replaced = reg.tag_value(ref, REPLACES_TAG)
+    history.record_move(res.table, ref.version, int(replaced) if replaced else None, reason, ref.run_id)
+    if replaced:
+        res.table.refresh()
+        behind = {d for d in res.table.published_days(int(replaced)) if d >= start}
+        missing = sorted(behind - res.table.published_days(ref.version))
+        if missing:
+            log(f"re-encoding {len(missing)} day(s) v{replaced} published during the promotion of v{ref.version}")
+        reducer = reg.load_reducer(ref)
+        for day in missing:
+            try:
+                publish_day(res, ref, *check_day(res, day, reducer), log=log)
+            except (IngestError, StepFailed) as e:
+                log(f"{day} stays published by v{replaced} only: {e}")
+    reg.tag_version(ref, {STATE_TAG: DONE})
+
+
+def abandon(res: Resources, ref: ModelRef, why: str, log: Callable[[str], None]) -> None:
+    """A version that can never become champion: its rows go in one commit, and the registry says why."""
+    days = res.table.delete_version(ref.version, why)
+    res.registry.tag_version(ref, {STATE_TAG: ABANDONED, WHY_TAG: why})
+    log(f"version {ref.version} abandoned ({why}); its rows on {days} day(s) were removed")
+
+
+def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef | None:
+    """Finish what interrupted runs left pending (the training lease held): the newest pending version
+    gets the days it lacks re-encoded, then becomes champion, without training again; pending versions
+    that can no longer become champion are abandoned. Returns the version finished, if any."""
+    reg = res.registry
+    pending = reg.versions_tagged(STATE_TAG, PENDING)
+    current = reg.champion()
+    finish, drop = settle_order([ref.version for ref, _ in pending], current.version if current else None)
+    for ref, _ in pending:
+        if ref.version in drop:
+            newer = current.version if finish is None else finish
+            abandon(res, ref, f"version {newer} was promoted while it was pending", log)
+    if finish is None:
+        return None
+    ref, tags = next((r, t) for r, t in pending if r.version == finish)
+    dates = [dt.date.fromisoformat(d) for d in tags.get(DAYS_TAG, "").split(",") if d]
+    res.table.refresh()
+    have = res.table.published_days(ref.version)
+    log(f"finishing the promotion of version {ref.version} an interrupted run left pending: "
+        f"{len(have & set(dates))} of {len(dates)} day(s) already re-encoded")
+    reducer = reg.load_reducer(ref)
+    days = []
+    for day in sorted(set(dates) - have):
+        try:
+            days.append(check_day(res, day, reducer))
+        except (IngestError, StepFailed) as e:
+            log(f"{day} cannot be re-encoded now and is left out: {e}")
+    _reencode(res, ref, days, log)
+    _move_champion(res, ref, min(dates, default=dt.date.max), lease, log,
+                   tags.get(MOVE_REASON_TAG, "a promotion an interrupted run left pending"))
+    return ref
+
+
+def settle_pending(res: Resources, log: Callable[[str], None]) -> None:
+    """``settle`` under the dataset's training lease, when a promotion is pending (else one registry look)."""
+    if res.registry.versions_tagged(STATE_TAG, PENDING):
+        with training_lease(res.state, res.settings, "finishing a pending promotion", log) as lease:
+            settle(res, lease, log)
+
+
+def promote_version(res: Resources, version: int, end: dt.date | None, log: Callable[[str], None]) -> PromoteResult:
+    """Make a registered version champion by hand (forward or rollback), by the rule every promotion
+    follows: the window ending at ``end`` (default: the newest raw partition) is re-encoded with it
+    first; under the dataset's training lease, after any pending promotion."""
+    reg = res.registry
+    with training_lease(res.state, res.settings, f"promote --version {version}", log) as lease:
+        settle(res, lease, log)
+        ref = reg.model_version(version)
+        before = reg.champion()
+        if before is not None and before.version == version:
+            return PromoteResult(version, version, 0, f"version {version} is champion already: nothing to do")
+        reducer = reg.load_reducer(ref)  # IncompatibleModel: one line, exit 1
+        dates, _ = list_partition_dates(res.raw, res.settings)
+        if not dates:
+            raise StepFailed(f"no raw partition under {res.settings.dataset.raw_uri}: no window to re-encode")
+        days = []
+        for day in window_dates(res.raw, res.settings, dates[-1] if end is None else end):
+            try:
+                days.append(check_day(res, day, reducer))
+            except (IngestError, StepFailed) as e:
+                log(f"{day} is left out of the window: {e}")
+        if not days:
+            raise StepFailed(f"no valid raw partition in the {res.settings.training.window_days}-day window ending "
+                             f"{end or dates[-1]}: version {version} was not promoted")
+        why = f"promote --version {version}" + (f" (rollback from {before.version})" if before and
+                                                 before.version > version else "")
+        reg.tag_version(ref, pending_state([p.date for p, _ in days], why))
+        promote(res, ref, days, lease, log, why)
+    log(f"version {version} is champion (was {before.version if before else 'none'}); re-encoded {len(days)} day(s)")
+    return PromoteResult(version, before.version if before else None, len(days), why)
+
+
+def status_lines(res: Resources, abandoned: bool = True) -> list[str]:
+    """Promotions left pending by interrupted runs (and how far they got), and abandoned versions."""
+    reg, lines = res.registry, []
+    for ref, tags in reg.versions_tagged(STATE_TAG, PENDING):
+        days = {d for d in tags.get(DAYS_TAG, "").split(",") if d}
+        have = {d.isoformat() for d in res.table.published_days(ref.version)}
+        lines.append(f"pending promotion of version {ref.version}: {len(days & have)} of {len(days)} day(s) of its "
+                     "window re-encoded; the next run, backfill or train finishes it")
+    if abandoned:
+        lines += [f"abandoned version {ref.version} (no rows kept): {tags.get(WHY_TAG, '')}"
+                  for ref, tags in reg.versions_tagged(STATE_TAG, ABANDONED)]
+    return lines

@@ -1,0 +1,1 @@
+"""MLflow: training and publish runs, registered versions, the ``champion`` alias, the served model."""

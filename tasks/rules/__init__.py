@@ -1,0 +1,1 @@
+"""Pure decisions, no I/O: when to retrain, whether a challenger replaces the champion, what a backfill does."""

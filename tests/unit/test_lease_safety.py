@@ -1,0 +1,84 @@
+"""A lease is given back only by the run that still holds it, and a holder that cannot reach the store
+for a whole lease counts it lost before its next irreversible step."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tasks.errors import StepFailed
+from tasks.store.lease import Lease
+from tasks.store.objects import LocalStorage
+
+TTL = 1.0
+
+
+class FlakyStore(LocalStorage):
+    """A local store that stops answering while ``down`` is set (an outage of the object store)."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise OSError("the store does not answer")
+
+    def write_if(self, uri: str, text: str, version: str | None) -> bool:
+        self._check()
+        return super().write_if(uri, text, version)
+
+    def read_versioned(self, uri: str):
+        self._check()
+        return super().read_versioned(uri)
+
+
+def lease(store: LocalStorage, who: str) -> Lease:
+    return Lease(store, "training", "training of dataset t", who, ttl=TTL, wait_s=5, poll_s=0.05)
+
+
+def holder(store: LocalStorage, uri: str) -> dict:
+    return json.loads(store.read_text(uri))
+
+
+def test_a_run_cut_off_for_a_whole_lease_loses_it_and_never_releases_the_next_holders(tmp_path):
+    flaky, healthy = FlakyStore(str(tmp_path)), LocalStorage(str(tmp_path))
+    first = lease(flaky, "first run")
+    first.acquire(lambda _: None)
+    flaky.down = True  # the first run's renewals fail from now on
+    time.sleep(TTL * 1.5)
+    second = lease(healthy, "second run")
+    second.acquire(lambda _: None)  # the first run's lease ran out: the second takes it
+    assert first.lost, "a holder that could not renew for a whole lease must count it lost"
+    with pytest.raises(StepFailed, match="lease_seconds"):
+        first.check()
+    flaky.down = False  # the store answers again: the first run now gives back what it thinks it holds
+    first.release()
+    assert holder(healthy, second.uri)["purpose"] == "second run"
+    assert holder(healthy, second.uri)["expires"] > time.time(), "the second run's lease was released by the first"
+    second.check()  # the second run still holds it
+    second.release()
+    assert holder(healthy, second.uri)["expires"] == 0.0
+
+
+def test_release_leaves_a_lease_another_run_took_over(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    first = lease(store, "first run")
+    first.acquire(lambda _: None)
+    first._stop.set()  # renewals stop (a paused process), so the lease runs out
+    first._thread.join()
+    time.sleep(TTL * 1.2)
+    second = lease(store, "second run")
+    second.acquire(lambda _: None)
+    first.release()  # not lost by its own reckoning, but the store holds the second run's lease now
+    assert holder(store, second.uri)["purpose"] == "second run"
+    assert holder(store, second.uri)["expires"] > time.time()
+    second.release()
+
+
+def test_a_damaged_lease_file_is_taken_over(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    run = lease(store, "a run")
+    store.write_text(run.uri, "{not json")
+    run.acquire(lambda _: None)
+    assert holder(store, run.uri)["purpose"] == "a run"
+    run.release()
