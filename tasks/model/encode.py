@@ -3,13 +3,15 @@ the binary code when the model version learned one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from ae_models import AutoencoderReducer
-
 from tasks.store.latents import CODE, Quantisation, store, store_code, store_score
+
+if TYPE_CHECKING:
+    from ae_models import AutoencoderReducer
 
 BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size
 

@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ae_models import AutoencoderReducer
 from ae_models.config import REGULARISED_KINDS, AEConfig
 
 from tasks.errors import ConfigError
 from tasks.data.ingest import feature_names
 from tasks.settings import Settings
 
+if TYPE_CHECKING:
+    from ae_models import AutoencoderReducer
+
 
 def build_reducer(settings: Settings, columns: dict[str, list[str]], callback=None) -> AutoencoderReducer:
     """The estimator the config describes; what it leaves unset (``auto``, None) is the estimator's default."""
+    from ae_models import AutoencoderReducer
+
     m, t = settings.model, settings.training
     optional = {"lr": t.lr, "patience": t.patience, "sparsity": m.sparsity, "noise_std": m.noise_std,
                 "mask_prob": m.mask_prob, "beta": m.beta, "anomaly_quantile": m.anomaly_quantile}

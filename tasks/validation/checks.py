@@ -16,17 +16,19 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from ae_models import AutoencoderReducer
 from ae_models.preprocess import NULL, UNSEEN
 
 from tasks.data.ingest import Partition, even_sample, resolve_columns
 from tasks.errors import ConfigError, IngestError
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from ae_models import AutoencoderReducer
 
 # check name (as in [validation.severity]) -> (profile column, what it checks)
 _COLUMN_CHECKS = {
