@@ -71,13 +71,17 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     A day's features describe the data of day ``dt``, so they count as available from the end of
     that day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features
     computed from its own future. ``strict`` also requires that the day's rows were in the table by
-    then (when its current files were written: a day published again later counts from then).
-    ``ttl`` drops features older than that at the label's time. ``at`` is a date or a datetime (a
+    then (when its current files were written: a day published again later counts from then); of the
+    days available, the latest ``dt`` wins, whenever it was published. ``ttl`` drops features that
+    became available longer than that before the label's time. ``model_version`` names the version
+    every row was read from (pin it with ``version=N`` to train a downstream model on one latent space). ``at`` is a date or a datetime (a
     naive one is read as UTC). Label rows with no features keep nulls in the feature columns (their
     count is logged); ``feature_dt`` names the day each row's features come from. Rows come back in
     the labels' order; labels may be polars (lazy or not) or pandas.
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
+    if lag < dt.timedelta(0):
+        raise ValueError(f"lag={lag} is negative: it would let a label see a day before the day has ended")
     keys = list(settings.dataset.key_columns) if on is None else [on] if isinstance(on, str) else list(on)
     lab = (labels.lazy() if isinstance(labels, pl.DataFrame) else labels if isinstance(labels, pl.LazyFrame)
            else pl.from_pandas(labels).lazy())
@@ -100,11 +104,17 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
     if clash:
         raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
+    columns = [*keys, pl.col("dt").alias("feature_dt"), "model_version", *latent_columns(fschema.names()),
+               ANOMALY_SCORE, "is_anomaly"]
+    taken = [c for c in schema.names() if c not in keys and c in {"feature_dt", "model_version", ANOMALY_SCORE,
+                                                                      "is_anomaly", *latent_columns(fschema.names())}]
+    if taken:
+        raise ValueError(f"the labels' column(s) {taken} have the names of feature columns training_set adds; "
+                         "rename them first")
     days = _availability(features, number, lag, strict)
     lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
     seen = days["__available"].search_sorted(lab["__at"], side="right")  # days available at the label's time
     lab = lab.with_columns(__interval=pl.when(pl.col("__at").is_not_null()).then(seen).otherwise(0).cast(pl.Int64))
-    columns = [*keys, pl.col("dt").alias("feature_dt"), *latent_columns(fschema.names()), ANOMALY_SCORE, "is_anomaly"]
     # The latest available row of each key, after each day in the order days became available: the
     # labels of each interval between two availabilities join it. Memory holds the labels, this
     # state (a row per key) and one day, never the whole table.
@@ -119,6 +129,10 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
         rows = feats.filter(pl.col("dt") == day).select(columns).collect().with_columns(
             __available=pl.lit(available, pl.Datetime("us", "UTC")))
         rows = rows if unique else rows.unique(keys, keep="last", maintain_order=True)
+        if strict:  # days arrive in the order they were published: an older dt never replaces a newer one
+            held = state.select(*keys, pl.col("feature_dt").alias("__held"))
+            rows = rows.join(held, on=keys, how="left").filter(
+                pl.col("__held").is_null() | (pl.col("feature_dt") > pl.col("__held"))).drop("__held")
         state = pl.concat([state.join(rows, on=keys, how="anti"), rows])  # 6x faster than unique(keep="last")
         if (i,) in waiting:
             parts.append(waiting.pop((i,)).join(state, on=keys, how="left"))
@@ -127,7 +141,8 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
         stale = pl.col("__at") - pl.col("__available") > pl.lit(ttl)
         joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c)
                                      for c in joined.columns[lab.width:] if c != "__available")
-    joined = joined.drop("__row", "__at", "__interval", "__available")
+    joined = joined.drop("__row", "__at", "__interval", "__available").with_columns(
+        model_version=pl.lit(number, pl.Int32))
     missing = joined["feature_dt"].null_count()
     if missing:
         logging.getLogger(__name__).warning("%d of %d label rows have no features available at their time",
