@@ -1,7 +1,8 @@
 """Promotion, its one owner: a version becomes champion only once its days are published with it.
 
-The sequence: the version is registered (or tagged) *pending* with the days it must re-encode; they
-are re-encoded; the ``champion`` alias moves last and the move is appended to the champion history;
+The sequence: the version is registered (or tagged) *pending* with its window's days; they are
+re-encoded, then every other day the table holds (``[training].history_days`` may limit how far back),
+so that readers of the champion never lose a day; the ``champion`` alias moves last and the move is appended to the champion history;
 days the replaced champion published meanwhile are re-encoded; the version is tagged *done*. The
 state lives on the registered version, which every machine sees, so a run interrupted anywhere in
 between is finished by the next run (``settle``), never trained again; pending versions that can no
@@ -49,10 +50,43 @@ def pending_state(window: list[dt.date], reason: str) -> dict[str, str]:
 
 def promote(res: Resources, ref: ModelRef, days: list[Day], lease: Lease, log: Callable[[str], None],
             reason: str) -> None:
-    """Make ``ref`` (already tagged pending with ``days``) champion: the days are re-encoded with it,
-    then the alias moves."""
+    """Make ``ref`` (already tagged pending with ``days``, its window) champion: the window is
+    re-encoded with it, then the rest of the table's history, then the alias moves."""
     _reencode(res, ref, days, log)
-    _move_champion(res, ref, min(p.date for p, _ in days), lease, log, reason)
+    start = _reencode_history(res, ref, [p.date for p, _ in days], log)
+    _move_champion(res, ref, start, lease, log, reason)
+
+
+def _history(res: Resources, window: list[dt.date]) -> tuple[list[dt.date], dt.date]:
+    """The days of the table a promotion with this window covers besides the window, and the first
+    day it covers: every day the table holds, or the ``[training].history_days`` up to the window's end."""
+    limit = res.settings.training.history_days
+    first = (max(window) - dt.timedelta(days=limit - 1)) if limit and window else dt.date.min
+    res.table.refresh()
+    held = set(res.table.slices()["dt"].to_list())
+    return sorted(d for d in held - set(window) if d >= first), min([first, *window])
+
+
+def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log: Callable[[str], None]) -> dt.date:
+    """Publish with ``ref`` the table's other days it lacks, day by day (a day already published from
+    the same inputs is found, so a promotion resumed after a kill goes on where it stopped). A day that
+    cannot be read or fails validation now keeps the versions that published it, and is logged.
+    Returns the first day the promotion covers."""
+    days, first = _history(res, window)
+    have = res.table.published_days(ref.version)
+    todo = [d for d in days if d not in have]
+    if todo:
+        log(f"re-encoding {len(todo)} day(s) of the table's history with version {ref.version} before it becomes "
+            f"champion ({todo[0]} .. {todo[-1]})")
+    reducer = res.registry.load_reducer(ref)
+    for i, day in enumerate(todo, start=1):
+        try:
+            publish_day(res, ref, *check_day(res, day, reducer), log=log)
+        except (IngestError, StepFailed) as e:
+            log(f"{day} cannot be re-encoded with version {ref.version} and keeps only its older version(s): {e}")
+        if i % 10 == 0 or i == len(todo):
+            log(f"history: {i} of {len(todo)} day(s) re-encoded with version {ref.version}")
+    return first
 
 
 def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str], None]) -> None:
@@ -132,8 +166,8 @@ def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef
         except (IngestError, StepFailed) as e:
             log(f"{day} cannot be re-encoded now and is left out: {e}")
     _reencode(res, ref, days, log)
-    _move_champion(res, ref, min(dates, default=dt.date.max), lease, log,
-                   tags.get(MOVE_REASON_TAG, "a promotion an interrupted run left pending"))
+    start = _reencode_history(res, ref, dates, log)
+    _move_champion(res, ref, start, lease, log, tags.get(MOVE_REASON_TAG, "a promotion an interrupted run left pending"))
     return ref
 
 

@@ -66,6 +66,10 @@ class TrainingSettings(_Section):
     anomaly_share_tolerance: float = Field(3.0, gt=1)  # share of is_anomaly rows / the expected share
     max_train_rows: int = Field(2_000_000, ge=100)
     promote_tolerance: float = Field(0.0, ge=0)  # promote if error <= champion's x (1 + this)
+    # Days of the table's history a promotion re-encodes with the new version before the alias moves,
+    # so readers of the champion keep every day: 0, every day the table has; N, the N days up to the
+    # training window's end (older days keep only the versions that published them).
+    history_days: int = Field(0, ge=0)
 
 
 class FeaturesSettings(_Section):
