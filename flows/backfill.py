@@ -4,12 +4,14 @@ from __future__ import annotations
 from prefect import allow_failure, flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import promote, publish, steps, train
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome, backfill_outcomes
+from tasks.progress import Progress
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.settings import Settings
@@ -59,12 +61,16 @@ def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool,
         if k + 1 < len(batches):
             checks.append(steps.validate_batch.submit(res, batches[k + 1], ref))
         futures |= {d: steps.backfill_day.submit(res, d, ref, force, allow_failure(checks[k])) for d in batch}
+    progress = Progress(len(dates), "backfill days", artifact_key(res.settings.dataset.name, "backfill-progress"))
+    day_of = {future: d for d, future in futures.items()}
     outcomes = {}
-    for d, future in futures.items():
+    for future in as_completed(list(futures.values())):
+        d = day_of[future]
         try:
             outcomes[d] = future.result()
         except Exception as e:  # the step's own error: the message that says what is wrong
             outcomes[d] = DayOutcome(d, "failed", str(e) or type(e).__name__)
+        progress.advance(outcomes[d].status != "failed")
     return outcomes
 
 
