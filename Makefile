@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-BENCHES := train_throughput encode_throughput validate_throughput ingest_memory downstream downstream_e2e \
+BENCHES := commands train_throughput encode_throughput validate_throughput ingest_memory downstream downstream_e2e \
 	training_set serving retrieval backfill_throughput gpu_train train_scale lr_rule real_data anomaly_scores
 
 # The benchmarks' real tables and baselines (statsmodels, PyOD) come with the bench extra.

@@ -3,10 +3,11 @@
 The sample dataset (24 real + 8 binary columns) with a champion trained by ``latentfeed run`` on its
 first day; then, timed, the whole command as users run it (Prefect's temporary API included) over
 every day, and a bare loop that loads the champion once and per day reads the parquet file,
-encodes and scores it and replaces the day in a Delta table. Issue #14's targets: the command
-within 2x the bare loop at 20,000 rows a day and within 1.5x at 1,000,000.
+encodes and scores it and replaces the day in a Delta table. Each side runs over several range
+lengths; a least-squares line through (days, seconds) splits its time into a fixed part (imports,
+services, the model's load) and a per-day part, printed side by side with their ratios.
 
-    .venv/bin/python bench/backfill_throughput.py [--sizes 20000:20 1000000:4]   (rows a day : days)
+    .venv/bin/python bench/backfill_throughput.py [--rows 20000] [--days 5 10 20]
 """
 from __future__ import annotations
 
@@ -61,22 +62,32 @@ def bare_loop(config: Path, days: int, table: str) -> float:
     return time.perf_counter() - started
 
 
+def fit_line(days: list[int], seconds: list[float]) -> tuple[float, float]:
+    """(fixed, per day): the least-squares line through the runs."""
+    n, mx, my = len(days), sum(days) / len(days), sum(seconds) / len(seconds)
+    slope = sum((d - mx) * (t - my) for d, t in zip(days, seconds)) / sum((d - mx) ** 2 for d in days)
+    return my - slope * mx, slope
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["20000:20", "1000000:4"], help="rows a day : days")
+    ap.add_argument("--rows", type=int, default=20_000, help="rows a day")
+    ap.add_argument("--days", type=int, nargs="+", default=[5, 10, 20], help="range lengths (at least 2)")
     args = ap.parse_args()
-    for size in args.sizes:
-        rows, days = (int(x) for x in size.split(":"))
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            config = write_sample_dataset(root, START, days, rows)
-            subprocess.run([CLI, "run", "--config", str(config), "--date", START.isoformat()], check=True,
-                           capture_output=True, env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})  # the champion (trained on day one)
-            bare = bare_loop(config, days, str(root / "bare_table"))
-            cli = command(config, days)
-        print(f"{rows:,} rows a day x {days} days: latentfeed backfill --force {cli:6.1f} s ({days / cli:5.2f} days/s), "
-              f"bare loop {bare:5.1f} s ({days / bare:5.2f} days/s): {cli / bare:.1f}x the bare loop; "
-              f"{(cli - bare) / days:.2f} s a day of overhead")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = write_sample_dataset(root, START, max(args.days), args.rows)
+        subprocess.run([CLI, "run", "--config", str(config), "--date", START.isoformat()], check=True,
+                       capture_output=True, env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+        runs = {"cli": [], "bare": []}
+        for days in args.days:
+            runs["bare"].append(bare_loop(config, days, str(root / f"bare_table_{days}")))
+            runs["cli"].append(command(config, days))
+            print(f"{args.rows:,} rows a day x {days} days: latentfeed backfill --force {runs['cli'][-1]:6.1f} s, "
+                  f"bare loop {runs['bare'][-1]:5.1f} s ({runs['cli'][-1] / runs['bare'][-1]:.1f}x)", flush=True)
+    (cf, cd), (bf, bd) = fit_line(args.days, runs["cli"]), fit_line(args.days, runs["bare"])
+    print(f"fixed part: backfill {cf:.1f} s, bare loop {bf:.1f} s ({cf / bf:.1f}x); per day: backfill {cd:.2f} s, "
+          f"bare loop {bd:.2f} s ({cd / bd:.1f}x)")
 
 
 if __name__ == "__main__":
