@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.cost import Meter
-from tasks.data.ingest import Partition, list_partition_dates, scan_partition
+from tasks.data.ingest import Partition, changed_files, list_partition_dates, scan_partition
 from tasks.errors import StepFailed
 from tasks.model.encode import EncodedBatches, quantisation
 from tasks.registry.client import ModelRef
@@ -125,10 +125,23 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
             f"{features.code_bits} takes effect from the next training (latentfeed train)")
     if features.latent_dtype == "int8":
         write_quantisation(res.state, ref.version, quantisation(reducer))
+    def unchanged() -> None:  # the rows to commit are those of the files validation judged
+        changed = changed_files(res.raw, res.settings, part)
+        if changed:
+            raise StepFailed(f"raw file {changed[0]} changed after {part.date} was validated (size or version); "
+                             "nothing was published for this day: run it again to validate and publish what is there now")
+
     batches = EncodedBatches(reducer, part.frame, list(res.settings.dataset.key_columns), ref.version,
-                             features.latent_dtype)
+                             features.latent_dtype, after_read=unchanged)
     check()  # the lease still held: the commit is the irreversible step
-    pub = res.table.replace_slice(batches, ref.version, part.date, facts)
+    unchanged()
+    try:
+        pub = res.table.replace_slice(batches, ref.version, part.date, facts)
+    except StepFailed:
+        raise
+    except Exception:
+        unchanged()  # a file replaced while it was read: say that, not what the reader made of it
+        raise
     log(f"published {pub.rows} rows for model version {ref.version}, {part.date} -> {pub.table_uri} "
         f"(Delta version {pub.table_version})")
     return dataclasses.replace(pub, raw_memory_bytes=batches.raw_memory)

@@ -169,6 +169,13 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
     return Partition(date, uri, files, frame, cols, missing, extra)
 
 
+def changed_files(storage: Storage, settings: Settings, part: Partition) -> list[str]:
+    """The partition's files that are not as they were when it was scanned: changed, added or gone."""
+    now = {f.uri: f for f in storage.list_files(part.uri) if f.uri.endswith(f".{settings.dataset.format}")}
+    then = {f.uri: f for f in part.files}
+    return sorted(u for u in now.keys() | then.keys() if now.get(u) != then.get(u))
+
+
 def window_dates(storage: Storage, settings: Settings, end: dt.date) -> list[dt.date]:
     """Raw partition dates in the training window (window_days ending at ``end``, inclusive)."""
     start = end - dt.timedelta(days=settings.training.window_days - 1)

@@ -2,7 +2,7 @@
 the binary code when the model version learned one."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,12 +43,15 @@ class EncodedBatches:
 
     Each batch is its own sliced read (parquet skips the row groups before it), so only one batch is
     in memory at once; a background reader (``collect_batches``) would outrun the encoder and buffer.
+    ``after_read`` runs once every row was read, before the consumer commits them: a raise there (the
+    raw files changed while they were read) stops the write.
     """
 
     def __init__(self, reducer: AutoencoderReducer, frame: pl.LazyFrame, keys: list[str], model_version: int,
-                 latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS):
+                 latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS,
+                 after_read: Callable[[], None] | None = None):
         self.reducer, self.frame, self.keys, self.model_version = reducer, frame, keys, model_version
-        self.latent_dtype, self.batch_rows = latent_dtype, batch_rows
+        self.latent_dtype, self.batch_rows, self.after_read = latent_dtype, batch_rows, after_read
         self.raw_memory = 0
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
@@ -57,3 +60,5 @@ class EncodedBatches:
             chunk = self.frame.slice(start, self.batch_rows).collect(engine="streaming")
             self.raw_memory += chunk.drop("dt").estimated_size()
             yield encode_frame(self.reducer, chunk, self.keys, self.model_version, self.latent_dtype)
+        if self.after_read is not None:
+            self.after_read()
