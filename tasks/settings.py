@@ -127,7 +127,7 @@ Severity = Literal["error", "warning", "off"]
 CHECKS: dict[str, str] = {
     "missing": "error", "type": "error", "nulls": "error", "nonfinite": "error", "binary": "error",
     "min_rows": "error", "duplicate_keys": "error", "unseen_categories": "warning", "mean_drift": "warning",
-    "user_suite": "error", "dominant_value": "error",
+    "user_suite": "error", "dominant_value": "error", "levels": "error",
 }
 
 
@@ -141,6 +141,9 @@ class ValidationSettings(_Section):
     # (a 1e30 among ordinary values: it would set the column's scale and squash every other value, by
     # 10x at 0.99); judged on columns of at least 100 finite values whose other values vary.
     max_value_share: float = Field(0.99, gt=0, le=1)
+    # levels: a categorical column with more distinct values than this is refused (each level is one of
+    # the model's inputs, so they bound training's memory); a key-like column belongs in [dataset].keys.
+    max_categories: int = Field(1000, ge=1)
     severity: dict[str, Severity] = {}
     # Nulls a feature column may hold, as a fraction of its rows: one number for every feature column,
     # or column names/glob patterns -> fraction (the first that matches wins). Keys are never nullable.

@@ -41,6 +41,7 @@ _COLUMN_CHECKS = {
     "mean_drift": ("mean_shift", "mean within [validation].mean_drift_sigmas training std of the training mean"),
     "dominant_value": ("value_share", "no single value holds more than [validation].max_value_share of the "
                                       "column's variance"),
+    "levels": ("level_excess", "at most [validation].max_categories distinct values"),
 }
 SHARE_MIN_VALUES = 100  # below this many values one of them may hold most of the variance by chance
 _GE_SEVERITY = {"error": "critical", "warning": "warning"}
@@ -145,6 +146,8 @@ def profile(part: Partition, settings: Settings,
             aggs += _spread(c, finite_only=False)
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
+        if g == "categorical":  # each level is a model input: their count bounds training's memory
+            aggs.append(col.n_unique().alias(f"{c}__levels"))
         if reference and g == "categorical" and c in reference.categories:
             aggs.append((~col.cast(pl.String).is_in(reference.categories[c])).sum().alias(f"{c}__unseen"))
     try:
@@ -162,20 +165,23 @@ def profile(part: Partition, settings: Settings,
         nulls = row[f"{c}__null"]
         share, extreme = shares.get(c, (0.0, None))
         allowed = 0.0 if g == "keys" else settings.validation.null_fraction(c) * row["__rows"]
+        levels = row.get(f"{c}__levels")
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": nulls, "null_excess": nulls - allowed, "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
                         "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
-                        "value_share": share, "extreme": extreme})
+                        "value_share": share, "extreme": extreme, "levels": levels,
+                        "level_excess": levels - settings.validation.max_categories if levels is not None else 0})
     expected = reference.columns if reference else []
     missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
     for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
                         "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
-                        "mean": None, "mean_shift": 0.0, "value_share": 0.0, "extreme": None})
+                        "mean": None, "mean_shift": 0.0, "value_share": 0.0, "extreme": None, "levels": None,
+                        "level_excess": 0})
     dups = duplicate_keys(part.frame, keys, row["__rows"]) if keys and len(keys) == len(settings.dataset.key_columns) else 0
     table = pl.DataFrame({"rows": [row["__rows"]], "duplicate_keys": [dups]})
-    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64,
+    return pl.DataFrame(records, schema_overrides={"mean": pl.Float64, "null_excess": pl.Float64, "levels": pl.Int64,
                                                    "value_share": pl.Float64, "extreme": pl.Float64}), table
 
 
@@ -363,6 +369,10 @@ def _column_findings(results, by_column: dict[str, dict], part: Partition, label
             count = int(prof.get(counted, 1)) if counted.endswith("_count") else 1
             if check == "type" and prof.get("present"):
                 examples = [f"dtype {prof['dtype']}"]
+            elif check == "levels":
+                examples = [f"{prof['levels']:,} distinct values; [validation].max_categories = "
+                            f"{prof['levels'] - prof['level_excess']:,}"]
+                count = None  # a property of the column, not of rows
             elif check == "mean_drift":
                 examples = [f"mean {prof['mean']:.4g} vs training {reference.mean[column]:.4g} "
                             f"(std {reference.std[column]:.4g}): {prof['mean_shift']:.2f} std away"]
