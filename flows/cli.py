@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from tasks.errors import ConfigError, LatentfeedError
+from tasks.errors import ConfigError, LatentfeedError, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -136,7 +136,7 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
     try:
         return True, fn(**params)
     except (LatentfeedError, PrefectException, ValueError) as e:
-        return False, str(e) or type(e).__name__
+        return False, redact(str(e) or type(e).__name__)
 
 
 def cmd_run(args) -> int:
@@ -495,13 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"config error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except LatentfeedError as e:  # an unreachable store or unreadable table before any flow started
-        print(f"FAILED: {e}", file=sys.stderr)
+        print(f"FAILED: {redact(str(e))}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as e:  # a setting the model refuses (e.g. latent_dim too wide for the columns)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -5,6 +5,17 @@ traceback. The CLI maps ``ConfigError`` to exit 2 and the others to exit 1.
 """
 
 
+import re
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URI in it masked (``http://user:secret@host`` ->
+    ``http://***@host``): what goes into messages, logs and MLflow never carries a password."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
 class LatentfeedError(Exception):
     """An expected failure whose message says what is wrong and how to fix it."""
 

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import time
 
-from tasks.errors import StorageError
+from tasks.errors import StorageError, redact
 from tasks.settings import Settings
 from tasks.store.objects import open_storage
 
 
 def _no_answer(url: str, settings: Settings) -> str | None:
-    """None when ``url`` answers HTTP at all (what it allows is its server's to say); else why not."""
+    """None when ``url`` answers HTTP at all (what it allows is its server's to say); else why not.
+    Credentials in the URL (``https://user:secret@host``) are sent as HTTP basic auth."""
+    import base64
     from urllib.error import HTTPError
-    from urllib.request import urlopen
+    from urllib.parse import unquote, urlsplit, urlunsplit
+    from urllib.request import Request, urlopen
 
+    parts = urlsplit(url)
+    request = Request(urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))))
+    if parts.username:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     reason, tries = "", settings.services.check_tries
     for attempt in range(tries):
         try:
-            urlopen(url, timeout=settings.services.check_timeout_seconds).close()
+            urlopen(request, timeout=settings.services.check_timeout_seconds).close()
             return None
         except HTTPError:
             return None
@@ -37,7 +45,7 @@ def check_mlflow(settings: Settings) -> None:
     """The tracking server, when the config names one (a local store always answers)."""
     uri = settings.mlflow.tracking_uri
     if uri.startswith(("http://", "https://")) and (why := _no_answer(f"{uri.rstrip('/')}/health", settings)):
-        raise StorageError(f"the MLflow tracking server {uri} does not answer ({why}): "
+        raise StorageError(f"the MLflow tracking server {redact(uri)} does not answer ({why}): "
                            "check [mlflow].tracking_uri (or MLFLOW_TRACKING_URI) and that the server runs")
 
 

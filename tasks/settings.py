@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ae_models.config import ACTIVATIONS, KINDS
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, redact
 
 
 class _Section(BaseModel):
@@ -217,8 +217,8 @@ class Settings(_Section):
                       "features": self.features.model_dump(include={"latent_dtype", "code_bits"})})
 
     def flat(self) -> dict[str, str]:
-        """Flattened "section.key" -> value, for MLflow params."""
-        return {f"{s}.{k}": str(v) for s, sec in self.model_dump(by_alias=True).items() for k, v in sec.items()}
+        """Flattened "section.key" -> value, for MLflow params (credentials in URIs masked)."""
+        return {f"{s}.{k}": redact(str(v)) for s, sec in self.model_dump(by_alias=True).items() for k, v in sec.items()}
 
 
 # The [training] keys that shape the model a version holds (the rest decide when to retrain or promote).

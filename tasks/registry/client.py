@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from tasks.cost import Cost
-from tasks.errors import ConfigError, IncompatibleModel, RegistryError
+from tasks.errors import ConfigError, IncompatibleModel, RegistryError, redact
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ class Registry:
         except MlflowException as e:
             if _absent(e):
                 raise
-            raise RegistryError(f"the MLflow registry {self.uri} failed to answer {what}: "
-                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise RegistryError(redact(f"the MLflow registry {self.uri} failed to answer {what}: "
+                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")) from None
 
     @cached_property
     def experiment_id(self) -> str:
