@@ -85,7 +85,8 @@ class FeaturesSettings(_Section):
 
 class MlflowSettings(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
-    registered_model: str
+    # MLflow's registry searches take the name inside quotes: a quote or backslash in it would break them
+    registered_model: str = Field(pattern=r"^[^'\"\\`]+$")
     artifact_location: str | None = None  # default: mlartifacts/ beside a SQLite store
 
 
