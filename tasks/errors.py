@@ -50,3 +50,15 @@ class StepFailed(LatentfeedError, RuntimeError):
 
 class RegistryError(StorageError):
     """The MLflow registry failed to answer a lookup; never taken for an empty answer."""
+
+
+class LeaseLost(StepFailed):
+    """This run's lease ran out while it held it: another run may hold it now, so this one stops."""
+
+
+class PartitionChanged(StepFailed):
+    """A raw partition's files changed after it was validated: run the day again."""
+
+
+class PromotionAbandoned(StepFailed):
+    """A version that passed the gate could not re-encode its days and will never become champion."""

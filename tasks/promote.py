@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from tasks.errors import IngestError, StepFailed
+from tasks.errors import (IngestError, LatentfeedError, LeaseLost, PartitionChanged, PromotionAbandoned,
+                          StepFailed, StorageError)
 from tasks.outcomes import PromoteResult
 from tasks.publish import check_day, publish_day
 from tasks.registry.client import ModelRef
@@ -90,16 +91,32 @@ def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log:
 
 
 def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str], None]) -> None:
-    """Publish every day of a promotion with ``ref`` before it becomes champion; a failure stops the
-    promotion (the run is tagged why) and leaves the champion as it was and the version pending."""
+    """Publish every day of a promotion with ``ref`` before it becomes champion. A fault of a service,
+    a store or the lease stops the promotion there (the run is tagged why): the champion stays, the
+    version stays pending and the next run finishes it. A day this version can never publish (its
+    rows do not fit the table, its partition cannot be read) is tried with the others, then the
+    promotion is abandoned with that reason (``PromotionAbandoned``): it blocks no later run."""
+    never = []
     for part, report in days:
         try:
             publish_day(res, ref, part, report, log=log)
+        except (LeaseLost, PartitionChanged, StorageError) as e:
+            _blocked(res, ref, part.date, e)
+        except LatentfeedError as e:
+            never.append(f"{part.date}: {e}")
         except Exception as e:
-            res.registry.tag_run(ref.run_id, {"promotion_blocked": str(e)})
-            raise StepFailed(f"version {ref.version} passed the gate but re-encoding {part.date} failed: {e}; "
-                             f"the champion is unchanged and the promotion stays pending: the next run finishes "
-                             f"it") from e
+            _blocked(res, ref, part.date, e)
+    if never:
+        why = f"re-encoding failed on {never[0]}" + (f" (and {len(never) - 1} more day(s))" if len(never) > 1 else "")
+        abandon(res, ref, why, log)
+        raise PromotionAbandoned(f"version {ref.version} passed the gate but was abandoned: {why}; the champion is "
+                                 "unchanged")
+
+
+def _blocked(res: Resources, ref: ModelRef, day: dt.date, e: Exception) -> None:
+    res.registry.tag_run(ref.run_id, {"promotion_blocked": str(e)})
+    raise StepFailed(f"version {ref.version} passed the gate but re-encoding {day} failed: {e}; the champion is "
+                     "unchanged and the promotion stays pending: the next run finishes it") from e
 
 
 def _move_champion(res: Resources, ref: ModelRef, start: dt.date, lease: Lease, log: Callable[[str], None],
@@ -165,7 +182,11 @@ def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef
             days.append(check_day(res, day, reducer))
         except (IngestError, StepFailed) as e:
             log(f"{day} cannot be re-encoded now and is left out: {e}")
-    _reencode(res, ref, days, log)
+    try:
+        _reencode(res, ref, days, log)
+    except PromotionAbandoned as e:
+        log(str(e))
+        return None
     start = _reencode_history(res, ref, dates, log)
     _move_champion(res, ref, start, lease, log, tags.get(MOVE_REASON_TAG, "a promotion an interrupted run left pending"))
     return ref

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from tasks.cost import Meter
 from tasks.data.ingest import Partition, changed_files, list_partition_dates, scan_partition
-from tasks.errors import StepFailed
+from tasks.errors import PartitionChanged, StepFailed
 from tasks.model.encode import EncodedBatches, quantisation
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
@@ -128,7 +129,7 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
     def unchanged() -> None:  # the rows to commit are those of the files validation judged
         changed = changed_files(res.raw, res.settings, part)
         if changed:
-            raise StepFailed(f"raw file {changed[0]} changed after {part.date} was validated (size or version); "
+            raise PartitionChanged(f"raw file {changed[0]} changed after {part.date} was validated (size or version); "
                              "nothing was published for this day: run it again to validate and publish what is there now")
 
     batches = EncodedBatches(reducer, part.frame, list(res.settings.dataset.key_columns), ref.version,
@@ -137,7 +138,7 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
     unchanged()
     try:
         pub = res.table.replace_slice(batches, ref.version, part.date, facts)
-    except StepFailed:
+    except PartitionChanged:
         raise
     except Exception:
         unchanged()  # a file replaced while it was read: say that, not what the reader made of it
@@ -196,5 +197,18 @@ def plan_backfill(res: Resources, first: dt.date, last: dt.date, force: bool = F
     for row in res.table.slices().iter_rows(named=True):
         published.setdefault(row["dt"], []).append(row["model_version"])
     days = plan_days(first, last, set(raw_dates), ref.version if ref else None, quarantine.quarantined(res.quarantine),
-                     published, force)
+                     published, recorded_days(res), force)
     return Plan(days, undated)
+
+
+_RECORD = re.compile(r"latentfeed-publish-.+-(\d{4}-\d{2}-\d{2})-[0-9a-f]+-[0-9a-f]+-v(\d+)\.json")
+
+
+def recorded_days(res: Resources) -> set[tuple[dt.date, int]]:
+    """(day, model version) of every publish recorded done, from one listing of the records."""
+    out = set()
+    for f in res.state.list_files(res.state.join("published")):
+        m = _RECORD.fullmatch(f.uri.rsplit("/", 1)[-1])
+        if m:
+            out.add((dt.date.fromisoformat(m.group(1)), int(m.group(2))))
+    return out

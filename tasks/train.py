@@ -15,14 +15,14 @@ from tasks import promote
 from tasks.cost import Meter
 from tasks.data.ingest import feature_names, scan_partition, window_dates
 from tasks.data.window import Window, conform, split_holdout, window_sample
-from tasks.errors import IngestError, StepFailed
+from tasks.errors import IngestError, PromotionAbandoned, SchemaMismatch, StepFailed
 from tasks.limits import training_slot
 from tasks.model.fit import fit
 from tasks.outcomes import TrainResult
 from tasks.publish import code_version
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
-from tasks.rules.gate import PCA_GATED_KINDS, decide
+from tasks.rules.gate import PCA_GATED_KINDS, Decision, decide
 from tasks.store.lease import Lease, training_lease
 from tasks.validation import Reference, ValidationReport, validate
 
@@ -101,11 +101,16 @@ def window(res: Resources, end: dt.date, champion: "AutoencoderReducer | None",
             continue
         report = validate(part, s, reference)
         reports[date.isoformat()] = report
-        if report.success:
-            valid.append(part)
-        else:
+        if not report.success:
             skipped[date.isoformat()] = "it failed validation: " + "; ".join(
                 f"{f.column!r} ({f.check})" for f in report.failures[:3])
+            continue
+        try:  # a day the table cannot take (its keys' type changed) could never be published
+            res.table.check_schema(part.frame.select(part.columns["keys"]).head(0).collect().to_arrow().schema)
+        except SchemaMismatch as e:
+            skipped[date.isoformat()] = str(e)
+            continue
+        valid.append(part)
     if not valid:
         raise StepFailed(f"no valid raw partition in the {s.training.window_days}-day window ending {end} under "
                          f"{s.dataset.raw_uri}: nothing to train on")
@@ -160,8 +165,12 @@ def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: L
                            promote.registered_state(decision, [p.date for p, _ in valid], why))
     log(f"registered {ref.name} version {ref.version} (run {ref.run_id})")
     if decision.promote:
-        promote.promote(res, ref, valid, lease, log, why)
-        log(f"version {ref.version} is champion; re-encoded {len(valid)} partition(s) of the window")
+        try:
+            promote.promote(res, ref, valid, lease, log, why)
+            log(f"version {ref.version} is champion; re-encoded {len(valid)} partition(s) of the window")
+        except PromotionAbandoned as e:
+            log(str(e))
+            decision = Decision(False, str(e))
     reg.tag_run(ref.run_id, {"promoted": str(decision.promote), "promotion_reason": decision.reason})
     return TrainResult(model_version=ref.version, run_id=ref.run_id, promoted=decision.promote, reason=decision.reason,
                        holdout_error=challenger_error, champion_holdout_error=champion_error,

@@ -14,10 +14,11 @@ class PlannedDay:
 
 def plan_days(first: dt.date, last: dt.date, raw: set[dt.date], champion_version: int | None,
               quarantined_days: dict[dt.date, str], published: dict[dt.date, list[int]],
-              force: bool = False) -> list[PlannedDay]:
-    """Each day's state and action: no raw partition -> fail; published by the champion -> skip
-    (run with ``force``); failed validation last time, published by an older version only, or not
-    published -> run."""
+              recorded: set[tuple[dt.date, int]], force: bool = False) -> list[PlannedDay]:
+    """Each day's state and action: no raw partition -> fail; published by the champion and recorded
+    done (``recorded``: (day, version) whose whole publish finished) -> skip (run with ``force``);
+    published by the champion but not recorded (a run killed after its commit), failed validation
+    last time, published by an older version only, or not published -> run."""
     if last < first:
         raise ValueError(f"end {last} is before start {first}")
     plan, day = [], first
@@ -25,8 +26,11 @@ def plan_days(first: dt.date, last: dt.date, raw: set[dt.date], champion_version
         versions = published.get(day, [])
         if day not in raw:
             state, action = "no raw partition", "fail"
-        elif champion_version is not None and champion_version in versions:
+        elif champion_version is not None and champion_version in versions and (day, champion_version) in recorded:
             state, action = f"published by champion v{champion_version}", "run" if force else "skip"
+        elif champion_version is not None and champion_version in versions:
+            state, action = (f"published by champion v{champion_version}, not recorded done (a run stopped before "
+                             "its MLflow run and record): redone whole"), "run"
         elif day in quarantined_days:
             state, action = f"failed validation last time (report: {quarantined_days[day]})", "run"
         elif versions:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from tasks.errors import StepFailed
+from tasks.errors import LeaseLost, StepFailed
 from tasks.settings import Settings
 from tasks.store.objects import Storage
 
@@ -120,7 +120,7 @@ class Lease:
         """Raise before an irreversible step (a commit, moving ``champion``) when the lease is lost."""
         if self.lost or (self._thread is not None and time.monotonic() - self._renewed >= self.ttl):
             self.lost = True
-            raise StepFailed(f"the lease of the {self.what} ({self.uri}) expired while this run held it (not "
+            raise LeaseLost(f"the lease of the {self.what} ({self.uri}) expired while this run held it (not "
                              f"renewed within [schedule].lease_seconds = {self.ttl:g}) and another run may hold it: "
                              "this run stops here")
 
