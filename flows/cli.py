@@ -137,6 +137,23 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
         return True, fn(**params)
     except (LatentfeedError, PrefectException, ValueError) as e:
         return False, redact(str(e) or type(e).__name__)
+    except Exception as e:
+        if (why := _service_fault(e, params["config"])) is None:
+            raise
+        return False, why
+
+
+def _service_fault(e: Exception, settings) -> str | None:
+    """One line naming the service for a fault of MLflow (a server answering errors, dying mid-run, a
+    model's artifacts gone); None for anything else, which is a bug and keeps its traceback."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    if isinstance(e, (MlflowException, RequestException)):
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return redact(f"MLflow ({settings.mlflow.tracking_uri}) failed: {first}; check the server and run again: "
+                      "what did not finish is redone (a day committed without its record is redone whole)")
+    return None
 
 
 def cmd_run(args) -> int:
@@ -457,10 +474,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 class _DropExpectedTracebacks(logging.Filter):
-    """Prefect logs every flow/task exception with its traceback; ours need only their message."""
+    """Prefect logs every flow/task exception with its traceback; ours, and MLflow's service faults,
+    need only their message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], LatentfeedError):
+        if record.exc_info and (isinstance(record.exc_info[1], LatentfeedError)
+                                or type(record.exc_info[1]).__module__.startswith("mlflow.")):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -480,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a tracking server that answers errors fails a call in about 30 s, not MLflow's many minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from tasks.limits import FILESYSTEM_LEASES
 
     # a temporary local API (no server configured) keeps training slots' leases on disk (see
