@@ -7,7 +7,7 @@ from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks import promote, publish, steps, train
+from tasks import promote, publish, steps, training
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome, backfill_outcomes
@@ -96,7 +96,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         out = train_flow(settings, last.isoformat(), reason="backfill --retrain" if retrain else unusable,
                          if_champion_is=seen)
         promoted_here = dict.fromkeys(out.published_days, out.model_version)
-    ref = train.champion_after(res, before, reducer is not None, last)
+    ref = training.champion_after(res, before, reducer is not None, last)
     plan = publish.plan_backfill(res, first, last, force)
     run = run_partitions.with_options(task_runner=task_runner(settings))
     todo = [p.date for p in plan.days if p.action == "run"]

@@ -6,7 +6,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks import promote, publish, steps, train
+from tasks import promote, publish, steps, training
 from tasks.cost import Meter
 from tasks.data.ingest import even_sample
 from tasks.gpu_pool import train_on_pool
@@ -44,7 +44,7 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
             train_on_pool(settings, day.isoformat(), reducer is not None, reason, seen)
         else:
             train_flow(settings, day.isoformat(), warm_start=reducer is not None, reason=reason, if_champion_is=seen)
-        ref, meter = train.champion_after(res, before, reducer is not None, day), None
+        ref, meter = training.champion_after(res, before, reducer is not None, day), None
     # After a promotion the window, this day included, is already published: its record is found.
     tags, metrics = {"refresh_reason": reason or ""}, _health_metrics(health)
     pub, _ = steps.publish_day(res, ref, part, report, tags, metrics, meter=meter)
