@@ -101,7 +101,7 @@ class ScheduleSettings(_Section):
     train_timeout_minutes: float = Field(30, gt=0)
     # Global concurrency limit "latentfeed-training": trainings at once (one per GPU of the pool).
     training_slots: int = Field(1, ge=1)
-    # Leases on the feature store (tasks/lease.py: one training per dataset, one publisher per day and
+    # Leases on the feature store (tasks/store/lease.py: one training per dataset, one publisher per day and
     # version): a killed holder's lease runs out after lease_seconds; a run waits at most
     # lease_wait_minutes for a lease another live run holds.
     lease_seconds: float = Field(60, ge=3)

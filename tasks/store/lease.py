@@ -27,7 +27,7 @@ from tasks.errors import LeaseLost, StepFailed
 from tasks.settings import Settings
 from tasks.store.objects import Storage
 
-POLL_S = 2.0  # how often a waiting run looks at the lease
+POLL_S = 2.0  # how often a waiting run looks at the lease (a quarter of a shorter lease)
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,11 @@ class Lease:
     """One lease on the state store; use ``training_lease`` or ``publish_lease``."""
 
     def __init__(self, store: Storage, name: str, what: str, purpose: str, ttl: float, wait_s: float,
-                 poll_s: float = POLL_S):
+                 poll_s: float | None = None):
         self.store = store
         self.uri = store.join("leases", f"{name}.json")
-        self.ttl, self.wait_s, self.poll_s = ttl, wait_s, poll_s
+        self.ttl, self.wait_s = ttl, wait_s
+        self.poll_s = min(POLL_S, ttl / 4) if poll_s is None else poll_s
         self.what = what  # what the lease guards, for messages
         self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0)
         self.waited_for: Holder | None = None  # who held it when this run had to wait
