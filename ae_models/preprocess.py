@@ -1,7 +1,9 @@
 """Column-group preprocessing fitted with the model and stored beside it as JSON.
 
 Frames are read by column name through ``frame[name]`` (polars and pandas both allow it), arrays by
-position, so this module needs nothing beyond NumPy.
+position, so this module needs nothing beyond NumPy. A mapping of column name to 1-D array reads as a
+frame: the fast path of a caller that already holds its columns as arrays (the served model), with no
+frame to build.
 
 Missing values are first class: a null (or NaN) in a real or binary column stays NaN in the matrix
 the model receives (the model imputes it, sees a missing-indicator, and leaves it out of the loss);
@@ -9,6 +11,7 @@ a null category is a level of its own.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -22,12 +25,25 @@ SHARED_SPREAD_RATIO = 10.0  # auto: spreads of the non-sparse real columns withi
 
 
 def is_frame(X: Any) -> bool:
-    return hasattr(X, "columns") and not isinstance(X, np.ndarray)
+    """A polars or pandas frame, or a mapping of column name to 1-D array."""
+    return isinstance(X, Mapping) or (hasattr(X, "columns") and not isinstance(X, np.ndarray))
+
+
+def _labels(X: Any) -> list[Any]:
+    """A frame's column labels, in its order (a mapping's keys)."""
+    return list(X) if isinstance(X, Mapping) else list(X.columns)
+
+
+def n_rows(X: Any) -> int:
+    """Rows of a frame, mapping of columns or array."""
+    if isinstance(X, Mapping):
+        return len(next(iter(X.values()))) if X else 0
+    return len(X)
 
 
 def column_names(X: Any) -> list[str]:
     if is_frame(X):
-        return [str(c) for c in X.columns]
+        return [str(c) for c in _labels(X)]
     return [f"x{i}" for i in range(np.asarray(X).shape[1])]
 
 
@@ -213,7 +229,7 @@ class Preprocessor:
             present = set(names)  # once: a pandas index is slow to walk
             missing = [n for n in self.columns if n not in present]
             if missing and self.positional and len(names) == len(self.columns):
-                labels = list(X.columns)
+                labels = _labels(X)
                 return {n: np.asarray(X[labels[int(n[1:])]]) for n in self.columns}
             if missing:
                 raise ValueError(f"input lacks column(s) {missing}; the model was fitted on {self.columns}")

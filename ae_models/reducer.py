@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .config import AEConfig, latent_names
 from .hashing import BinaryHasher
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
-from .preprocess import Preprocessor, column_names, is_frame
+from .preprocess import Preprocessor, column_names, is_frame, n_rows
 from .training import EVAL_BATCH as ENCODE_BATCH
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
@@ -160,8 +160,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         """Learn preprocessing, the PCA start and the network from X (array, polars or pandas frame); y is ignored."""
         self._check_params()
         X = _table(X)
-        if len(X) < 2:
-            raise ValueError(f"fit needs at least 2 rows; X has {len(X)} sample(s)")
+        if n_rows(X) < 2:
+            raise ValueError(f"fit needs at least 2 rows; X has {n_rows(X)} sample(s)")
         self.preprocessor_ = Preprocessor.infer(X, self.real, self.binary, self.categorical, self.scale).fit(X)
         M = torch.from_numpy(self.preprocessor_.transform(X))
         p = self.preprocessor_
@@ -304,10 +304,15 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         margin = 0.05 * (hi - lo)
         self.latent_range_ = np.stack([lo - margin, hi + margin]).astype(np.float32)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _codes_and_errors(self, M: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Codes (n, k), per-column errors (n, c) and which entries were observed (n, c), in batches."""
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every module: skipped when there is nothing to switch
+            self.model_.eval()
+        if 0 < len(M) <= ENCODE_BATCH:  # one batch (every served request): no lists to join
+            z, _ = self.model_.encode(M)
+            e, m = self.loss_.columns(self.model_.decode(z), M)
+            return z.numpy(), e.numpy(), m.numpy()
         codes, errors, masks = [], [], []
         for i in range(0, len(M), ENCODE_BATCH):
             batch = M[i:i + ENCODE_BATCH]
@@ -334,7 +339,16 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
                        mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The score's two parts: the row's error over ``error_mean_``, its code's squared distance."""
         residual = errors.sum(1) / np.maximum(mask.sum(1), 1) / self.error_mean_
-        return residual, _mahalanobis(codes, np.asarray(self.code_mean_), np.asarray(self.code_precision_))
+        return residual, _mahalanobis(codes, *self._code_stats())
+
+    def _code_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """``code_mean_`` and ``code_precision_`` (lists, as saved) as arrays, converted once per fit or load."""
+        cached = self.__dict__.get("_code_stats_cache")
+        if cached is None or cached[0] is not self.code_mean_ or cached[1] is not self.code_precision_:
+            cached = (self.code_mean_, self.code_precision_, np.asarray(self.code_mean_),
+                      np.asarray(self.code_precision_))
+            self.__dict__["_code_stats_cache"] = cached
+        return cached[2], cached[3]
 
     @torch.no_grad()
     def _reconstruct(self, M: torch.Tensor) -> torch.Tensor:

@@ -292,7 +292,7 @@ class Registry:
                     mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
                                              artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
                                              signature=signature(est, keys), pip_requirements=_requirements(),
-                                             model_config={"keys": keys})
+                                             model_config={"keys": keys, "training_run_id": run_id})
                 c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
         except BaseException:
             c.finalize_logged_model(model.model_id, "FAILED")
@@ -411,23 +411,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def signature(est: AutoencoderReducer, keys: list[str]):
-    """The served model's signature: the key columns (returned as sent) and the feature columns by
-    name, each of any dtype and optional (the model's own preprocessing checks them, with the
-    pipeline's messages: MLflow's strict types would refuse an int64 or bool column for a float one),
-    and what a table row holds."""
+def signature(est: AutoencoderReducer, keys: list[str], inputs: bool = False):
+    """The served model's signature: what a table row holds, typed (the key columns as sent,
+    ``latent_*`` and ``anomaly_score`` float, ``is_anomaly`` boolean, ``code`` binary with code_bits)
+    and, with ``inputs``, the columns the model reads (``any``; the keys optional).
+
+    No input schema by default: none of MLflow's column types keeps validation's contract (``double``
+    refuses an ordinary int64 column and turns the text "25" into 25.0 over HTTP; ``long`` and
+    ``boolean`` each refuse half of what a binary column takes), and ``any`` is checked value by value
+    on every call. The pyfunc checks its input itself and refuses naming the column.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in [*keys, *est.feature_names_in_]])
+    features = [name for name in est.feature_names_in_ if name not in keys]
+    schema = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
+                     *(ColSpec(AnyType(), name, required=True) for name in features)]) if inputs else None
     outputs = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
                       *(ColSpec("float", name) for name in est.get_feature_names_out()),
                       ColSpec("float", "anomaly_score"), ColSpec("boolean", "is_anomaly"),
                       *([ColSpec("binary", "code")] if est.hasher_ is not None else [])])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=schema, outputs=outputs)
 
 
 def _requirements() -> list[str]:
+    """What loading the served model imports: ae_models needs torch, scikit-learn and SciPy beside
+    MLflow, NumPy and pandas."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p).split('+')[0]}" for p in ("mlflow", "torch", "numpy", "pandas")]
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("mlflow", "torch", "numpy", "pandas", "scikit-learn",
+                                                          "scipy")]
