@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo-run
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/latentfeed demo --workdir $(WORKDIR)
 
+# The whole suite, every tier (pytest's options, workers and per-test timeouts are in pyproject.toml).
 test: install
 	$(BIN)/python -m pytest -q
+
+# The quick loop: building blocks, data rules and the estimator; no Prefect, no pipeline run.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "unit or data or model"
 
 BENCHES := commands train_throughput encode_throughput validate_throughput ingest_memory downstream downstream_e2e \
 	training_set serving retrieval backfill_throughput gpu_train train_scale lr_rule real_data anomaly_scores

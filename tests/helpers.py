@@ -4,10 +4,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,9 +20,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.sample_data import write_sample_dataset
+from tasks.data.sample import write_sample_dataset
 from tasks.settings import load_settings
-from tasks.table import published_slices
+from tasks.store.table import FeatureTable
 
 START = dt.date(2024, 3, 1)
 DAYS = 2
@@ -44,8 +47,61 @@ def set_config(config: Path, old: str, new: str) -> None:
     config.write_text(config.read_text().replace(old, new))
 
 
+def slices(settings) -> pl.DataFrame:
+    """What the feature table holds now, one row per (model_version, dt): read afresh (a FeatureTable
+    keeps the table state it first read)."""
+    return FeatureTable(settings).slices()
+
+
 def published_days(config: Path) -> list[str]:
-    return sorted(set(published_slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()))
+    return sorted(set(slices(load_settings(config))["dt"].cast(pl.Utf8).to_list()))
+
+
+def copy_store(src: Path, dest: Path) -> Path:
+    """Copy a dataset's folder (raw data, feature table and its state, MLflow's SQLite store and
+    artifacts, config) to ``dest``; returns the copy's config.
+
+    Relative paths in the config resolve against the copy, but MLflow keeps absolute artifact
+    locations in its store (experiments.artifact_location, runs.artifact_uri, model_versions.source and
+    storage_location, logged_models.artifact_location; params hold the config's resolved paths), as do
+    the publish records beside the table: each text value naming ``src`` is rewritten to name ``dest``,
+    so the copy never reads nor writes the original."""
+    shutil.copytree(src, dest, dirs_exist_ok=True)  # copy2: raw files keep their mtimes, so their fingerprints
+    old, new = str(src.resolve()), str(dest.resolve())
+    with sqlite3.connect(dest / "mlflow.db") as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [row[1] for row in db.execute(f'PRAGMA table_info("{table}")')]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                           f"WHERE typeof(\"{column}\") = 'text' AND instr(\"{column}\", ?) > 0", (old, new, old))
+    db.close()
+    for record in (dest / "features").glob("_latentfeed/*/published/*.json"):
+        record.write_text(record.read_text().replace(old, new))
+    return dest / "latentfeed.toml"
+
+
+def add_days(root: Path, days: int, rows: int = ROWS) -> None:
+    """Raw days 1 .. days - 1 beside a dataset's day 0, as ``make_dataset(root, days, rows)`` writes them."""
+    if days <= 1:
+        return
+    with tempfile.TemporaryDirectory(prefix="latentfeed-days-") as tmp:
+        write_sample_dataset(Path(tmp), START, days, rows, epochs=3)
+        for i in range(1, days):
+            shutil.move(Path(tmp) / "raw" / f"dt={day(i)}", root / "raw" / f"dt={day(i)}")
+
+
+def fitted_reference(settings, i: int = 0):
+    """What validation expects of later days once a champion trained on day ``i`` alone (as a first
+    nightly's does): ``Reference.of`` a reducer fitted as ``latentfeed run`` fits it, in-process."""
+    from tasks.data.ingest import feature_names, scan_partition
+    from tasks.model.fit import fit
+    from tasks.store.objects import open_storage
+    from tasks.validation import Reference
+
+    part = scan_partition(open_storage(settings.dataset.raw_uri), settings, dt.date.fromisoformat(day(i)))
+    est, _ = fit(settings, part.frame.select(feature_names(part.columns)).collect(), part.columns, None,
+                 lambda line: None)
+    return Reference.of(est)
 
 
 def _truncate(path: str) -> None:
@@ -90,6 +146,17 @@ def put_on_s3(root: Path, s3, config: Path, bucket: str = "lake", features: bool
         s3.upload_file(str(f), bucket, f"raw/sample/{f.relative_to(root / 'raw').as_posix()}")
     text = config.read_text().replace('raw_uri = "raw"', f'raw_uri = "s3://{bucket}/raw/sample"')
     config.write_text(text.replace('uri = "features"', f'uri = "s3://{bucket}/features"') if features else text)
+
+
+def put_features_on_s3(root: Path, s3, config: Path, bucket: str = "lake") -> None:
+    """Move root/features (the feature table, its state and quarantine) to s3://{bucket}/features and
+    point the config's [features].uri there: Delta's log names its files relative to the table."""
+    local = root / "features"
+    for f in local.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):  # not the local store's OS lock files
+            s3.upload_file(str(f), bucket, f"features/{f.relative_to(local).as_posix()}")
+    shutil.rmtree(local)
+    set_config(config, 'uri = "features"', f'uri = "s3://{bucket}/features"')
 
 
 def free_port() -> int:

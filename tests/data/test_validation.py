@@ -1,4 +1,6 @@
-"""Validation that explains: severities, drift against the champion, a user's own GE suite, Data Docs."""
+"""Validation that explains: severities, drift against the champion, a user's own GE suite, Data Docs,
+batches of days judged each on its own. What a run does with a verdict (publish with warnings, stop
+on errors, reports in MLflow and the quarantine) is end to end in tests/e2e/test_validation_cli.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,17 +9,15 @@ import json
 import polars as pl
 
 from flows.cli import main
-from tasks import tracking
-from tasks.ingest import scan_partition
-from tasks.storage import open_storage
-from tasks.table import published_slices
-from tasks.validation import validate
+from tasks.data.ingest import scan_partition
 from tasks.settings import load_settings
+from tasks.store.objects import open_storage
+from tasks.validation import validate, validate_days
 
-from tests.helpers import day, make_dataset, published_days, rewrite_partition
+from tests.helpers import day, fitted_reference, make_dataset, rewrite_partition
 
 
-def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_error(tmp_path, capsys):
+def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_error(tmp_path):
     config = make_dataset(tmp_path, days=3)
     for i, segments in enumerate((["a", "b", "c"], ["a", "b", "zz"], ["a", "b", "c"])):
         rewrite_partition(config, i, lambda f: f.with_columns(
@@ -25,21 +25,27 @@ def test_drift_and_unseen_categories_warn_without_blocking_unless_severity_says_
     rewrite_partition(config, 1, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
     rewrite_partition(config, 2, lambda f: f.with_columns(pl.col("x_02") + 3 * pl.col("x_02").std()))
     config.write_text(config.read_text().replace('binary = ["flag_*"]', 'binary = ["flag_*"]\ncategorical = ["segment"]'))
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
-    capsys.readouterr()
+    s = load_settings(config)
+    reference = fitted_reference(s, 0)  # the champion day 0's nightly trains
+    assert reference.categories["segment"] == ["a", "b", "c"]
+    storage = open_storage(s.dataset.raw_uri)
 
-    assert main(["run", "--config", str(config), "--date", day(1)]) == 0  # warnings: published all the same
-    out = capsys.readouterr().out
-    assert "validation warning(s)" in out
-    assert "'x_02' failed (mean within" in out and "std away" in out
-    assert "'segment' failed (categories were seen in training): 1000 bad" in out and "'zz'" in out
-    assert published_days(config) == [day(0), day(1)]
+    def judged(i: int, settings=s):
+        return validate(scan_partition(storage, settings, dt.date.fromisoformat(day(i))), settings, reference)
+
+    same = judged(0)
+    assert same.success and not same.warnings, same.summary()
+    warned = judged(1)  # warnings: a run publishes the day all the same
+    said = warned.summary()
+    assert warned.success and not warned.failures, said
+    assert "'x_02' failed (mean within" in said and "std away" in said
+    assert "'segment' failed (categories were seen in training): 1000 bad" in said and "'zz'" in said
+    assert sorted(w.column for w in warned.warnings) == ["segment", "x_02"]
 
     config.write_text(config.read_text() + '\n[validation]\nseverity = { mean_drift = "error" }\n')
-    assert main(["run", "--config", str(config), "--date", day(2)]) == 1
-    err = capsys.readouterr().err
-    assert "'x_02' failed (mean within" in err and "nothing was published" in err
-    assert published_days(config) == [day(0), day(1)]
+    failed = judged(2, load_settings(config))
+    assert not failed.success and [f.column for f in failed.failures] == ["x_02"], failed.summary()
+    assert "'x_02' failed (mean within" in failed.summary()
 
 
 def test_user_suite_joins_the_generated_one(tmp_path, capsys):
@@ -73,32 +79,6 @@ def test_user_suite_joins_the_generated_one(tmp_path, capsys):
         assert "[validation].severity" in err and named in err
 
 
-def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=2)
-    rewrite_partition(config, 1, lambda f: f.with_columns(pl.when(pl.col("id") % 10 == 0).then(None)
-                                                 .otherwise(pl.col("x_07")).alias("x_07")))
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
-    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
-    s = load_settings(config)
-    ref = tracking.champion(s)
-    c = tracking.client(s)
-    train_files = {a.path for a in c.list_artifacts(ref.run_id, f"validation/dt={day(0)}")}
-    assert {f"validation/dt={day(0)}/result.json", f"validation/dt={day(0)}/data_docs_columns.html"} <= train_files
-    assert {a.path for a in c.list_artifacts(ref.run_id, "plots")} >= {"plots/latent_projection.png"}
-    assert c.get_run(ref.run_id).data.tags["train_device"] == "cpu"
-
-    runs = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id], "tags.kind = 'publish'")
-    assert [r.data.tags["dt"] for r in runs] == [day(0)]  # the failing day published nothing
-    run = runs[0]
-    assert run.data.tags["model_version"] == str(ref.version) and run.data.metrics["rows"] == 3000
-    docs = c.download_artifacts(run.info.run_id, f"validation/dt={day(0)}/data_docs_columns.html", str(tmp_path))
-    assert "Great Expectations" in open(docs).read()
-
-    quarantine = tmp_path / "features" / "_quarantine" / s.features.table / f"dt={day(1)}"
-    assert "x_07" in (quarantine / "data_docs_columns.html").read_text()
-    assert json.loads((quarantine / "report.json").read_text())["failures"][0]["column"] == "x_07"
-
-
 def test_a_rare_value_in_a_column_that_otherwise_never_varies_is_its_signal_not_an_outlier(tmp_path):
     """A real column of zeros with one large value (a border pixel, a rare count): that value holds all
     the variance, but squashes nothing; the same value among varying values fails the day."""
@@ -119,7 +99,7 @@ def test_an_expectation_ge_could_not_evaluate_fails_every_day_of_its_batch(tmp_p
     with GE's reason, and a day whose rows passed is not blamed for a batch-mate's unexpected row."""
     import pandas as pd
 
-    from tasks.validation import _context, _suites, _table_findings
+    from tasks.validation.checks import _context, _suites, _table_findings
 
     settings = load_settings(make_dataset(tmp_path, days=2))
     storage = open_storage(settings.dataset.raw_uri)
@@ -136,3 +116,18 @@ def test_an_expectation_ge_could_not_evaluate_fails_every_day_of_its_batch(tmp_p
     keys = {f.check: f.count for _, f in second if f.check != raised[0].check}
     assert [f.check for _, f in second if f.check == raised[0].check] == [raised[0].check]
     assert keys == {f"unique keys {parts[1].columns['keys']}": 3}
+
+
+def test_one_bad_day_leaves_the_reports_of_the_days_validated_with_it_clean(tmp_path):
+    config = make_dataset(tmp_path, days=3, rows=500)
+    rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))
+    s = load_settings(config)
+    parts = [scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(i))) for i in range(3)]
+    reports = validate_days(parts, s)
+    assert [r.success for r in reports] == [True, False, True]
+    assert not reports[0].failures and not reports[2].failures and not reports[0].warnings
+    assert [f.column for f in reports[1].failures] == ["flag_2"] and reports[1].failures[0].count == 500
+    assert all(r.batch == [day(0), day(1), day(2)] for r in reports)
+    alone = validate(parts[1], s)
+    assert [(f.column, f.count, f.check) for f in alone.failures] == [
+        (f.column, f.count, f.check) for f in reports[1].failures] and alone.batch == [day(1)]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import time
 
@@ -11,15 +10,13 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.cli import main
-from tasks import steps, tracking
+from tasks import steps
 from tasks.errors import IngestError, StepFailed
-from tasks.ingest import scan_partition
-from tasks.storage import open_storage
-from tasks.validation import validate, validate_days
-from tasks.table import published_slices
+from tasks.registry.client import Registry
+from tasks.resources import Resources
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset, rewrite_partition
+from tests.helpers import day, make_dataset, rewrite_partition, slices
 
 
 async def _latest_artifact(key: str) -> dict:
@@ -30,27 +27,26 @@ async def _latest_artifact(key: str) -> dict:
         return response.json()[0]
 
 
-def test_backfill_skips_published_and_continues_past_a_bad_day(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=3)
+def test_backfill_skips_published_and_continues_past_a_bad_day(with_champion, capsys):
+    config = with_champion(days=3)  # day 0 published by the champion its nightly trained
     s = load_settings(config)
     bad = f"{s.dataset.raw_uri}/dt={day(1)}/part-0.parquet"
     pl.read_parquet(bad).with_columns(pl.lit(7).alias("flag_2")).write_parquet(bad)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     capsys.readouterr()
     assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(3), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"{day(0)}  skip  published by champion v1" in out and f"{day(1)}  run   not published" in out
     assert f"{day(3)}  fail  no raw partition" in out and "outcomes" not in out
-    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
 
     assert main(["backfill", "--config", str(config), "--start", day(0), "--end", day(2)]) == 1
     out, err = capsys.readouterr()
     assert f"{day(0)}  skipped" in out and f"{day(2)}  done" in out
     assert f"{day(1)}  failed" in out and "flag_2" in out and "1 of 3 partition(s) failed" in err
-    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
     assert "cost: 1 day(s) of work here" in out  # the day published; the failed and the skipped one cost nothing
 
-    publishes, trainings = tracking.run_costs(s)  # what each run cost, in MLflow
+    publishes, trainings = Registry(s).run_costs()  # what each run cost, in MLflow
     assert set(publishes) == {(1, day(0)), (1, day(2))} and len(trainings) == 1
     for cost in [*publishes.values(), *trainings]:
         assert cost.wall_seconds > 0 and cost.cpu_seconds > 0 and cost.peak_rss_bytes > 2**27
@@ -95,7 +91,7 @@ def test_gpu_pool_handoff_without_a_deployment_is_a_clear_failure(tmp_path, caps
     assert main(["run", "--config", str(config), "--date", day(0)]) == 1
     err = capsys.readouterr().err
     assert "deployment latentfeed-train/undeployed-train is not registered" in err and "latentfeed deploy" in err
-    assert published_slices(load_settings(config)).is_empty()
+    assert slices(load_settings(config)).is_empty()
 
 
 def test_gpu_pool_handoff_nobody_picks_up_fails_in_bounded_time(tmp_path, capsys):
@@ -110,7 +106,7 @@ def test_gpu_pool_handoff_nobody_picks_up_fails_in_bounded_time(tmp_path, capsys
     err = capsys.readouterr().err
     assert "pool latentfeed-gpu did not pick up the training" in err and "no worker is online" in err
     assert "prefect worker start --pool latentfeed-gpu" in err
-    assert published_slices(load_settings(config)).is_empty()
+    assert slices(load_settings(config)).is_empty()
 
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -128,30 +124,29 @@ def test_days_a_backfill_publishes_by_promoting_its_own_training_are_done_not_sk
     assert "skipped" not in out
 
 
-def test_a_day_whose_files_changed_after_its_batch_was_validated_is_validated_again(tmp_path):
+def test_a_day_whose_files_changed_after_its_batch_was_validated_is_validated_again(with_champion):
     """A backfill validates its days in batches before publishing them: the report used is the one of
     the files published, never of files that were replaced in between."""
-    config = make_dataset(tmp_path, days=3, rows=500)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    config = with_champion(days=3, rows=500)
     s = load_settings(config)
-    ref = tracking.champion(s)
-    batch = steps.validate_days(s, [day(1), day(2), day(5)], ref)
+    res = Resources(s)
+    ref = res.registry.champion()
+    batch = steps.validate_batch(res, [day(1), day(2), day(5)], ref)  # the tasks, run outside a flow
     assert batch[day(1)].report.success and batch[day(2)].report.success
     assert "no" in batch[day(5)] and day(5) in batch[day(5)]  # no such partition: why, for that day only
     assert 0 < batch[day(1)].cost.wall_seconds < 60
 
     rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))  # after the batch judged it
     with pytest.raises(StepFailed, match="flag_2"):
-        steps.backfill_day(s, day(1), ref, False, batch)
-    assert steps.backfill_day(s, day(2), ref, False, batch).status == "done"
+        steps.backfill_day(res, day(1), ref, False, batch)
+    assert steps.backfill_day(res, day(2), ref, False, batch).status == "done"
     with pytest.raises(IngestError, match=day(5)):
-        steps.backfill_day(s, day(5), ref, False, batch)
-    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
+        steps.backfill_day(res, day(5), ref, False, batch)
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
 
 
-def test_a_corrupt_file_fails_its_own_day_not_the_days_validated_with_it(tmp_path, capsys):
-    config = make_dataset(tmp_path, days=3, rows=500)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+def test_a_corrupt_file_fails_its_own_day_not_the_days_validated_with_it(with_champion, capsys):
+    config = with_champion(days=3, rows=500)
     s = load_settings(config)
     path = f"{s.dataset.raw_uri}/dt={day(1)}/part-0.parquet"
     data = bytearray(open(path, "rb").read())
@@ -163,19 +158,4 @@ def test_a_corrupt_file_fails_its_own_day_not_the_days_validated_with_it(tmp_pat
     out, err = capsys.readouterr()
     assert f"{day(2)}  done" in out and "1 of 2 partition(s) failed" in err
     assert f"{day(1)}  failed" in out and f"raw partition {s.dataset.raw_uri}/dt={day(1)} cannot be read" in out
-    assert published_slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
-
-
-def test_one_bad_day_leaves_the_reports_of_the_days_validated_with_it_clean(tmp_path):
-    config = make_dataset(tmp_path, days=3, rows=500)
-    rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))
-    s = load_settings(config)
-    parts = [scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(i))) for i in range(3)]
-    reports = validate_days(parts, s)
-    assert [r.success for r in reports] == [True, False, True]
-    assert not reports[0].failures and not reports[2].failures and not reports[0].warnings
-    assert [f.column for f in reports[1].failures] == ["flag_2"] and reports[1].failures[0].count == 500
-    assert all(r.batch == [day(0), day(1), day(2)] for r in reports)
-    alone = validate(parts[1], s)
-    assert [(f.column, f.count, f.check) for f in alone.failures] == [
-        (f.column, f.count, f.check) for f in reports[1].failures] and alone.batch == [day(1)]
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]

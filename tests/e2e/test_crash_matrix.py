@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from flows.cli import main
-from tasks import tracking
+from tasks.registry.client import Registry
 from tasks.settings import load_settings
-from tasks.table import published_slices, storage_options
+from tasks.store.table import FeatureTable
 
-from tests.helpers import ROWS, day, log_tail, make_dataset, set_config
+from tests.helpers import ROWS, day, log_tail, make_dataset, put_features_on_s3, set_config, slices
 
 LEASE_S = 3
 
@@ -57,29 +58,30 @@ def _kill_when(proc: subprocess.Popen, log: Path, ready: Callable[[], bool], tim
 
 
 def _versions(settings) -> dict[int, dict[str, str]]:
-    found = tracking.client(settings).search_model_versions(f"name = '{settings.mlflow.registered_model}'")
+    found = Registry(settings).client.search_model_versions(f"name = '{settings.mlflow.registered_model}'")
     return {int(mv.version): dict(mv.tags) for mv in found}
 
 
 def _assert_champion_covers(settings, days: list[str]) -> None:
     """The champion has exactly one row per key and day on every day, and no abandoned version has rows."""
-    champion = tracking.champion(settings).version
-    rows = pl.read_delta(settings.table_uri, storage_options=storage_options(settings))
+    champion = Registry(settings).champion().version
+    rows = pl.read_delta(settings.table_uri, storage_options=FeatureTable(settings).options)
     rows = rows.filter(pl.col("model_version") == champion)
     assert rows.height == rows.select("id", "dt").n_unique() == ROWS * len(days)
     assert sorted(rows["dt"].cast(pl.Utf8).unique().to_list()) == days
     abandoned = [v for v, tags in _versions(settings).items() if tags.get("promotion") == "abandoned"]
-    assert published_slices(settings).filter(pl.col("model_version").is_in(abandoned)).is_empty()
+    assert slices(settings).filter(pl.col("model_version").is_in(abandoned)).is_empty()
 
 
+@pytest.mark.timeout(600)  # its own bounds: 240 s to the kill point, then the rerun
 def test_killed_during_a_promotions_reencode_the_next_run_finishes_it_without_training(tmp_path, capsys):
     config = _dataset(tmp_path, days=5)
     s = load_settings(config)
     days = [day(i) for i in range(5)]
     log = tmp_path / "killed.log"
     proc = _cli(["backfill", "--config", str(config), "--start", days[0], "--end", days[-1]], log)
-    _kill_when(proc, log, lambda: published_slices(s).height >= 1)  # the first day of v1's window is in
-    assert _versions(s)[1]["promotion"] == "pending" and tracking.champion(s) is None
+    _kill_when(proc, log, lambda: slices(s).height >= 1)  # the first day of v1's window is in
+    assert _versions(s)[1]["promotion"] == "pending" and Registry(s).champion() is None
     capsys.readouterr()
     assert main(["features", "--config", str(config)]) == 0
     assert "pending promotion of version 1" in capsys.readouterr().out
@@ -90,10 +92,11 @@ def test_killed_during_a_promotions_reencode_the_next_run_finishes_it_without_tr
     assert time.monotonic() - t0 < 120
     assert "finishing the promotion of version 1" in out.err + out.out
     assert list(_versions(s)) == [1], "trained again instead of finishing the promotion"
-    assert _versions(s)[1]["promotion"] == "done" and tracking.champion(s).version == 1
+    assert _versions(s)[1]["promotion"] == "done" and Registry(s).champion().version == 1
     _assert_champion_covers(s, days)
 
 
+@pytest.mark.timeout(600)  # its own bounds: 240 s to the kill point, 400 s for the rerun (Prefect's 60 s slot lease)
 def test_killed_during_training_the_next_training_is_not_blocked_and_no_server_is_left(tmp_path):
     """As a user runs it, without a Prefect server: neither the dataset's lease nor the GPU slot (a
     Prefect lease of a minute, kept under PREFECT_HOME) outlives the kill, nor the temporary API."""
@@ -133,6 +136,7 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.timeout(600)  # its own bounds: two commands of 300 s each
 def test_racing_run_and_backfill_train_once_and_the_champion_covers_both(tmp_path):
     config = _dataset(tmp_path, days=3, epochs=2000)
     s = load_settings(config)
@@ -154,30 +158,32 @@ def test_racing_run_and_backfill_train_once_and_the_champion_covers_both(tmp_pat
 def test_a_run_left_running_by_a_killed_process_is_marked_failed(tmp_path):
     config = make_dataset(tmp_path, days=1, rows=50)
     s = load_settings(config)
-    code = ("import sys, time; from tasks import tracking; from tasks.settings import load_settings\n"
-            "s = load_settings(sys.argv[1]); c = tracking.client(s)\n"
-            "with tracking._run(c, s, 'publish-x', {}) as run_id:\n"
+    code = ("import sys, time; from tasks.registry.client import Registry; from tasks.settings import load_settings\n"
+            "s = load_settings(sys.argv[1])\n"
+            "with Registry(s)._run('publish-x', {}) as run_id:\n"
             "    print(run_id, flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(config)], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     run_id = proc.stdout.readline().strip()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    c = tracking.client(s)
-    assert c.get_run(run_id).info.status == "RUNNING"
-    assert tracking.fail_stale_runs(s) == 1
-    assert c.get_run(run_id).info.status == "FAILED"
-    assert tracking.fail_stale_runs(s) == 0
+    reg = Registry(s)
+    assert reg.client.get_run(run_id).info.status == "RUNNING"
+    assert reg.fail_stale_runs() == 1
+    assert reg.client.get_run(run_id).info.status == "FAILED"
+    assert reg.fail_stale_runs() == 0
 
 
-def test_two_hosts_share_idempotency_through_the_feature_store(tmp_path, s3):
+@pytest.mark.timeout(600)  # its own bounds: two commands of 300 s each
+def test_two_hosts_share_idempotency_through_the_feature_store(with_champion, tmp_path, s3):
     """Two backfills of the same days at once, each with its own PREFECT_HOME and temporary Prefect
     API (as on two machines), against one S3 feature store and one MLflow store: each day is encoded
     and written once; the other run waits on its lease and finds it done."""
-    config = _dataset(tmp_path, days=4)
-    set_config(config, 'uri = "features"', 'uri = "s3://lake/features"')
+    config = with_champion(days=4)  # day 0 published by the champion its nightly trained, moved to S3 below
+    config.write_text(config.read_text() + f"\n[schedule]\nlease_seconds = {LEASE_S}\n")
+    put_features_on_s3(tmp_path, s3, config)
     s = load_settings(config)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     procs = []
     for host in ("a", "b"):
@@ -189,7 +195,7 @@ def test_two_hosts_share_idempotency_through_the_feature_store(tmp_path, s3):
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True), log))
     for proc, log in procs:
         assert proc.wait(300) == 0, log_tail(log)
-    c = tracking.client(s)
-    runs = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id], "tags.kind = 'publish'")
+    reg = Registry(s)
+    runs = reg.client.search_runs([reg.experiment_id], "tags.kind = 'publish'")
     assert sorted(r.data.tags["dt"] for r in runs) == [day(i) for i in range(4)], "a day was published twice"
     _assert_champion_covers(s, [day(i) for i in range(4)])

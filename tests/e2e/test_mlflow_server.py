@@ -77,14 +77,14 @@ def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path,
     assert champion.version == "1"
     run = client.get_run(champion.run_id)  # the training run; the nightly may log others beside it
     assert run.info.experiment_id == experiment.experiment_id
-    assert {"val_error", "pca_val_error", "anomaly_threshold"} <= set(run.data.metrics)
+    assert {"val_error", "pca_val_error", "anomaly_threshold", "baseline_score"} <= set(run.data.metrics)
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"plots/loss_curves.png", "plots/recon_error_hist.png"} <= plots
+    assert {"plots/loss_curves.png", "plots/anomaly_score_hist.png"} <= plots
 
     model = mlflow.pyfunc.load_model(f"models:/{s.mlflow.registered_model}@champion")
     raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(0)}/*.parquet").sort("id")
     predicted = model.predict(raw.drop("id").to_pandas())
-    row = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["recon_error"]
+    row = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["anomaly_score"]
     assert list(predicted.columns) == row + ["is_anomaly"] and len(predicted) == raw.height
     published = read_features(config, start=day(0), end=day(0)).collect().sort("id")
     np.testing.assert_allclose(predicted[row].to_numpy(), published.select(row).to_numpy(), rtol=1e-5, atol=1e-5)

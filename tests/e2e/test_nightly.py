@@ -19,30 +19,33 @@ from tasks.errors import FeatureVersionError
 from tasks.features import LatentDataset, duckdb_connection, read_features
 from tasks.settings import load_settings
 
-from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
+from tests.helpers import ROWS, add_days, copy_store, day, free_port, process_group, wait_healthy
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
+def published(champion_store, tmp_path_factory):
+    """Two days published by the nightly: day 0 by the run that trained the champion (the session's
+    champion store, copied), day 1 by the next run."""
     root = tmp_path_factory.mktemp("local")
-    config = make_dataset(root)
-    for i in range(2):
-        assert main(["run", "--config", str(config), "--date", day(i)]) == 0
+    config = copy_store(champion_store.root, root)
+    add_days(root, 2)
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0
     return config, load_settings(config)
 
 
 def test_table_readable_by_polars_duckdb_and_deltalake(published):
     _, s = published
     df = pl.read_delta(s.table_uri)
-    assert df.height == 2 * 3000
+    assert df.height == 2 * ROWS
     latents = [c for c in df.columns if c.startswith("latent_")]
     assert len(latents) == s.model.latent_dim
-    assert {"id", "dt", "model_version", "recon_error", "is_anomaly"} <= set(df.columns)
-    assert df.schema["latent_0"] == pl.Float32 and df.schema["recon_error"] == pl.Float32
+    assert {"id", "dt", "model_version", "anomaly_score", "is_anomaly"} <= set(df.columns)
+    assert "recon_error" not in df.columns
+    assert df.schema["latent_0"] == pl.Float32 and df.schema["anomaly_score"] == pl.Float32
     assert df.schema["is_anomaly"] == pl.Boolean
     assert df["id"].n_unique() == df.height
     n = duckdb_connection().sql(f"SELECT count(*) FROM delta_scan('{s.table_uri}') WHERE dt = DATE '{day(1)}'").fetchone()[0]
-    assert n == 3000
+    assert n == ROWS
     table = DeltaTable(s.table_uri)
     assert table.metadata().partition_columns == ["model_version", "dt"]
     meta = table.history(1)[0]
@@ -55,7 +58,7 @@ def test_rerun_replaces_partition_without_duplicates(published):
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     after = pl.read_delta(s.table_uri)
     assert after.height == before.height
-    assert after.filter(pl.col("dt") == dt.date.fromisoformat(day(0))).height == 3000
+    assert after.filter(pl.col("dt") == dt.date.fromisoformat(day(0))).height == ROWS
 
 
 def test_champion_pyfunc_predicts_the_published_latents(published, monkeypatch):
@@ -68,7 +71,7 @@ def test_champion_pyfunc_predicts_the_published_latents(published, monkeypatch):
     table = read_features(config, start=day(1), end=day(1)).collect().sort("id")
     features = [c for c in raw.columns if c != "id"]
     predicted = model.predict(raw.sort("id").select(features).to_pandas())
-    columns = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["recon_error", "is_anomaly"]
+    columns = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["anomaly_score", "is_anomaly"]
     assert list(predicted.columns) == columns
     np.testing.assert_allclose(predicted[columns[:-1]].to_numpy(), table.select(columns[:-1]).to_numpy(), rtol=1e-5,
                                atol=1e-5)
@@ -96,8 +99,8 @@ def test_mlflow_models_serve_answers_what_the_table_holds(published, tmp_path):
         table = read_features(config, start=day(1), end=day(1)).collect().sort("id").head(50)
         assert got["id"].to_list() == table["id"].to_list()
         latents = [f"latent_{i}" for i in range(s.model.latent_dim)]
-        np.testing.assert_allclose(got.select(*latents, "recon_error").to_numpy(),
-                                   table.select(*latents, "recon_error").to_numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got.select(*latents, "anomaly_score").to_numpy(),
+                                   table.select(*latents, "anomaly_score").to_numpy(), rtol=1e-4, atol=1e-4)
         assert got["is_anomaly"].to_list() == table["is_anomaly"].to_list()
         body["dataframe_split"]["data"][0][body["dataframe_split"]["columns"].index("flag_0")] = 2
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -133,7 +136,7 @@ def test_pytorch_dataset_yields_each_row_once(published):
     batches = list(DataLoader(ds, batch_size=None))
     assert len(batches) == len(ds) == 6
     ids = torch.cat([b["id"] for b in batches])
-    assert ids.unique().numel() == 6000
+    assert ids.unique().numel() == 2 * ROWS
     # the README's multi-worker path: forked workers read their batches without deadlocking (timeout: a
     # worker stuck for 60 s fails the test) and split them, each row once
     parallel = list(DataLoader(ds, batch_size=None, num_workers=2, timeout=60))

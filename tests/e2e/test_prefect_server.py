@@ -56,6 +56,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+@pytest.mark.timeout(600)  # its own bounds: the server's start, then RUN_TIMEOUT_S for the deployed run
 def test_workers_run_the_deployed_nightly_with_training_on_the_gpu_pool(tmp_path: Path, prefect_server: str):
     config = make_dataset(tmp_path, days=1)
     config.write_text(config.read_text() + "\n[schedule]\ntrain_on_gpu_pool = true\n")

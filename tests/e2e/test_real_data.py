@@ -8,10 +8,12 @@ import polars as pl
 from bench.real_datasets import load
 from flows.cli import main
 from tasks.features import read_features
-from tasks.table import published_slices
+from tasks.registry.client import Registry
 from tasks.settings import load_settings
+from tasks.store.latents import read_quantisation
+from tasks.store.table import FeatureTable
 
-from tests.helpers import day
+from tests.helpers import day, slices
 
 CONFIG = """\
 [dataset]
@@ -59,7 +61,7 @@ def test_nulls_are_refused_by_default_and_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'creatinine' failed (nulls within [validation].max_null_fraction)" in err
     assert "'chapter' failed" in err and "nothing was published" in err
-    assert published_slices(load_settings(config)).is_empty()
+    assert slices(load_settings(config)).is_empty()
 
 
 def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys, monkeypatch):
@@ -85,8 +87,8 @@ def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys, mo
     raw = pl.read_parquet(f"{s.dataset.raw_uri}/dt={day(1)}/*.parquet").sort("id")
     predicted = model.predict(raw.drop("id").to_pandas())
     published = table.filter(pl.col("dt") == pl.lit(day(1)).str.to_date())
-    np.testing.assert_allclose(predicted[latents + ["recon_error"]].to_numpy(),
-                               published.select(latents + ["recon_error"]).to_numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(predicted[latents + ["anomaly_score"]].to_numpy(),
+                               published.select(latents + ["anomaly_score"]).to_numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_int8_latents_take_at_most_half_the_raw_bytes_and_read_back_as_float32(tmp_path, capsys):
@@ -95,20 +97,18 @@ def test_int8_latents_take_at_most_half_the_raw_bytes_and_read_back_as_float32(t
     capsys.readouterr()
     s = load_settings(config)
     raw_bytes = sum(p.stat().st_size for p in (tmp_path / "raw" / f"dt={day(0)}").iterdir())
-    published = published_slices(s).row(0, named=True)
+    published = slices(s).row(0, named=True)
     assert published["bytes"] <= 0.5 * raw_bytes, (published["bytes"], raw_bytes)
     stored = pl.read_delta(s.table_uri)
     assert stored.schema["latent_0"] == pl.Int8  # what plain readers see
     table = read_features(config).collect()
     assert table.schema["latent_0"] == pl.Float32  # what the reader API gives
     # dequantised latents are within half a quantisation step of the float32 encoding
-    from tasks import tracking
-    from tasks.latents import read_quantisation
-
-    reducer = tracking.load_reducer(s, tracking.champion(s))
+    reg = Registry(s)
+    reducer = reg.load_reducer(reg.champion())
     rows = frame.filter(pl.col("id").is_in(table["id"].implode())).sort("id")
     exact = reducer.transform(rows)
-    step = np.asarray(read_quantisation(s, 1).scale)
+    step = np.asarray(read_quantisation(FeatureTable(s).state, 1).scale)
     got = table.sort("id").select([f"latent_{i}" for i in range(4)]).to_numpy()
     inside = (exact >= reducer.latent_range_[0]) & (exact <= reducer.latent_range_[1])
     assert (np.abs(got - exact)[inside] <= (step / 2 + 1e-6)[np.nonzero(inside)[1]]).all()

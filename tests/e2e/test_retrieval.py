@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from tasks import tracking
 from tasks.errors import ConfigError, FeatureVersionError
+from tasks.registry.client import Registry
 from tasks.features import neighbours, read_features
-from tasks.latents import code_matrix, latent_columns
+from tasks.store.latents import code_matrix, latent_columns
 from tasks.settings import load_settings
 
 from tests.helpers import day, make_dataset, put_on_s3, set_config
@@ -30,7 +30,8 @@ def _check_codes_and_neighbours(config, date: str) -> int:
     assert rows.schema["code"] == pl.Binary and rows["code"].null_count() == 0
     codes = code_matrix(rows["code"])
     assert codes.shape == (rows.height, BITS // 8)
-    reducer = tracking.load_reducer(s, tracking.champion(s))
+    reg = Registry(s)
+    reducer = reg.load_reducer(reg.champion())
     assert (codes == reducer.hash_latents(rows.select(latent_columns(rows.columns)).to_numpy())).all()
     bits = np.unpackbits(codes, axis=1)
     assert 0.3 < bits.mean() < 0.7  # balanced bits, roughly, on a day like the training days
@@ -97,7 +98,7 @@ def test_codes_take_effect_from_the_next_training_and_bad_keys_are_named(tmp_pat
     assert "trained with code_bits = 0: [features].code_bits = 64 takes effect from the next training" in \
         capsys.readouterr().err
     assert main(["train", "--config", str(config), "--end", day(1)]) == 0  # v2 learns codes, re-encodes both days
-    assert tracking.champion(load_settings(config)).version == 2
+    assert Registry(load_settings(config)).champion().version == 2
     for date in (day(0), day(1)):
         _check_codes_and_neighbours(config, date)
 

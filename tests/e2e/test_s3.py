@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
-from tasks.storage import open_storage
+from tasks.store.objects import open_storage
 
 from tests.helpers import day, make_dataset
 

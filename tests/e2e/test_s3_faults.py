@@ -31,12 +31,13 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from tasks import tracking
-from tasks.table import published_slices, replace_slice
+from tasks.registry.client import Registry
 from tasks.settings import load_settings
-from tasks.storage import open_storage
+from tasks.store.objects import open_storage
+from tasks.store.table import FeatureTable
 
-from tests.helpers import START, TRACEBACK, day, failure_lines, make_dataset, moto_server, put_on_s3
+from tests.helpers import (START, TRACEBACK, day, failure_lines, make_dataset, moto_server, put_features_on_s3, put_on_s3,
+                           slices)
 from tests.helpers import BAD_FILES
 
 ROWS = 1000
@@ -238,14 +239,14 @@ def test_a_commit_whose_answer_is_lost_is_not_made_twice(tmp_path, s3, proxy_env
     put_on_s3(tmp_path, s3, config)
     s = load_settings(config)
     rows = pl.DataFrame({"id": range(ROWS), "dt": [START] * ROWS}).with_columns(
-        model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(0.5, pl.Float32), recon_error=pl.lit(0.1, pl.Float32),
+        model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(0.5, pl.Float32), anomaly_score=pl.lit(0.1, pl.Float32),
         is_anomaly=pl.lit(False))
-    replace_slice(s, [rows], 1, START, {})  # the table exists; the next commit replaces the slice
+    FeatureTable(s).replace_slice([rows], 1, START, {})  # the table exists; the next commit replaces the slice
     proxy = proxy_env(faults_per_request=0, lose_answer_to=r"/_delta_log/\d+\.json$")
 
-    assert replace_slice(s, [rows], 1, START, {}).table_version == 1
+    assert FeatureTable(s).replace_slice([rows], 1, START, {}).table_version == 1
     assert proxy.faults == {("object_store", "lost answer"): 1}
-    assert published_slices(s)["rows"].to_list() == [ROWS]
+    assert slices(s)["rows"].to_list() == [ROWS]
 
 
 @dataclass(frozen=True)
@@ -311,23 +312,24 @@ def test_a_missing_feature_bucket_is_one_clear_line(tmp_path, s3, capsys):
     assert not TRACEBACK.search(out + err)
 
 
-def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
+def test_bad_partitions_on_s3_fail_alone(with_champion, tmp_path, s3, capsys):
     """The bad-input corpus of test_bad_input, on S3: each day fails `validate` and `run` with its
     message (exit 1) and publishes nothing, the day published before them stays as it was, and a
     retraining on the next good day skips every bad day of its window and publishes."""
     corruptions = {"missing column": (lambda p: pl.read_parquet(p).drop("x_03").write_parquet(p),
                                       ["'x_03'", "column is present", "nothing was published",
                                        "report kept at s3://lake/features/_quarantine/"]), **BAD_FILES}
-    config = make_dataset(tmp_path, days=2 + len(corruptions), rows=500)
+    config = with_champion(days=2 + len(corruptions), rows=500)  # day 0 published by the champion trained on it
     good = day(1 + len(corruptions))
     bad_days = {}
     for i, (case, (corrupt, expected)) in enumerate(corruptions.items(), start=1):
         corrupt(str(tmp_path / "raw" / f"dt={day(i)}" / "part-0.parquet"))
         bad_days[case] = (day(i), expected)
-    put_on_s3(tmp_path, s3, config)
-    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    put_on_s3(tmp_path, s3, config, features=False)
+    put_features_on_s3(tmp_path, s3, config)
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0  # on S3 now: found published
     s = load_settings(config)
-    before = published_slices(s)
+    before = slices(s)
     assert before["dt"].to_list() == [dt.date.fromisoformat(day(0))]
 
     for case, (date, expected) in bad_days.items():
@@ -351,7 +353,7 @@ def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
         err = capsys.readouterr().err
         assert len(failure_lines(err)) == 1 and expected in failure_lines(err)[0], (case, err)
 
-    assert published_slices(s).equals(before)
+    assert slices(s).equals(before)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="features/")["Contents"]]
     assert not [k for k in keys if any(f"dt={d}" in k for d, _ in bad_days.values()) and "/_quarantine/" not in k]
     assert any(k.endswith(f"_quarantine/sample_latent/dt={bad_days['missing column'][0]}/report.json") for k in keys)
@@ -360,5 +362,5 @@ def test_bad_partitions_on_s3_fail_alone(tmp_path, s3, capsys):
     assert main(["run", "--config", str(config), "--date", good]) == 0
     err = capsys.readouterr().err
     assert all(f"skipping {d} for training" in err for d, _ in bad_days.values()), err
-    assert tracking.champion(s).version == 2
-    assert sorted(set(published_slices(s)["dt"].cast(pl.Utf8).to_list())) == [day(0), good]
+    assert Registry(s).champion().version == 2
+    assert sorted(set(slices(s)["dt"].cast(pl.Utf8).to_list())) == [day(0), good]

@@ -55,7 +55,7 @@ def test_each_label_gets_the_latest_day_available_at_its_time(tmp_path, request,
         assert out["feature_dt"].to_list() == _expected(labels, published, lag, ttl)
         got = out.drop_nulls("feature_dt").join(feats, left_on=["id", "feature_dt"], right_on=["id", "dt"])
         assert got.height == out["feature_dt"].drop_nulls().len()
-        assert (got["latent_0"] == got["latent_0_right"]).all() and (got["recon_error"] == got["recon_error_right"]).all()
+        assert (got["latent_0"] == got["latent_0_right"]).all() and (got["anomaly_score"] == got["anomaly_score_right"]).all()
 
     dates = training_set(labels.with_columns(pl.col("ts").dt.date()), config)  # a date: midnight UTC that day
     assert dates["feature_dt"].to_list() == _expected(labels.with_columns(pl.col("ts").dt.date()), published,

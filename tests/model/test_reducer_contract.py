@@ -228,7 +228,7 @@ def test_scores_follow_sklearns_sign_and_the_threshold_reads_the_anomaly_score()
     np.testing.assert_array_equal(codes, est.transform(X))
     np.testing.assert_array_equal(scores, anomaly)
     with pytest.warns(DeprecationWarning, match="transform_and_anomaly_score"):
-        old_codes, old_scores = est.transform_and_anomaly_score(X)
+        old_codes, old_scores = est.transform_and_score(X)
     np.testing.assert_array_equal(old_scores, anomaly)
     far = X[:5] + 10.0
     assert (est.anomaly_score(far) > est.anomaly_score(X[:5])).all()

@@ -6,16 +6,16 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from tasks.backfill_plan import plan_days
-from tasks.ingest import Partition
-from tasks.promotion import decide
-from tasks.refresh import ChampionHealth, champion_health, refresh_reason
+from tasks.rules.plan import plan_days
+from tasks.data.ingest import Partition
+from tasks.rules.gate import decide
+from tasks.rules.refresh import ChampionHealth, champion_health, refresh_reason
 from tasks.settings import TrainingSettings
-from tasks.training_set import split_holdout, window_sample
+from tasks.data.window import split_holdout, window_sample
 
 
 def test_refresh_policy_reasons():
-    healthy = ChampionHealth(age_days=3, mean_error=1.0, baseline_error=1.0, anomaly_share=0.01,
+    healthy = ChampionHealth(age_days=3, mean_score=1.0, baseline_score=1.0, anomaly_share=0.01,
                              expected_anomaly_share=0.01)
     auto = TrainingSettings()
     assert refresh_reason(auto, None) == "no champion model yet"
@@ -25,16 +25,16 @@ def test_refresh_policy_reasons():
     old = ChampionHealth(**{**vars(healthy), "age_days": 31})
     assert "31 days old" in refresh_reason(auto, old)
     assert refresh_reason(TrainingSettings(refresh="never"), old) is None
-    drifted = ChampionHealth(**{**vars(healthy), "mean_error": 1.6})
-    assert "1.60x" in refresh_reason(auto, drifted)
+    drifted = ChampionHealth(**{**vars(healthy), "mean_score": 1.6})
+    assert "mean anomaly score 1.6 is 1.60x" in refresh_reason(auto, drifted)
     anomalous = ChampionHealth(**{**vars(healthy), "anomaly_share": 0.05})
     assert "5.0% of rows are anomalies" in refresh_reason(auto, anomalous)
 
 
 def test_champion_health_reads_the_encoded_rows():
-    rows = pl.DataFrame({"recon_error": [1.0, 3.0], "is_anomaly": [False, True]})
-    h = champion_health(created=0.0, now=2 * 86400.0, rows=rows, baseline_error=1.0, anomaly_quantile=0.99)
-    assert h == ChampionHealth(age_days=2.0, mean_error=2.0, baseline_error=1.0, anomaly_share=0.5,
+    rows = pl.DataFrame({"anomaly_score": [1.0, 3.0], "is_anomaly": [False, True]})
+    h = champion_health(created=0.0, now=2 * 86400.0, rows=rows, baseline_score=1.0, anomaly_quantile=0.99)
+    assert h == ChampionHealth(age_days=2.0, mean_score=2.0, baseline_score=1.0, anomaly_share=0.5,
                                expected_anomaly_share=pytest.approx(0.01))
 
 
@@ -60,17 +60,17 @@ def _day(i: int) -> dt.date:
 def test_backfill_plan_runs_what_the_champion_has_not_published():
     raw = {_day(0), _day(1), _day(2), _day(3)}
     plan = plan_days(_day(0), _day(4), raw, champion_version=2, quarantined_days={_day(2): "q/report.json"},
-                     published={_day(0): [1, 2], _day(1): [1], _day(2): [1]})
+                     published={_day(0): [1, 2], _day(1): [1], _day(2): [1]}, recorded={(_day(0), 2)})
     assert [(p.date, p.action, p.state) for p in plan] == [
         ("2024-01-01", "skip", "published by champion v2"),
         ("2024-01-02", "run", "published by older v1 only"),
         ("2024-01-03", "run", "failed validation last time (report: q/report.json)"),
         ("2024-01-04", "run", "not published"),
         ("2024-01-05", "fail", "no raw partition")]
-    assert plan_days(_day(0), _day(0), raw, 2, {}, {_day(0): [2]}, force=True)[0].action == "run"
-    assert plan_days(_day(0), _day(0), raw, None, {}, {_day(0): [1]})[0].action == "run"
+    assert plan_days(_day(0), _day(0), raw, 2, {}, {_day(0): [2]}, {(_day(0), 2)}, force=True)[0].action == "run"
+    assert plan_days(_day(0), _day(0), raw, None, {}, {_day(0): [1]}, set())[0].action == "run"
     with pytest.raises(ValueError, match="before start"):
-        plan_days(_day(1), _day(0), raw, None, {}, {})
+        plan_days(_day(1), _day(0), raw, None, {}, {}, set())
 
 
 def _part(i: int, rows: int) -> Partition:

@@ -5,8 +5,8 @@ import datetime as dt
 
 import polars as pl
 
-from tasks.ingest import even_sample, list_partition_dates, resolve_columns, scan_partition
-from tasks.storage import LocalStorage
+from tasks.data.ingest import even_sample, list_partition_dates, resolve_columns, scan_partition
+from tasks.store.objects import LocalStorage
 from tests.helpers import make_dataset, START
 from tasks.settings import load_settings
 

@@ -2,6 +2,7 @@
 SIGKILL, a waiter's bound; which interrupted promotion is finished and which abandoned."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,10 +13,11 @@ import time
 import pytest
 
 from tasks.errors import StepFailed
-from tasks.lease import POLL_S, training_lease
-from tasks.promotion import settle
+from tasks.rules.gate import settle
 from tasks.settings import load_settings
-from tasks.storage import open_storage
+from tasks.store.lease import POLL_S, training_lease
+from tasks.store.objects import open_storage
+from tasks.store.table import FeatureTable
 
 from tests.helpers import make_dataset
 
@@ -48,8 +50,10 @@ def test_conditional_writes_let_one_writer_win(config):
 
 
 def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(config):
-    code = ("import sys, time; from tasks.lease import training_lease; from tasks.settings import load_settings\n"
-            "with training_lease(load_settings(sys.argv[1]), 'a training', print):\n"
+    code = ("import sys, time; from tasks.store.lease import training_lease; from tasks.settings import load_settings\n"
+            "from tasks.store.objects import open_storage\n"
+            "s = load_settings(sys.argv[1])\n"
+            "with training_lease(open_storage(s.state_uri), s, 'a training', print):\n"
             "    print('held', flush=True); time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(config)], stdout=subprocess.PIPE, text=True,
                               env=os.environ.copy(), start_new_session=True)
@@ -58,7 +62,8 @@ def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(confi
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
         lines, t0 = [], time.monotonic()
-        with training_lease(load_settings(config), "the next training", lines.append):
+        s = load_settings(config)
+        with training_lease(FeatureTable(s).state, s, "the next training", lines.append):
             waited = time.monotonic() - t0
     finally:
         if holder.poll() is None:
@@ -69,10 +74,11 @@ def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(confi
 
 def test_a_live_holder_keeps_its_lease_and_a_waiter_gives_up_naming_it(config):
     settings = load_settings(config)
+    state = FeatureTable(settings).state
     held, done = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with training_lease(settings, "a long training", lambda _: None):
+        with training_lease(state, settings, "a long training", lambda _: None):
             held.set()
             done.wait(30)
 
@@ -81,13 +87,15 @@ def test_a_live_holder_keeps_its_lease_and_a_waiter_gives_up_naming_it(config):
     try:
         held.wait(10)
         with pytest.raises(StepFailed, match="a long training.*lease_wait_minutes"):
-            with training_lease(settings, "a nightly", lambda _: None):  # 6 s: renewed twice meanwhile
+            with training_lease(state, settings, "a nightly", lambda _: None):  # 6 s: renewed twice meanwhile
                 pytest.fail("took a lease its live holder renews")
     finally:
         done.set()
         t.join()
-    with training_lease(settings, "after", lambda _: None):  # given back: free at once
+    with training_lease(state, settings, "after", lambda _: None):  # given back: free at once
         pass
+    holder = json.loads(state.read_text(state.join("leases", "training.json")))
+    assert holder["purpose"] == "after" and holder["expires"] == 0  # given back: rewritten expired, not deleted
 
 
 @pytest.mark.parametrize("pending, champion, finish, drop", [

@@ -5,7 +5,7 @@ import datetime as dt
 
 import polars as pl
 
-from tasks.ingest import Partition
+from tasks.data.ingest import Partition
 from tasks.settings import load_settings
 from tasks.validation import Reference, profile
 from tests.helpers import make_dataset
@@ -38,7 +38,7 @@ def test_profile_counts_each_check(tmp_path):
 def test_duplicate_keys_are_counted_alike_in_hash_buckets(monkeypatch):
     import numpy as np
 
-    from tasks import validation
+    from tasks.validation import checks as validation
 
     rng = np.random.default_rng(0)
     frame = pl.DataFrame({"shop": rng.integers(0, 30, 5000), "id": rng.integers(0, 300, 5000)}).lazy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.latents import Quantisation, latent_columns, store, store_score
+from tasks.store.latents import Quantisation, latent_columns, store, store_score
 from tasks.settings import ValidationSettings, load_settings
 from tests.helpers import make_dataset
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import polars as pl
 import pytest
 
-from tasks import quarantine, steps
-from tasks.ingest import scan_partition
+from tasks import publish
+from tasks.errors import StepFailed
+from tasks.data.ingest import scan_partition
+from tasks.resources import Resources
 from tasks.settings import load_settings
-from tasks.storage import LocalStorage, open_storage
+from tasks.store import quarantine
+from tasks.store.objects import LocalStorage, open_storage
 from tasks.validation import ValidationReport
-from tests.helpers import make_dataset
+from tests.helpers import make_dataset, rewrite_partition
 
 
 def test_local_storage_writes_whole_files_and_lists_only_visible_ones(tmp_path):
@@ -40,28 +44,35 @@ def test_unknown_schemes_are_refused():
 
 def test_a_quarantined_day_is_listed_until_released(tmp_path):
     settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+    store = quarantine.root(settings)
     report = ValidationReport(partition="raw/dt=2024-03-01", success=False, failures=[], warnings=[], notes=[],
                               result={}, docs={"columns": "<html/>"})
     day = dt.date(2024, 3, 1)
-    assert quarantine.quarantined(settings) == {}
-    uri = quarantine.record(settings, day, report, "abc")
-    assert quarantine.quarantined(settings) == {day: uri} and uri.endswith("dt=2024-03-01/report.json")
+    assert quarantine.quarantined(store) == {}
+    uri = quarantine.record(store, day, report, "abc")
+    assert quarantine.quarantined(store) == {day: uri} and uri.endswith("dt=2024-03-01/report.json")
     assert (tmp_path / "features" / "_quarantine" / "sample_latent" / "dt=2024-03-01" / "data_docs_columns.html").exists()
-    quarantine.release(settings, day)
-    assert quarantine.quarantined(settings) == {}
+    quarantine.release(store, day)
+    assert quarantine.quarantined(store) == {}
+    assert not (tmp_path / "features" / "_quarantine" / "sample_latent" / "dt=2024-03-01" / "data_docs_columns.html").exists()
 
 
-def test_the_quarantine_steps_are_the_building_blocks_under_prefect(tmp_path):
-    settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+def test_a_day_that_fails_its_check_is_quarantined_with_the_fingerprint_it_judged(tmp_path):
+    """The step the flows run (``publish.check_day``, under Prefect's ``steps.check_day``) keeps a failing
+    day's report, with its raw files' fingerprint, in the quarantine the settings name; no Prefect here."""
+    config = make_dataset(tmp_path, days=1, rows=10)
+    rewrite_partition(config, 0, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))
+    res = Resources(load_settings(config))
     day = dt.date(2024, 3, 1)
-    part = scan_partition(open_storage(settings.dataset.raw_uri), settings, day)
-    report = ValidationReport(partition=part.uri, success=False, failures=[], warnings=[], notes=[], result={},
-                              docs={})
-    uri = steps.quarantine_partition.fn(settings, part, report)  # the task's body, without a Prefect run
-    assert quarantine.quarantined(settings) == {day: uri}
-    assert json.loads(open_storage(uri.rsplit("/", 1)[0]).read_text(uri))["raw_fingerprint"] == part.fingerprint
-    steps.release_quarantine.fn(settings, day)
-    assert quarantine.quarantined(settings) == {}
+    part = scan_partition(res.raw, res.settings, day)
+    with pytest.raises(StepFailed, match=r"(?s)'flag_2'.*binary values are 0 or 1.*nothing was published for this partition; report kept at "):
+        publish.check_day(res, day, None)
+    [(found, uri)] = quarantine.quarantined(res.quarantine).items()
+    assert found == day and uri == quarantine.root(res.settings).join("dt=2024-03-01", "report.json")
+    kept = json.loads(res.quarantine.read_text(uri))
+    assert kept["raw_fingerprint"] == part.fingerprint and kept["date"] == "2024-03-01" and not kept["success"]
+    quarantine.release(res.quarantine, day)
+    assert quarantine.quarantined(res.quarantine) == {}
 
 
 def test_partial_writes_of_killed_writers_are_removed_once_old_enough(tmp_path, s3):
