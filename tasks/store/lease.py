@@ -57,6 +57,7 @@ class Lease:
         self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0)
         self.waited_for: Holder | None = None  # who held it when this run had to wait
         self.lost = False
+        self.damage: str | None = None  # why the lease file found could not be read
         self._version: str | None = None
         self._renewed = 0.0  # monotonic time of the last write that landed
         self._stop = threading.Event()
@@ -82,7 +83,8 @@ class Lease:
             return None, None
         try:
             return Holder(**json.loads(found[0])), found[1]
-        except (ValueError, TypeError):  # bad JSON or fields: a damaged file guards nothing
+        except (ValueError, TypeError) as e:  # bad JSON or fields: a damaged file guards nothing
+            self.damage = f"{type(e).__name__}: {e}"
             return None, found[1]
 
     def acquire(self, log: Callable[[str], None]) -> None:
@@ -92,7 +94,10 @@ class Lease:
             holder, version = self._holder()
             if holder is None or holder.expires < time.time():
                 if self._put(version):
+                    if self.damage:
+                        log(f"replaced the damaged lease file {self.uri} ({self.damage}): it guarded nothing")
                     break
+                self.damage = None
                 continue  # another run took it first: look again
             if self.waited_for is None or holder.id != self.waited_for.id:
                 log(f"waiting for the {self.what} in progress: {holder.describe()}")

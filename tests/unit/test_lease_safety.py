@@ -79,6 +79,19 @@ def test_a_damaged_lease_file_is_taken_over(tmp_path):
     store = LocalStorage(str(tmp_path))
     run = lease(store, "a run")
     store.write_text(run.uri, "{not json")
-    run.acquire(lambda _: None)
+    lines = []
+    run.acquire(lines.append)
     assert holder(store, run.uri)["purpose"] == "a run"
+    assert any(run.uri in line and "damaged" in line and "JSONDecodeError" in line for line in lines), lines
+    run.release()
+
+
+def test_a_lease_file_missing_fields_is_taken_over_naming_it(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    run = lease(store, "a run")
+    store.write_text(run.uri, json.dumps({"id": "x", "host": "h"}))
+    lines = []
+    run.acquire(lines.append)
+    assert holder(store, run.uri)["purpose"] == "a run"
+    assert any(run.uri in line and "TypeError" in line for line in lines), lines
     run.release()
