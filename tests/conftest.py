@@ -37,7 +37,7 @@ def pytest_configure(config) -> None:
     import our tasks, so tests never share caches with each other's sessions or the user's ~/.prefect."""
     import tempfile
 
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="latentfeed-prefect-home-")
+    config._latentfeed_prefect_home = os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="latentfeed-prefect-home-")
     # One intra-op thread for torch (and the processes tests start): the suite's models are tiny, where
     # a second thread gains nothing, and with the 2 cores shared (servers, workers, another process)
     # torch's spinning threads made the sample's 3000-row fit take 36-47 s instead of 1.6 s.
@@ -45,6 +45,14 @@ def pytest_configure(config) -> None:
         os.environ.setdefault(var, "1")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    home = getattr(config, "_latentfeed_prefect_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 _SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
