@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from prefect.runtime import flow_run
-
 from tasks.errors import ConfigError
 from tasks.settings import Settings, load_settings
 
@@ -33,6 +31,8 @@ def run_name(kind: str):
     """A flow_run_name callable: '<kind>-<dataset>-<date>' (the config file's stem if it cannot be read)."""
 
     def name() -> str:
+        from prefect.runtime import flow_run  # here: the CLI's read-only commands parse dates without Prefect
+
         p = flow_run.parameters
         date = p.get("date") or p.get("end") or "latest"
         config = p.get("config")

@@ -22,3 +22,12 @@ def test_the_building_blocks_load_torch_only_to_train_or_encode():
             "print('torch' in sys.modules, 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_the_read_only_commands_load_no_prefect_torch_or_great_expectations():
+    """What `latentfeed features` and `neighbours` import, dates parsed included (they answer in seconds)."""
+    code = ("import sys; from flows import cli; cli._date('2024-01-01'); "
+            "import tasks.promote, tasks.resources, tasks.cost, tasks.store.history, tasks.features.retrieval; "
+            "print(','.join(m for m in ('prefect', 'torch', 'great_expectations') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the read-only commands loaded {out}"
