@@ -1,6 +1,7 @@
 """The one TOML config, checked before any work; errors name the key and what it should be."""
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import hashlib
 import json
@@ -106,6 +107,37 @@ class ScheduleSettings(_Section):
     # lease_wait_minutes for a lease another live run holds.
     lease_seconds: float = Field(60, ge=3)
     lease_wait_minutes: float = Field(120, gt=0)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a cron expression (minute hour day month weekday, e.g. '0 2 * * *')")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'UTC', 'Europe/Paris')") from None
+        return v
+
+    def delay_after_day(self) -> dt.timedelta:
+        """How long after a day ends (midnight UTC) the nightly schedule first fires: the earliest its
+        features exist (2 h for the default 02:00 UTC)."""
+        from zoneinfo import ZoneInfo
+
+        from croniter import croniter
+
+        midnight = dt.datetime.combine(dt.date.today(), dt.time(), tzinfo=dt.timezone.utc)
+        start = (midnight - dt.timedelta(seconds=1)).astimezone(ZoneInfo(self.timezone))  # a fire at midnight counts
+        return croniter(self.cron, start).get_next(dt.datetime) - midnight
 
 
 class BackfillSettings(_Section):

@@ -63,14 +63,16 @@ def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetim
 
 def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | str | Path,
                  on: str | list[str] | None = None, at: str = "ts", version: int | str = "champion",
-                 ttl: dt.timedelta | None = None, lag: dt.timedelta = dt.timedelta(0),
+                 ttl: dt.timedelta | None = None, lag: dt.timedelta | None = None,
                  strict: bool = False) -> pl.DataFrame:
     """Each label row with the features of its keys (``on``; default the dataset's keys) from the
     latest day that was available at its time ``at``: a point-in-time join on one model version.
 
     A day's features describe the data of day ``dt``, so they count as available from the end of
     that day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features
-    computed from its own future. ``strict`` also requires that the day's rows were in the table by
+    computed from its own future. ``lag`` defaults to the nightly schedule's delay after a day ends
+    (``[schedule].cron`` in its time zone: 2 h for the default), the earliest the nightly publishes
+    it; add the nightly's own duration where labels fall in that stretch. ``strict`` also requires that the day's rows were in the table by
     then (when its current files were written: a day published again later counts from then); of the
     days available, the latest ``dt`` wins, whenever it was published. ``ttl`` drops features that
     became available longer than that before the label's time. ``model_version`` names the version
@@ -80,6 +82,7 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     the labels' order; labels may be polars (lazy or not) or pandas.
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
+    lag = settings.schedule.delay_after_day() if lag is None else lag
     if lag < dt.timedelta(0):
         raise ValueError(f"lag={lag} is negative: it would let a label see a day before the day has ended")
     keys = list(settings.dataset.key_columns) if on is None else [on] if isinstance(on, str) else list(on)

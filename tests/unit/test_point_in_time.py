@@ -74,6 +74,20 @@ def test_the_version_travels_with_every_row(config):
     assert early["feature_dt"].null_count() == KEYS and early["model_version"].to_list() == [1] * KEYS
 
 
+def test_by_default_a_day_counts_from_the_nightly_schedule_after_it(config):
+    """The default schedule runs at 02:00 UTC: a label at 01:00 after a day still sees the day before it."""
+    at = dt.datetime(2024, 3, 5, 1, tzinfo=dt.timezone.utc)  # 03-04 ended an hour ago; its nightly runs at 02:00
+    assert training_set(labels(at), config, version=1)["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=2)]
+    later = training_set(labels(at + dt.timedelta(hours=1)), config, version=1)
+    assert later["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=3)]
+    zero = training_set(labels(at), config, version=1, lag=dt.timedelta(0))
+    assert zero["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=3)]
+    config.write_text(CONFIG + '\n[schedule]\ncron = "30 6 * * *"\ntimezone = "Europe/Paris"\n')  # 05:30 UTC in March
+    assert load_settings(config).schedule.delay_after_day() == dt.timedelta(hours=5, minutes=30)
+    assert training_set(labels(at + dt.timedelta(hours=4)), config, version=1)["feature_dt"].unique().to_list() == [
+        DAY0 + dt.timedelta(days=2)]
+
+
 def test_a_negative_lag_is_refused(config):
     with pytest.raises(ValueError, match="negative"):
         training_set(labels(dt.datetime(2024, 3, 5, tzinfo=dt.timezone.utc)), config, version=1,
