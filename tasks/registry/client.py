@@ -24,6 +24,7 @@ import polars as pl
 
 from tasks.cost import Cost
 from tasks.errors import ConfigError, IncompatibleModel, RegistryError, redact
+from tasks.process import dead_here
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ class Registry:
         for run in c.search_runs([found.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
             tags = run.data.tags
             if tags.get(HOST_TAG) == host:
-                gone = not _alive(int(tags.get(PID_TAG, "0") or 0))
+                gone = dead_here(host, int(tags.get(PID_TAG, "0") or 0))
             else:
                 gone = now - run.info.start_time / 1000 > OTHER_HOST_STALE_S
             if gone:
@@ -399,16 +400,6 @@ def _log_params(c, run_id: str, params: dict[str, object]) -> None:
     rows = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, len(rows), 100):  # MLflow takes at most 100 params per call
         c.log_batch(run_id, params=rows[i:i + 100])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def signature(est: AutoencoderReducer, keys: list[str], inputs: bool = False):

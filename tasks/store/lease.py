@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 from tasks.errors import LeaseLost, StepFailed
+from tasks.process import dead_here
 from tasks.settings import Settings
 from tasks.store.objects import Storage
 
@@ -92,10 +93,13 @@ class Lease:
         deadline = time.monotonic() + self.wait_s
         while True:
             holder, version = self._holder()
-            if holder is None or holder.expires < time.time():
+            dead = holder is not None and dead_here(holder.host, holder.pid)  # killed on this host: no need to wait
+            if holder is None or holder.expires < time.time() or dead:
                 if self._put(version):
                     if self.damage:
                         log(f"replaced the damaged lease file {self.uri} ({self.damage}): it guarded nothing")
+                    if dead and holder.expires >= time.time():
+                        log(f"took over the {self.what} from a process that is gone: {holder.describe()}")
                     break
                 self.damage = None
                 continue  # another run took it first: look again

@@ -95,3 +95,35 @@ def test_a_lease_file_missing_fields_is_taken_over_naming_it(tmp_path):
     assert holder(store, run.uri)["purpose"] == "a run"
     assert any(run.uri in line and "TypeError" in line for line in lines), lines
     run.release()
+
+
+def _held_by(store: LocalStorage, uri: str, host: str, pid: int) -> None:
+    """A lease file with a far-future expiry: as a holder killed on ``host`` leaves it."""
+    store.write_text(uri, json.dumps({"id": "old", "host": host, "pid": pid, "purpose": "a killed run",
+                                      "since": time.time(), "expires": time.time() + 3600}))
+
+
+def test_a_lease_of_a_process_gone_from_this_host_is_taken_at_once(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process
+    store = LocalStorage(str(tmp_path))
+    run = lease(store, "a run")
+    _held_by(store, run.uri, socket.gethostname(), gone.pid)
+    lines, t0 = [], time.monotonic()
+    run.acquire(lines.append)
+    assert time.monotonic() - t0 < 1
+    assert holder(store, run.uri)["purpose"] == "a run"
+    assert any("gone" in line and f"pid {gone.pid}" in line for line in lines), lines
+    run.release()
+
+
+def test_a_far_future_lease_of_another_host_is_waited_for(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    run = Lease(store, "training", "training of dataset t", "a run", ttl=TTL, wait_s=0.3, poll_s=0.05)
+    _held_by(store, run.uri, "another-host", 1)
+    with pytest.raises(StepFailed, match="another-host"):
+        run.acquire(lambda _: None)
