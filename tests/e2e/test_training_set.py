@@ -57,12 +57,13 @@ def test_each_label_gets_the_latest_day_available_at_its_time(tmp_path, request,
         assert got.height == out["feature_dt"].drop_nulls().len()
         assert (got["latent_0"] == got["latent_0_right"]).all() and (got["anomaly_score"] == got["anomaly_score_right"]).all()
 
+    nightly = dt.timedelta(hours=2)  # the default lag: the default schedule runs at 02:00 UTC
     dates = training_set(labels.with_columns(pl.col("ts").dt.date()), config)  # a date: midnight UTC that day
     assert dates["feature_dt"].to_list() == _expected(labels.with_columns(pl.col("ts").dt.date()), published,
-                                                      dt.timedelta(0), None)
+                                                      nightly, None)
     aware = training_set(labels.with_columns(pl.col("ts").dt.replace_time_zone("Europe/Paris")).to_pandas(), config)
     assert aware["feature_dt"].to_list() == _expected(  # 00:00 in Paris is 23:00 UTC the day before
-        labels.with_columns(pl.col("ts") - pl.duration(hours=1)), published, dt.timedelta(0), None)
+        labels.with_columns(pl.col("ts") - pl.duration(hours=1)), published, nightly, None)
     strict = training_set(labels, config, strict=True)  # published in this test's present: after every label
     assert strict["feature_dt"].null_count() == strict.height
 
