@@ -160,7 +160,7 @@ Severity = Literal["error", "warning", "off"]
 CHECKS: dict[str, str] = {
     "missing": "error", "type": "error", "nulls": "error", "nonfinite": "error", "binary": "error",
     "min_rows": "error", "duplicate_keys": "error", "unseen_categories": "warning", "mean_drift": "warning",
-    "user_suite": "error", "dominant_value": "error", "levels": "error",
+    "user_suite": "error", "dominant_value": "error", "levels": "error", "encoding": "error",
 }
 
 

@@ -84,6 +84,12 @@ def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str
     return out, missing
 
 
+# Bytes that are not UTF-8 read as U+FFFD instead of failing the whole file: in a column the config does
+# not name they are never used, and in a key or categorical column validation's "encoding" check fails
+# the day naming the column.
+CSV_ENCODING = "utf8-lossy"
+
+
 def _scan(path: str, fmt: str, opts: dict | None) -> pl.LazyFrame | None:
     """One raw file, lazily; None for a CSV file with a header and no rows (it contributes nothing, and
     its columns would read as text)."""
@@ -91,7 +97,7 @@ def _scan(path: str, fmt: str, opts: dict | None) -> pl.LazyFrame | None:
         scan = pl.scan_parquet(path, storage_options=opts, hive_partitioning=False)
         scan.collect_schema()  # reads the footer: an unreadable file fails here
         return scan
-    scan = pl.scan_csv(path, storage_options=opts, infer_schema_length=10_000)
+    scan = pl.scan_csv(path, storage_options=opts, infer_schema_length=10_000, encoding=CSV_ENCODING)
     return scan if scan.head(1).collect().height else None
 
 
@@ -118,7 +124,7 @@ def _unified(paths: list[str], fmt: str, opts: dict | None, uri: str, patterns: 
     if all(s == schemas[0] for s in schemas):  # the usual case: one scan, so batches slice it cheaply
         if fmt == "parquet":
             return pl.scan_parquet(kept, storage_options=opts, hive_partitioning=False)
-        return pl.scan_csv(kept, storage_options=opts, infer_schema_length=10_000)
+        return pl.scan_csv(kept, storage_options=opts, infer_schema_length=10_000, encoding=CSV_ENCODING)
     types: dict[str, dict[pl.DataType, str]] = {}
     for path, schema in zip(kept, schemas):
         for name, dtype in schema.items():

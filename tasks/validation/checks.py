@@ -42,7 +42,9 @@ _COLUMN_CHECKS = {
     "dominant_value": ("value_share", "no single value holds more than [validation].max_value_share of the "
                                       "column's variance"),
     "levels": ("level_excess", "at most [validation].max_categories distinct values"),
+    "encoding": ("bad_text_count", "text is valid UTF-8 (bytes that are not read as U+FFFD)"),
 }
+REPLACEMENT = "\ufffd"  # what a CSV's bytes that are not UTF-8 read as (tasks.data.ingest.CSV_ENCODING)
 SHARE_MIN_VALUES = 100  # below this many values one of them may hold most of the variance by chance
 _GE_SEVERITY = {"error": "critical", "warning": "warning"}
 F32_MAX = float(np.finfo(np.float32).max)
@@ -146,6 +148,8 @@ def profile(part: Partition, settings: Settings,
             aggs += _spread(c, finite_only=False)
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
+        if g in ("keys", "categorical") and dtype == pl.String:
+            aggs.append(col.str.contains(REPLACEMENT, literal=True).sum().alias(f"{c}__badtext"))
         if g == "categorical":  # each level is a model input: their count bounds training's memory
             aggs.append(col.n_unique().alias(f"{c}__levels"))
         if reference and g == "categorical" and c in reference.categories:
@@ -169,14 +173,15 @@ def profile(part: Partition, settings: Settings,
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": nulls, "null_excess": nulls - allowed, "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
-                        "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
+                        "bad_text_count": row.get(f"{c}__badtext", 0) or 0, "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
                         "value_share": share, "extreme": extreme, "levels": levels,
                         "level_excess": levels - settings.validation.max_categories if levels is not None else 0})
     expected = reference.columns if reference else []
     missing = [*part.missing, *(c for c in expected if c not in part.feature_columns)]
     for pattern in missing:
         records.append({"column": pattern, "group": "?", "dtype": "missing", "present": False, "type_ok": True,
-                        "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0, "unseen_count": 0,
+                        "null_count": 0, "null_excess": 0.0, "nonfinite_count": 0, "non_binary_count": 0,
+                        "bad_text_count": 0, "unseen_count": 0,
                         "mean": None, "mean_shift": 0.0, "value_share": 0.0, "extreme": None, "levels": None,
                         "level_excess": 0})
     dups = duplicate_keys(part.frame, keys, row["__rows"]) if keys and len(keys) == len(settings.dataset.key_columns) else 0
@@ -310,7 +315,8 @@ def _examples(part: Partition, check: str, column: str, keys: list[str], referen
     """A few offending rows (their keys, or their values) for a failed column check."""
     col = pl.col(column)
     conds = {"nulls": col.is_null(), "nonfinite": ~_is_finite32(col), "binary": ~_is_binary(col),
-             "dominant_value": col.cast(pl.Float64) == extreme}
+             "dominant_value": col.cast(pl.Float64) == extreme,
+             "encoding": col.cast(pl.String).str.contains(REPLACEMENT, literal=True)}
     if reference and column in reference.categories:
         conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
     if check not in conds:
