@@ -211,15 +211,19 @@ def cmd_validate(args) -> int:
     from tasks.validation import Reference, validate
 
     settings = _settings(args, features=False)
+    out = Path(args.report_dir) if args.report_dir else None
+    if out is not None:  # before any work: a folder that cannot be made fails in one line
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--report-dir {out}: cannot create the folder ({e.strerror or e})") from None
     res = Resources(settings)
     day = dt.date.fromisoformat(_date(args.date))
     part = scan_partition(res.raw, settings, day)
     _, champion, _ = res.registry.serving()
     report = validate(part, settings, Reference.of(champion) if champion else None)
     print(report.summary())
-    if args.report_dir:
-        out = Path(args.report_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         (out / "result.json").write_text(report.to_json())
         for suite, html in report.docs.items():
             (out / f"data_docs_{suite}.html").write_text(html)

@@ -131,3 +131,13 @@ def test_one_bad_day_leaves_the_reports_of_the_days_validated_with_it_clean(tmp_
     alone = validate(parts[1], s)
     assert [(f.column, f.count, f.check) for f in alone.failures] == [
         (f.column, f.count, f.check) for f in reports[1].failures] and alone.batch == [day(1)]
+
+
+def test_a_report_dir_that_cannot_be_made_fails_before_validating_naming_it(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["validate", "--config", str(config), "--date", day(0), "--report-dir", str(blocker / "rep")]) == 2
+    captured = capsys.readouterr()
+    assert "--report-dir" in captured.err and str(blocker / "rep") in captured.err
+    assert "Traceback" not in captured.err and "validation" not in captured.out
