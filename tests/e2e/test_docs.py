@@ -21,7 +21,7 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN_LANGUAGES = ("bash", "python")
 VENV_BIN = Path(sys.prefix) / "bin"  # the venv pytest runs in: its latentfeed, its python
 
-DEMO = ["latentfeed", "demo", "--workdir", "demo-run", "--days", "3", "--rows", "3000", "--epochs", "3"]
+DEMO = ["latentfeed", "demo", "--workdir", "demo-run", "--days", "2", "--rows", "3000", "--epochs", "3"]
 DEMO_TIMEOUT_S = 900
 BLOCK_TIMEOUT_S = 600
 TAIL_CHARS = 4000
