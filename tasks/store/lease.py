@@ -83,7 +83,10 @@ class Lease:
         if found is None:
             return None, None
         try:
-            return Holder(**json.loads(found[0])), found[1]
+            holder = Holder(**json.loads(found[0]))
+            if not (isinstance(holder.pid, int) and all(isinstance(t, (int, float)) for t in (holder.since, holder.expires))):
+                raise TypeError(f"pid, since and expires must be numbers: {found[0][:200]}")
+            return holder, found[1]
         except (ValueError, TypeError) as e:  # bad JSON or fields: a damaged file guards nothing
             self.damage = f"{type(e).__name__}: {e}"
             return None, found[1]

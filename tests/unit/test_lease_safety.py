@@ -86,10 +86,12 @@ def test_a_damaged_lease_file_is_taken_over(tmp_path):
     run.release()
 
 
-def test_a_lease_file_missing_fields_is_taken_over_naming_it(tmp_path):
+@pytest.mark.parametrize("content", [{"id": "x", "host": "h"},  # fields missing
+                                     {"id": "x", "host": "h", "pid": "12", "purpose": "p", "since": 0, "expires": "soon"}])
+def test_a_lease_file_missing_fields_is_taken_over_naming_it(tmp_path, content):
     store = LocalStorage(str(tmp_path))
     run = lease(store, "a run")
-    store.write_text(run.uri, json.dumps({"id": "x", "host": "h"}))
+    store.write_text(run.uri, json.dumps(content))
     lines = []
     run.acquire(lines.append)
     assert holder(store, run.uri)["purpose"] == "a run"
