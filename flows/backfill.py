@@ -11,13 +11,11 @@ from tasks import promote, publish, steps, training
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome, backfill_outcomes
+from tasks.parameters import Config, as_settings, parse_date, run_name
 from tasks.progress import Progress
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.settings import Settings
-
-from .parameters import Config, as_settings, parse_date, run_name
-from .train import train_flow
 
 
 def dask_runner_class():
@@ -93,8 +91,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
     if retrain or reducer is None:
         # asked to retrain: a training; else one only if nobody promoted a usable champion meanwhile
         seen = None if retrain else (before.version if before else 0)
-        out = train_flow(settings, last.isoformat(), reason="backfill --retrain" if retrain else unusable,
-                         if_champion_is=seen)
+        out = training.train(res, last, False, "backfill --retrain" if retrain else unusable, seen, log)
         promoted_here = dict.fromkeys(out.published_days, out.model_version)
     ref = training.champion_after(res, before, reducer is not None, last)
     plan = publish.plan_backfill(res, first, last, force)

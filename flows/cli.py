@@ -58,7 +58,7 @@ def _settings(args, raw: bool = True, features: bool = True, write: bool = True)
 
 def _date(value: str | None, what: str = "date") -> str | None:
     """A date argument checked before any work (None: the flow's default)."""
-    from .parameters import parse_date
+    from tasks.parameters import parse_date
 
     return None if value is None else parse_date(value, what).isoformat()
 

@@ -12,11 +12,9 @@ from tasks.data.ingest import even_sample
 from tasks.gpu_pool import train_on_pool
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import NightlyResult
+from tasks.parameters import Config, as_settings, parse_date, run_name
 from tasks.resources import Resources
 from tasks.rules.refresh import ChampionHealth, champion_health, refresh_reason
-
-from .parameters import Config, as_settings, parse_date, run_name
-from .train import train_flow
 
 HEALTH_SAMPLE_ROWS = 100_000  # about this many rows decide whether the champion still fits the data
 
@@ -43,7 +41,7 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
         if settings.schedule.train_on_gpu_pool:
             train_on_pool(settings, day.isoformat(), reducer is not None, reason, seen)
         else:
-            train_flow(settings, day.isoformat(), warm_start=reducer is not None, reason=reason, if_champion_is=seen)
+            training.train(res, day, reducer is not None, reason, seen, log)
         ref, meter = training.champion_after(res, before, reducer is not None, day), None
     # After a promotion the window, this day included, is already published: its record is found.
     tags, metrics = {"refresh_reason": reason or ""}, _health_metrics(health)

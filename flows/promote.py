@@ -8,9 +8,8 @@ from prefect import flow, get_run_logger
 from tasks import promote
 from tasks.names import FLOWS
 from tasks.outcomes import PromoteResult
+from tasks.parameters import Config, as_settings, parse_date, run_name
 from tasks.resources import Resources
-
-from .parameters import Config, as_settings, parse_date, run_name
 
 
 @flow(name=FLOWS["promote"], flow_run_name=run_name("promote"))

@@ -7,9 +7,8 @@ from prefect import flow, get_run_logger
 from tasks import training
 from tasks.names import FLOWS
 from tasks.outcomes import TrainResult
+from tasks.parameters import Config, as_settings, parse_date, run_name
 from tasks.resources import Resources
-
-from .parameters import Config, as_settings, parse_date, run_name
 
 
 @flow(name=FLOWS["train"], flow_run_name=run_name("train"))
