@@ -88,6 +88,7 @@ def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str
 # not name they are never used, and in a key or categorical column validation's "encoding" check fails
 # the day naming the column.
 CSV_ENCODING = "utf8-lossy"
+REPLACEMENT = "\ufffd"  # what lossy decoding puts in place of bytes that are not UTF-8
 
 
 def _scan(path: str, fmt: str, opts: dict | None) -> pl.LazyFrame | None:

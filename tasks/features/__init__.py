@@ -68,18 +68,19 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     """Each label row with the features of its keys (``on``; default the dataset's keys) from the
     latest day that was available at its time ``at``: a point-in-time join on one model version.
 
-    A day's features describe the data of day ``dt``, so they count as available from the end of
-    that day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features
-    computed from its own future. ``lag`` defaults to the nightly schedule's delay after a day ends
-    (``[schedule].cron`` in its time zone: 2 h for the default), the earliest the nightly publishes
-    it; add the nightly's own duration where labels fall in that stretch. ``strict`` also requires that the day's rows were in the table by
-    then (when its current files were written: a day published again later counts from then); of the
-    days available, the latest ``dt`` wins, whenever it was published. ``ttl`` drops features that
-    became available longer than that before the label's time. ``model_version`` names the version
-    every row was read from (pin it with ``version=N`` to train a downstream model on one latent space). ``at`` is a date or a datetime (a
-    naive one is read as UTC). Label rows with no features keep nulls in the feature columns (their
-    count is logged); ``feature_dt`` names the day each row's features come from. Rows come back in
-    the labels' order; labels may be polars (lazy or not) or pandas.
+    A day's features describe the data of day ``dt``, so they count as available from the end of that
+    day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features computed
+    from its own future. ``lag`` defaults to the nightly schedule's delay after a day ends
+    (``[schedule].cron`` in its time zone: 2 h for the default), the earliest the nightly publishes it;
+    add the nightly's own duration where labels fall in that stretch. ``strict`` also requires that the
+    day's rows were in the table by then (when its current files were written: a day published again
+    later counts from then); of the days available, the latest ``dt`` wins, whenever it was published.
+    ``ttl`` drops features that became available longer than that before the label's time.
+    ``model_version`` names the version every row was read from (pin it with ``version=N`` to train a
+    downstream model on one latent space). ``at`` is a date or a datetime (a naive one is read as UTC).
+    Label rows with no features keep nulls in the feature columns (their count is logged);
+    ``feature_dt`` names the day each row's features come from. Rows come back in the labels' order;
+    labels may be polars (lazy or not) or pandas.
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
     lag = settings.schedule.delay_after_day() if lag is None else lag

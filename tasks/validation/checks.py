@@ -23,7 +23,7 @@ import polars as pl
 
 from ae_models.preprocess import NULL, UNSEEN
 
-from tasks.data.ingest import Partition, even_sample, resolve_columns
+from tasks.data.ingest import REPLACEMENT, Partition, even_sample, resolve_columns
 from tasks.errors import ConfigError, IngestError
 from tasks.settings import Settings
 
@@ -44,7 +44,6 @@ _COLUMN_CHECKS = {
     "levels": ("level_excess", "at most [validation].max_categories distinct values"),
     "encoding": ("bad_text_count", "text is valid UTF-8 (bytes that are not read as U+FFFD)"),
 }
-REPLACEMENT = "\ufffd"  # what a CSV's bytes that are not UTF-8 read as (tasks.data.ingest.CSV_ENCODING)
 SHARE_MIN_VALUES = 100  # below this many values one of them may hold most of the variance by chance
 _GE_SEVERITY = {"error": "critical", "warning": "warning"}
 F32_MAX = float(np.finfo(np.float32).max)
@@ -120,6 +119,11 @@ def _is_finite32(col: pl.Expr) -> pl.Expr:
     return col.is_finite() & (col.abs() <= F32_MAX)
 
 
+def _bad_text(col: pl.Expr) -> pl.Expr:
+    """Text holding bytes that were not UTF-8 (read as U+FFFD: tasks.data.ingest.CSV_ENCODING)."""
+    return col.cast(pl.String).str.contains(REPLACEMENT, literal=True)
+
+
 def _is_binary(col: pl.Expr) -> pl.Expr:
     """0 or 1, whatever the numeric type holds it (Int8, Int64, Float64 0.0/1.0, Boolean)."""
     return col.cast(pl.Float64).is_in([0.0, 1.0])
@@ -149,7 +153,7 @@ def profile(part: Partition, settings: Settings,
         if reference and g == "real" and dtype.is_numeric() and c in reference.mean:
             aggs.append((col.filter(col.is_finite()) if dtype.is_float() else col).mean().alias(f"{c}__mean"))
         if g in ("keys", "categorical") and dtype == pl.String:
-            aggs.append(col.str.contains(REPLACEMENT, literal=True).sum().alias(f"{c}__badtext"))
+            aggs.append(_bad_text(col).sum().alias(f"{c}__badtext"))
         if g == "categorical":  # each level is a model input: their count bounds training's memory
             aggs.append(col.n_unique().alias(f"{c}__levels"))
         if reference and g == "categorical" and c in reference.categories:
@@ -173,7 +177,8 @@ def profile(part: Partition, settings: Settings,
         records.append({"column": c, "group": g, "dtype": str(dtype), "present": True, "type_ok": type_ok,
                         "null_count": nulls, "null_excess": nulls - allowed, "nonfinite_count": row.get(f"{c}__nonfinite", 0) or 0,
                         "non_binary_count": row.get(f"{c}__nonbin", 0) or 0,
-                        "bad_text_count": row.get(f"{c}__badtext", 0) or 0, "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
+                        "bad_text_count": row.get(f"{c}__badtext", 0) or 0,
+                        "unseen_count": row.get(f"{c}__unseen", 0) or 0, "mean": mean, "mean_shift": shift,
                         "value_share": share, "extreme": extreme, "levels": levels,
                         "level_excess": levels - settings.validation.max_categories if levels is not None else 0})
     expected = reference.columns if reference else []
@@ -316,7 +321,7 @@ def _examples(part: Partition, check: str, column: str, keys: list[str], referen
     col = pl.col(column)
     conds = {"nulls": col.is_null(), "nonfinite": ~_is_finite32(col), "binary": ~_is_binary(col),
              "dominant_value": col.cast(pl.Float64) == extreme,
-             "encoding": col.cast(pl.String).str.contains(REPLACEMENT, literal=True)}
+             "encoding": _bad_text(col)}
     if reference and column in reference.categories:
         conds["unseen_categories"] = ~col.cast(pl.String).is_in(reference.categories[column])
     if check not in conds:
