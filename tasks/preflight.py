@@ -62,10 +62,14 @@ def check_prefect_api(settings: Settings) -> None:
 
 def check_stores(settings: Settings, raw: bool = True, features: bool = True, write: bool = True) -> None:
     """The raw data's store (``raw``) and the feature table's (``features``); ``write``: the feature
-    table and its state folder can be written too."""
+    table, its state folder and the quarantine can be written (a full disk too)."""
     for uri in [settings.dataset.raw_uri] * raw + [settings.features.uri] * features:
         open_storage(uri).check_reachable(settings.services.check_tries, settings.services.check_timeout_seconds)
     if features and write:
+        from tasks.store import quarantine
+
         store = open_storage(settings.features.uri)
-        for uri in (settings.table_uri, settings.state_uri):
+        state = open_storage(settings.state_uri)
+        for uri in (settings.table_uri, state.join("published"), state.join("leases", "publish"),
+                    quarantine.root(settings).uri):
             store.check_writable(uri)

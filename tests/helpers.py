@@ -221,3 +221,45 @@ def moto_server(log_dir: Path) -> Iterator[str]:
                        log) as proc:
         wait_healthy(proc, url + "/moto-api/", log)
         yield url
+
+
+@contextmanager
+def small_disk(folder: Path, kib: int) -> Iterator[Path]:
+    """``folder`` on a file system of its own of ``kib`` KiB (a tmpfs, mounted over it and unmounted
+    after): a disk that fills up. Skips where this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave_bytes: int = 0) -> None:
+    """Fill ``folder``'s file system until ``leave_bytes`` are left."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while (left := shutil.disk_usage(folder).free - leave_bytes) > 0:
+            os.write(fd, b"\0" * min(left, 1 << 20))
+    except OSError:  # full
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Folders' permissions apply from here on: root (which ignores them) acts as ``nobody``; anyone
+    else is already bound by them."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

@@ -10,6 +10,8 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +26,7 @@ _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExc
 
 
 PARTIAL = re.compile(r".+#\d+")  # a local object-store write in progress: "part-0.parquet#1"
+PROBE_BYTES = 1 << 16  # what the writability probe writes: a full disk refuses it (an empty file still fits)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class Storage(ABC):
         process and machine that shares the store: what leases are built on."""
 
     @abstractmethod
+    def delete_if(self, uri: str, version: str) -> bool:
+        """Remove a small object only if it is still at ``version`` (one step, as ``write_if``); False
+        when it changed or is gone: a lease given back is removed, never one another run took since."""
+
+    @abstractmethod
     def remove_partial_writes(self, uri: str, older_than_s: float) -> int:
         """Remove what writers killed mid-write left under ``uri`` more than ``older_than_s`` ago (the
         object store's ``name#N`` staging files locally, uncompleted multipart uploads on S3): no
@@ -89,74 +97,121 @@ class Storage(ABC):
 
 
 class LocalStorage(Storage):
+    """A local folder. File-system faults (a read-only folder, a full disk, a file where a folder
+    should be) are ``StorageError``s naming the path; only a missing file stays ``FileNotFoundError``,
+    which callers read as "absent"."""
+
     def __init__(self, uri: str):
         super().__init__(uri[len("file://"):] if uri.startswith("file://") else uri)
 
+    @staticmethod
+    @contextmanager
+    def _fs(what: str, path: str | Path) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            reason = ("a file stands where a folder should be" if isinstance(e, (NotADirectoryError, FileExistsError))
+                      else e.strerror or str(e))
+            raise StorageError(f"{what} {path} failed: {reason}") from None
+
+    @staticmethod
+    def _lock(p: Path):
+        """The OS lock of ``p``'s folder: one lock file a folder (``.lock``), never one per object, so
+        removing an object leaves nothing behind and no lock file is ever removed while in use."""
+        from filelock import FileLock
+
+        return FileLock(p.parent / ".lock")
+
     def check_writable(self, uri: str) -> None:
-        """A file created and removed in ``uri``, or in its nearest existing parent (where it will be
-        made): a read-only folder stops the command here, not half-way through a publish."""
+        """A file written (``PROBE_BYTES``, synced) and removed in ``uri``, or in its nearest existing
+        parent (where it will be made): a read-only folder or a full disk stops the command here, not
+        half-way through a publish."""
         import tempfile
 
         folder = Path(uri).absolute()
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         try:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".latentfeed-probe-"):
-                pass
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".latentfeed-probe-") as f:
+                f.write(b"\0" * PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
         except OSError as e:
             raise StorageError(f"{folder} is not writable ({e.strerror}): latentfeed writes the feature table "
                                "and its state under [features].uri") from None
 
     def list_dirs(self, uri: str) -> list[str]:
         p = Path(uri)
-        return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
+        with self._fs("listing", p):
+            return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
 
     def list_files(self, uri: str) -> list[FileInfo]:
         p = Path(uri)
-        if not p.is_dir():
-            return []
-        return [FileInfo(str(f), f.stat().st_size, str(f.stat().st_mtime_ns))
-                for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith((".", "_"))]
+        with self._fs("listing", p):
+            if not p.is_dir():
+                return []
+            return [FileInfo(str(f), f.stat().st_size, str(f.stat().st_mtime_ns))
+                    for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith((".", "_"))]
 
     def write_text(self, uri: str, text: str) -> None:
         p = Path(uri)
-        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(p)  # atomic on one file system
+        with self._fs("writing", p):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.write_text(text)
+                tmp.replace(p)  # atomic on one file system
+            finally:
+                tmp.unlink(missing_ok=True)  # a full disk leaves no partial temporary file
 
     def read_text(self, uri: str) -> str:
-        return Path(uri).read_text()
+        with self._fs("reading", uri):
+            return Path(uri).read_text()
 
     def delete(self, uri: str) -> None:
-        Path(uri).unlink(missing_ok=True)
+        with self._fs("deleting", uri):
+            Path(uri).unlink(missing_ok=True)
 
     def remove_partial_writes(self, uri: str, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
-        partial = [f for f in Path(uri).rglob("*#*") if f.is_file() and PARTIAL.fullmatch(f.name)
-                   and f.stat().st_mtime < cutoff]
-        for f in partial:
-            f.unlink(missing_ok=True)
+        with self._fs("removing partial writes under", uri):
+            partial = [f for f in Path(uri).rglob("*#*") if f.is_file() and PARTIAL.fullmatch(f.name)
+                       and f.stat().st_mtime < cutoff]
+            for f in partial:
+                f.unlink(missing_ok=True)
         return len(partial)
 
     def read_versioned(self, uri: str) -> tuple[str, str] | None:
         try:
-            text = Path(uri).read_text()
+            text = self.read_text(uri)
         except FileNotFoundError:
             return None
         return text, hashlib.sha256(text.encode()).hexdigest()
 
     def write_if(self, uri: str, text: str, version: str | None) -> bool:
-        from filelock import FileLock
-
         p = Path(uri)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(p.with_name(f".{p.name}.lock")):  # an OS lock: every process on this file system
-            now = self.read_versioned(uri)
-            if (now[1] if now else None) != version:
+        with self._fs("writing", p):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock(p):  # an OS lock: every process on this file system
+                now = self.read_versioned(uri)
+                if (now[1] if now else None) != version:
+                    return False
+                self.write_text(uri, text)
+                return True
+
+    def delete_if(self, uri: str, version: str) -> bool:
+        p = Path(uri)
+        with self._fs("deleting", p):
+            if not p.parent.is_dir():
                 return False
-            self.write_text(uri, text)
-            return True
+            with self._lock(p):
+                now = self.read_versioned(uri)
+                if now is None or now[1] != version:
+                    return False
+                p.unlink()
+                return True
 
 
 class S3Storage(Storage):
@@ -291,6 +346,23 @@ class S3Storage(Storage):
             return True
 
         return self._call(f"writing {uri}", put)
+
+    def delete_if(self, uri: str, version: str) -> bool:
+        """S3's conditional delete (``If-Match: <etag>``)."""
+        bucket, key = self._split(uri)
+
+        def delete() -> bool:
+            from botocore.exceptions import ClientError
+
+            try:
+                self.client.delete_object(Bucket=bucket, Key=key, IfMatch=version)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404"):
+                    return False
+                raise
+            return True
+
+        return self._call(f"deleting {uri}", delete)
 
     _answered = False
 

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from tasks.errors import SchemaMismatch, StepFailed
+from tasks.errors import SchemaMismatch, StepFailed, StorageError
 from tasks.settings import Settings
 from tasks.store.latents import latent_columns
 from tasks.store.objects import Storage, open_storage
@@ -168,6 +168,7 @@ class FeatureTable:
         whatever the partition's size, and still land as one commit.
         """
         from deltalake import CommitProperties, write_deltalake
+        from deltalake.exceptions import DeltaError
 
         batches = iter(rows)
         first = next(batches, None)
@@ -176,22 +177,36 @@ class FeatureTable:
         counts = {"rows": 0, "anomalies": 0, "memory": 0}
         int8_latents = [c for c in latent_columns(first.columns) if first.schema[c] == pl.Int8]
 
+        failed: list[Exception] = []  # what the rows' own reading raised, which the writer wraps in its error
+
         def arrow_batches():
-            for frame in itertools.chain([first], batches):
-                counts["rows"] += frame.height
-                counts["anomalies"] += int(frame["is_anomaly"].sum())
-                # as read back: int8 latents come out as float32, 3 bytes more per value
-                counts["memory"] += frame.estimated_size() + 3 * frame.height * len(int8_latents)
-                yield from frame.to_arrow().to_batches()
+            try:
+                for frame in itertools.chain([first], batches):
+                    counts["rows"] += frame.height
+                    counts["anomalies"] += int(frame["is_anomaly"].sum())
+                    # as read back: int8 latents come out as float32, 3 bytes more per value
+                    counts["memory"] += frame.estimated_size() + 3 * frame.height * len(int8_latents)
+                    yield from frame.to_arrow().to_batches()
+            except Exception as e:
+                failed.append(e)
+                raise
 
         schema = first.to_arrow().schema
         self.check_schema(schema)
         predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
-        write_deltalake(self.uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
-                        predicate=predicate, partition_by=PARTITION_BY, storage_options=self.options,
-                        schema_mode="merge", target_file_size=TARGET_FILE_BYTES,
-                        writer_properties=writer_properties(schema),
-                        commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
+        try:
+            write_deltalake(self.uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
+                            predicate=predicate, partition_by=PARTITION_BY, storage_options=self.options,
+                            schema_mode="merge", target_file_size=TARGET_FILE_BYTES,
+                            writer_properties=writer_properties(schema),
+                            commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
+        except (DeltaError, OSError) as e:  # a full disk, a read-only folder, the store failing mid-write
+            if failed:
+                raise failed[0] from None
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StorageError(f"writing the {date} slice of model version {model_version} to {self.uri} failed: "
+                               f"{reason}. The day is not recorded published: its next run redoes it whole"
+                               ) from None
         self.refresh()
         return Published(self.uri, model_version, date, counts["rows"], counts["anomalies"],
                          _slice_bytes(self._table, model_version, date), counts["memory"], self._table.version())

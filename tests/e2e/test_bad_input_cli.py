@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,8 +22,8 @@ from tasks.registry.client import Registry
 from tasks.settings import load_settings
 from tasks.store import quarantine
 
-from tests.helpers import (BAD_FILES, ROWS, TRACEBACK, day, failure_lines, free_port, make_dataset, published_days,
-                           rewrite_partition, set_config, slices)
+from tests.helpers import (BAD_FILES, ROWS, TRACEBACK, day, failure_lines, fill, free_port, make_dataset,
+                           published_days, rewrite_partition, set_config, slices, small_disk)
 
 
 def test_missing_column_and_nan_fail_validation_and_publish_nothing(with_champion, capsys):
@@ -212,3 +213,40 @@ def test_a_config_that_drops_columns_trains_a_model_without_them(with_champion, 
     assert ref.version == 2 and len(reg.load_reducer(ref).preprocessor_.columns) == 28
     assert main(["run", "--config", str(config), "--date", day(1)]) == 0
     assert published_days(config) == [day(0), day(1)]
+
+
+@pytest.mark.parametrize("folder", ["_latentfeed/sample_latent/published", "_quarantine/sample_latent"])
+def test_a_state_folder_that_cannot_be_written_fails_before_any_work_naming_it(with_champion, capsys, folder):
+    """(A read-only folder: the same refusal, a file in its place is what root cannot be denied.)"""
+    config = with_champion(days=2)
+    blocked = config.parent / "features" / folder
+    shutil.rmtree(blocked, ignore_errors=True)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("in the way")
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+    err = capsys.readouterr().err
+    [line] = failure_lines(err)
+    assert f"{blocked} is not writable (Not a directory)" in line and not TRACEBACK.search(err)
+    blocked.unlink()
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 0  # the cause gone: the rerun completes
+    assert published_days(config) == [day(0), day(1)]
+
+
+@pytest.mark.timeout(240)
+def test_a_disk_that_fills_up_mid_publish_fails_the_day_in_one_line_and_the_rerun_completes(with_champion, capsys):
+    config = with_champion(days=2, rows=30_000)
+    features = config.parent / "features"
+    kept = shutil.copytree(features, config.parent / "features-copy")
+    shutil.rmtree(features)
+    with small_disk(features, 8192):
+        shutil.copytree(kept, features, dirs_exist_ok=True)
+        fill(features, leave_bytes=128 * 1024)  # the probe's 64 KiB fit; the day's slice does not
+        assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+        err = capsys.readouterr().err
+        [line] = failure_lines(err)
+        assert f"writing the {day(1)} slice of model version 1" in line and "No space left on device" in line
+        assert not TRACEBACK.search(err)
+        assert published_days(config) == [day(0)]  # nothing half-written visible
+        (features / "filler").unlink()
+        assert main(["run", "--config", str(config), "--date", day(1)]) == 0
+        assert published_days(config) == [day(0), day(1)]

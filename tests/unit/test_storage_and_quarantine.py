@@ -1,21 +1,24 @@
-"""The stores (atomic writes, listings, partial writes) and the quarantine kept on them."""
+"""The stores (atomic writes, listings, partial writes, file-system faults) and the quarantine kept on
+them."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from tasks import publish
-from tasks.errors import StepFailed
+from tasks.errors import IngestError, StepFailed, StorageError
 from tasks.data.ingest import scan_partition
 from tasks.resources import Resources
 from tasks.settings import load_settings
 from tasks.store import quarantine
 from tasks.store.objects import LocalStorage, open_storage
 from tasks.validation import ValidationReport
-from tests.helpers import make_dataset, rewrite_partition
+from tests.helpers import fill, make_dataset, rewrite_partition, small_disk, unprivileged
 
 
 def test_local_storage_writes_whole_files_and_lists_only_visible_ones(tmp_path):
@@ -90,3 +93,52 @@ def test_partial_writes_of_killed_writers_are_removed_once_old_enough(tmp_path, 
     assert remote.remove_partial_writes(remote.uri, 0) == 1  # (moto dates every upload 2010: no age check here)
     left = s3.list_multipart_uploads(Bucket="lake").get("Uploads", [])
     assert upload["UploadId"] not in [u["UploadId"] for u in left]
+
+
+def test_a_file_where_a_folder_should_be_is_one_error_naming_it(tmp_path):
+    store = LocalStorage(str(tmp_path))
+    (tmp_path / "published").write_text("not a folder")
+    uri = store.join("published", "key.json")
+    for call in (lambda: store.write_text(uri, "{}"), lambda: store.read_versioned(uri),
+                 lambda: store.write_if(uri, "{}", None), lambda: store.read_text(uri)):
+        with pytest.raises(StorageError, match=f"{tmp_path}/published/key.json failed: a file stands where a folder should be"):
+            call()
+    with pytest.raises(StorageError, match="is not writable \\(Not a directory\\)"):
+        store.check_writable(uri)
+
+
+def test_a_read_only_folder_is_one_error_naming_it_and_can_still_be_read(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="latentfeed-ro-"))  # under /tmp: every user may reach it
+    base.chmod(0o755)
+    store = LocalStorage(str(base))
+    store.write_text(store.join("published", "a.json"), "{}")
+    (base / "published").chmod(0o555)
+    (base / "raw" / "dt=2024-03-01").mkdir(parents=True)
+    (base / "raw" / "dt=2024-03-01").chmod(0o000)
+    settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+    with unprivileged():
+        assert store.read_text(store.join("published", "a.json")) == "{}"
+        with pytest.raises(StorageError, match=f"writing {base}/published/b.json failed: Permission denied"):
+            store.write_text(store.join("published", "b.json"), "{}")
+        with pytest.raises(StorageError, match="Permission denied"):
+            store.write_if(store.join("published", "a.json"), "{}", store.read_versioned(store.join("published", "a.json"))[1])
+        with pytest.raises(StorageError, match=f"{base}/published is not writable \\(Permission denied\\)"):
+            store.check_writable(store.join("published"))
+        raw = LocalStorage(str(base / "raw"))  # an unreadable partition folder
+        with pytest.raises(IngestError, match=f"{base}/raw/dt=2024-03-01.*Permission denied"):
+            scan_partition(raw, settings, dt.date(2024, 3, 1))
+    (base / "raw" / "dt=2024-03-01").chmod(0o755)
+    (base / "published").chmod(0o755)
+
+
+@pytest.mark.timeout(60)
+def test_the_writability_probe_refuses_a_full_disk(tmp_path):
+    with small_disk(tmp_path / "disk", 512) as disk:
+        store = LocalStorage(str(disk))
+        store.check_writable(store.join("table"))
+        fill(disk)
+        with pytest.raises(StorageError, match="is not writable \\(No space left on device\\)"):
+            store.check_writable(store.join("table"))
+        with pytest.raises(StorageError, match="writing .*/a.json failed: No space left on device"):
+            store.write_text(store.join("a.json"), "x" * 10_000)
+        assert not list(disk.glob(".*.tmp")), "a failed write leaves no temporary file"

@@ -1,14 +1,18 @@
 """A day's slice is replaced in one commit: a failure while its rows stream in (a raw file that changed
-under the reader) leaves the table as it was."""
+under the reader) or while they are written (a full disk) leaves the table as it was."""
 from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import polars as pl
 import pytest
 
+from tasks.errors import PartitionChanged, StorageError
 from tasks.settings import load_settings
 from tasks.store.table import FeatureTable
 
+from tests.helpers import fill, small_disk
 from tests.unit.test_point_in_time import CONFIG, day_rows
 
 DAY = dt.date(2024, 3, 1)
@@ -23,10 +27,30 @@ def test_a_failure_after_the_last_batch_commits_nothing(tmp_path):
 
     def rows_then_a_change():
         yield day_rows(DAY).head(10)
-        raise RuntimeError("raw file changed while it was read")
+        raise PartitionChanged("raw file changed while it was read")
 
-    with pytest.raises(Exception, match="raw file changed"):
+    with pytest.raises(PartitionChanged, match="raw file changed"):  # itself, not the writer's wrapping of it
         table.replace_slice(rows_then_a_change(), 1, DAY, {})
     fresh = FeatureTable(load_settings(path))
     assert fresh.open().version() == before
     assert fresh.slices()["rows"].to_list() == [50]
+
+
+@pytest.mark.timeout(60)
+def test_a_full_disk_fails_the_write_in_one_line_and_leaves_the_table_as_it_was(tmp_path):
+    with small_disk(tmp_path / "disk", 2048) as disk:
+        path = tmp_path / "latentfeed.toml"
+        path.write_text(CONFIG.replace('uri = "features"', f'uri = "{disk}/features"'))
+        table = FeatureTable(load_settings(path))
+        table.replace_slice([day_rows(DAY)], 1, DAY, {})
+        fill(disk, leave_bytes=2048)
+        rng = np.random.default_rng(0)
+        big = day_rows(DAY + dt.timedelta(days=1)).head(1).select(pl.all().repeat_by(50_000).explode()).with_columns(
+            id=pl.int_range(50_000), latent_0=pl.Series(rng.random(50_000, dtype=np.float32)))
+        with pytest.raises(StorageError, match=r"writing the 2024-03-02 slice of model version 1 to .*features.* "
+                                               r"failed: .*No space left on device.*next run redoes it whole"):
+            table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {})
+        assert FeatureTable(load_settings(path)).slices()["dt"].to_list() == [DAY]
+        (disk / "filler").unlink()
+        table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {})  # room again: the day goes through
+        assert FeatureTable(load_settings(path)).slices()["rows"].to_list() == [50, 50_000]
