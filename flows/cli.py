@@ -290,13 +290,16 @@ def cmd_features(args) -> int:
         return EXIT_OK
     ref = res.registry.champion()
     if args.vacuum:
+        from tasks.store.lease import remove_expired
+
         if args.keep_versions < 1:
             raise ConfigError(f"--keep-versions must be at least 1, got {args.keep_versions}")
         protect = {r.version for r, _ in res.registry.versions_tagged(promote.STATE_TAG, promote.PENDING)}
         done = res.table.retire_versions(args.keep_versions, protect | ({ref.version} if ref else set()), args.force)
+        leases = remove_expired(res.state, settings.schedule.lease_seconds)
         print(f"kept model version(s) {done.kept}; retired {done.versions or 'none'}; vacuum removed "
               f"{done.files_removed} file(s) and {done.partial_removed} partial write(s) of killed runs older "
-              f"than {settings.features.retention_hours} h")
+              f"than {settings.features.retention_hours} h, and {leases} expired lease file(s)")
     slices = res.table.slices()
     if args.version is not None:
         slices = slices.filter(slices["model_version"] == args.version)

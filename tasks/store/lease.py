@@ -7,7 +7,8 @@ renewing, so its lease runs out after ``[schedule].lease_seconds`` and the next 
 dead run never blocks the next one for longer than that. Taking, renewing and giving it back are
 conditional writes (S3's If-None-Match / If-Match; an OS lock on a local store), so two runs never
 both hold it, on one machine or several. Giving it back is conditional too: a run releases only the
-lease it still holds, never one another run took over. A holder whose renewals fail for a whole
+lease it still holds, never one another run took over, and removes its file (a finished run leaves
+none; ``remove_expired``, run by the vacuum, clears those of killed runs no run came back to). A holder whose renewals fail for a whole
 ``lease_seconds`` (the store unreachable) counts its lease as lost: another run may hold it by then,
 so it stops before its next irreversible step (``check``).
 """
@@ -139,15 +140,36 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease back, only if this run still holds the version it last wrote: expired at once
-        (a conditional write), so a run that took it over meanwhile keeps it."""
+        and then removed (conditional write and delete), so a run that took it over meanwhile keeps it
+        and a finished run leaves no file behind."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if not self.lost and self._version is not None:
             try:
-                self._put(self._version, expires=0.0)
-            except Exception:  # unreachable: the lease runs out by itself
+                if self._put(self._version, expires=0.0):
+                    self.store.delete_if(self.uri, self._version)
+            except Exception:  # unreachable: the lease runs out by itself, and the next holder removes it
                 pass
+
+
+def remove_expired(state: Storage, older_than_s: float) -> int:
+    """Remove the lease files of keys no run came back to (their holders were killed) that ran out
+    more than ``older_than_s`` ago; each removal is conditional, so a lease taken meanwhile stays.
+    Returns how many were removed."""
+    removed = 0
+    for folder in (state.join("leases"), state.join("leases", "publish")):
+        for f in state.list_files(folder):
+            found = state.read_versioned(f.uri)
+            if found is None:
+                continue
+            try:
+                expires = float(json.loads(found[0])["expires"])
+            except (ValueError, TypeError, KeyError):
+                expires = 0.0  # damaged: it guards nothing
+            if expires < time.time() - older_than_s and state.delete_if(f.uri, found[1]):
+                removed += 1
+    return removed
 
 
 @contextmanager

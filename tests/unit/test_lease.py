@@ -47,6 +47,10 @@ def test_conditional_writes_let_one_writer_win(config):
     assert store.write_if(uri, "c", version)
     assert not store.write_if(uri, "d", version)  # stale version: someone wrote since
     assert store.read_versioned(uri)[0] == "c"
+    assert not store.delete_if(uri, version)  # changed since: kept
+    assert store.delete_if(uri, store.read_versioned(uri)[1])
+    assert store.read_versioned(uri) is None
+    assert not store.delete_if(uri, version)  # gone: nothing to delete
 
 
 def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(config):
@@ -93,9 +97,10 @@ def test_a_live_holder_keeps_its_lease_and_a_waiter_gives_up_naming_it(config):
         done.set()
         t.join()
     with training_lease(state, settings, "after", lambda _: None):  # given back: free at once
-        pass
-    holder = json.loads(state.read_text(state.join("leases", "training.json")))
-    assert holder["purpose"] == "after" and holder["expires"] == 0  # given back: rewritten expired, not deleted
+        holder = json.loads(state.read_text(state.join("leases", "training.json")))
+        assert holder["purpose"] == "after" and holder["expires"] > time.time()
+    assert state.read_versioned(state.join("leases", "training.json")) is None  # given back: removed
+    assert state.list_files(state.join("leases")) == []
 
 
 @pytest.mark.parametrize("pending, champion, finish, drop", [

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tasks.errors import StepFailed
-from tasks.store.lease import Lease
+from tasks.store.lease import Lease, remove_expired
 from tasks.store.objects import LocalStorage
 
 TTL = 1.0
@@ -57,7 +57,7 @@ def test_a_run_cut_off_for_a_whole_lease_loses_it_and_never_releases_the_next_ho
     assert holder(healthy, second.uri)["expires"] > time.time(), "the second run's lease was released by the first"
     second.check()  # the second run still holds it
     second.release()
-    assert holder(healthy, second.uri)["expires"] == 0.0
+    assert healthy.read_versioned(second.uri) is None  # given back: removed
 
 
 def test_release_leaves_a_lease_another_run_took_over(tmp_path):
@@ -129,3 +129,29 @@ def test_a_far_future_lease_of_another_host_is_waited_for(tmp_path):
     _held_by(store, run.uri, "another-host", 1)
     with pytest.raises(StepFailed, match="another-host"):
         run.acquire(lambda _: None)
+
+
+def test_leases_leave_no_files_behind_and_killed_runs_leftovers_are_swept(tmp_path):
+    """A finished run removes its lease; one lock file a folder, never one per key; the vacuum's sweep
+    removes the expired leases of killed runs (and damaged files), never a live one."""
+    store = LocalStorage(str(tmp_path))
+    for key in ("day-1", "day-2"):
+        run = Lease(store, f"publish/{key}", key, "a publish", ttl=TTL, wait_s=5, poll_s=0.05)
+        run.acquire(lambda _: None)
+        run.release()
+    publish = tmp_path / "leases" / "publish"
+    assert sorted(p.name for p in publish.iterdir()) == [".lock"]
+
+    killed = Lease(store, "publish/day-3", "day-3", "a killed publish", ttl=TTL, wait_s=5, poll_s=0.05)
+    killed.acquire(lambda _: None)
+    killed._stop.set()  # renewals stop, as when the process is killed; it never gives the lease back
+    killed._thread.join()
+    live = Lease(store, "publish/day-4", "day-4", "a live publish", ttl=60, wait_s=5, poll_s=0.05)
+    live.acquire(lambda _: None)
+    store.write_text(store.join("leases", "publish", "day-5.json"), "{not json")
+    time.sleep(TTL * 1.5)
+    assert remove_expired(store, 0) == 2
+    assert sorted(p.name for p in publish.iterdir()) == [".lock", "day-4.json"]
+    assert holder(store, live.uri)["purpose"] == "a live publish"
+    live.release()
+    assert sorted(p.name for p in publish.iterdir()) == [".lock"]
