@@ -193,7 +193,10 @@ def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef
 
 
 def settle_pending(res: Resources, log: Callable[[str], None]) -> None:
-    """``settle`` under the dataset's training lease, when a promotion is pending (else one registry look)."""
+    """What killed runs left, settled first by every nightly and backfill: their MLflow runs left
+    RUNNING are marked FAILED, and a pending promotion is finished (``settle``, under the dataset's
+    training lease; else one registry look)."""
+    res.registry.fail_stale_runs()
     if res.registry.versions_tagged(STATE_TAG, PENDING):
         with training_lease(res.state, res.settings, "finishing a pending promotion", log) as lease:
             settle(res, lease, log)

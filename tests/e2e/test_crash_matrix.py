@@ -17,7 +17,9 @@ import polars as pl
 import pytest
 
 from flows.cli import main
+from tasks import promote
 from tasks.registry.client import Registry
+from tasks.resources import Resources
 from tasks.settings import load_settings
 from tasks.store.table import FeatureTable
 
@@ -169,7 +171,7 @@ def test_a_run_left_running_by_a_killed_process_is_marked_failed(tmp_path):
     proc.wait()
     reg = Registry(s)
     assert reg.client.get_run(run_id).info.status == "RUNNING"
-    assert reg.fail_stale_runs() == 1
+    promote.settle_pending(Resources(s), print)  # what every nightly and backfill does first
     assert reg.client.get_run(run_id).info.status == "FAILED"
     assert reg.fail_stale_runs() == 0
 
