@@ -29,7 +29,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "unit or data or model"
 
 BENCHES := commands train_throughput encode_throughput validate_throughput ingest_memory downstream downstream_e2e \
-	training_set serving retrieval backfill_throughput gpu_train train_scale lr_rule real_data anomaly_scores
+	training_set latent_dataset serving retrieval backfill_throughput gpu_train train_scale lr_rule real_data anomaly_scores
 
 # The benchmarks' real tables and baselines (statsmodels, PyOD) come with the bench extra.
 bench: install

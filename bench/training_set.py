@@ -44,11 +44,10 @@ registered_model = "bench-autoencoder"
 """
 
 
-def write_data(root: Path, labels: int, keys: int, days: int) -> None:
-    """The feature table (a day per commit, as publishing writes it) and the labels' parquet file."""
+def write_features(root: Path, keys: int, days: int, rng: np.random.Generator) -> None:
+    """The feature table (a day per commit, as publishing writes it) and its config."""
     from deltalake import write_deltalake
 
-    rng = np.random.default_rng(0)
     table = root / "features" / "bench_latent"
     for d in range(days):
         day = pl.DataFrame({"id": np.arange(keys, dtype=np.int64),
@@ -57,12 +56,18 @@ def write_data(root: Path, labels: int, keys: int, days: int) -> None:
         day = day.with_columns(is_anomaly=pl.col("anomaly_score") > 3, model_version=pl.lit(1, pl.Int32),
                                dt=pl.lit(START + dt.timedelta(days=d)))
         write_deltalake(str(table), day.to_arrow(), mode="append", partition_by=["model_version", "dt"])
+    (root / "latentfeed.toml").write_text(CONFIG)
+
+
+def write_data(root: Path, labels: int, keys: int, days: int) -> None:
+    """The feature table and the labels' parquet file."""
+    rng = np.random.default_rng(0)
+    write_features(root, keys, days, rng)
     span_us = (days + 5) * 86_400_000_000
     pl.DataFrame({"id": rng.integers(0, int(keys * 1.1), labels),
                   "ts": pl.Series(rng.integers(0, span_us, labels)).cast(pl.Duration("us"))
                   + dt.datetime.combine(START, dt.time()),
                   "y": rng.integers(0, 2, labels)}).write_parquet(root / "labels.parquet")
-    (root / "latentfeed.toml").write_text(CONFIG)
 
 
 def run_variant(root: Path, variant: str) -> dict:
