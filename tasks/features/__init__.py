@@ -198,14 +198,14 @@ def duckdb_connection():
 
 
 def __getattr__(name: str) -> Any:
-    """``LatentDataset`` and ``neighbours`` on first use: they need torch and faiss, which the rest of
-    the reader API does not."""
+    """``LatentDataset``, ``neighbours`` and ``CodeIndex`` on first use: they need torch and faiss,
+    which the rest of the reader API does not."""
     if name == "LatentDataset":
         from tasks.features.dataset import LatentDataset
 
         return LatentDataset
-    if name == "neighbours":
-        from tasks.features.retrieval import neighbours
+    if name in ("neighbours", "CodeIndex"):
+        from tasks.features import retrieval
 
-        return neighbours
+        return getattr(retrieval, name)
     raise AttributeError(f"module 'tasks.features' has no attribute {name!r}")

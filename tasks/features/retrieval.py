@@ -30,54 +30,77 @@ def neighbours(config: Settings | str | Path, key: Any, k: int = 10, date: dt.da
     same distance come in table order. ``rerank`` > k: the two-stage search, that many rows nearest
     by Hamming re-ordered by the Euclidean distance of their float latents (``distance``), which
     finds more of the true neighbours (``bench/retrieval.py``) for reading the latents too.
+    One query reads the day; for many, build a ``CodeIndex`` once and ``query`` it.
     """
-    settings = config if isinstance(config, Settings) else load_settings(config)
-    if k < 1:
-        raise ValueError(f"k={k}: ask for at least one neighbour")
-    if rerank and rerank <= k:
-        raise ValueError(f"rerank={rerank}: re-rank more rows than the k={k} asked for (or 0: Hamming only)")
-    rows = read_features(settings, version=version)
-    schema = rows.collect_schema()
-    key = _typed_key(settings.dataset.key_columns, key, schema)
-    if date is None:
-        date = rows.select(pl.max("dt")).collect().item()
-    date = dt.date.fromisoformat(str(date))
-    code = pl.col(CODE) if CODE in schema else pl.lit(None, pl.Binary).alias(CODE)
-    latents = latent_columns(schema.names()) if rerank else []
-    day = rows.filter(pl.col("dt") == date).select(*settings.dataset.key_columns, "dt", code, "model_version",
-                                                   *latents).collect()
-    if day.is_empty():
-        raise FeatureVersionError(f"model version {version} has no rows on {date} in {settings.table_uri}")
-    number = day["model_version"][0]
-    if day[CODE].null_count():
-        raise FeatureVersionError(f"model version {number} has no binary codes: set [features].code_bits (a multiple "
-                                  "of 8) and train a new version (latentfeed train)")
-    hit = day.with_row_index("__row").filter(**key)
-    if hit.is_empty():
-        shown = ", ".join(f"{c}={v!r}" for c, v in key.items())
-        raise FeatureVersionError(f"no row with key {shown} on {date} for model version {number}")
-    me = int(hit["__row"][0])
-    codes = code_matrix(day[CODE])
-    distances, ids = hamming_search(codes, codes[[me]], max(k, rerank) + 1)
-    found = [(int(d), int(i)) for d, i in zip(distances[0], ids[0]) if i != me and i >= 0]
-    out = day.select(*settings.dataset.key_columns, "dt")[[i for _, i in found]].with_columns(
-        hamming=pl.Series([d for d, _ in found], dtype=pl.Int32))
-    if rerank:
-        Z = day.select(latents).to_numpy()
-        out = out.with_columns(distance=pl.Series(np.sqrt(((Z[[i for _, i in found]] - Z[me]) ** 2).sum(1)),
-                                                  dtype=pl.Float32)).sort("distance", maintain_order=True)
-    return out.head(k).with_columns(rank=pl.int_range(1, min(k, out.height) + 1, dtype=pl.Int32))
+    return CodeIndex(config, date, version).query(key, k, rerank)
 
 
-def hamming_search(codes: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and row numbers of each query's ``k`` nearest codes (packed uint8 rows), exact."""
+class CodeIndex:
+    """One day's binary codes of one model version, read and indexed once: each ``query`` searches
+    them without reading the day again (the float latents are read once, at the first re-ranked query)."""
+
+    def __init__(self, config: Settings | str | Path, date: dt.date | str | None = None,
+                 version: int | str = "champion"):
+        self.settings = config if isinstance(config, Settings) else load_settings(config)
+        self._rows = read_features(self.settings, version=version)
+        self._schema = self._rows.collect_schema()
+        if date is None:
+            date = self._rows.select(pl.max("dt")).collect().item()
+        self.date = dt.date.fromisoformat(str(date))
+        keys = self.settings.dataset.key_columns
+        code = pl.col(CODE) if CODE in self._schema else pl.lit(None, pl.Binary).alias(CODE)
+        day = self._rows.filter(pl.col("dt") == self.date).select(*keys, code, "model_version").collect()
+        if day.is_empty():
+            raise FeatureVersionError(f"model version {version} has no rows on {self.date} in {self.settings.table_uri}")
+        self.version = int(day["model_version"][0])
+        if day[CODE].null_count():
+            raise FeatureVersionError(f"model version {self.version} has no binary codes: set [features].code_bits (a "
+                                      "multiple of 8) and train a new version (latentfeed train)")
+        self.keys = day.select(keys).with_row_index("__row")
+        self.codes = code_matrix(day[CODE])
+        self._index = binary_index(self.codes)
+        self._latents: np.ndarray | None = None
+
+    def query(self, key: Any, k: int = 10, rerank: int = 0) -> pl.DataFrame:
+        """The ``k`` rows nearest to the row with ``key`` (see ``neighbours``)."""
+        if k < 1:
+            raise ValueError(f"k={k}: ask for at least one neighbour")
+        if rerank and rerank <= k:
+            raise ValueError(f"rerank={rerank}: re-rank more rows than the k={k} asked for (or 0: Hamming only)")
+        key = _typed_key(self.settings.dataset.key_columns, key, self._schema)
+        hit = self.keys.filter(**key)
+        if hit.is_empty():
+            shown = ", ".join(f"{c}={v!r}" for c, v in key.items())
+            raise FeatureVersionError(f"no row with key {shown} on {self.date} for model version {self.version}")
+        me = int(hit["__row"][0])
+        distances, ids = self._index.search(self.codes[[me]], min(max(k, rerank) + 1, len(self.codes)))
+        found = [(int(d), int(i)) for d, i in zip(distances[0], ids[0]) if i != me and i >= 0]
+        out = self.keys.drop("__row")[[i for _, i in found]].with_columns(
+            dt=pl.lit(self.date), hamming=pl.Series([d for d, _ in found], dtype=pl.Int32))
+        if rerank:
+            Z = self._float_latents()
+            out = out.with_columns(distance=pl.Series(np.sqrt(((Z[[i for _, i in found]] - Z[me]) ** 2).sum(1)),
+                                                      dtype=pl.Float32)).sort("distance", maintain_order=True)
+        return out.head(k).with_columns(rank=pl.int_range(1, min(k, out.height) + 1, dtype=pl.Int32))
+
+    def _float_latents(self) -> np.ndarray:
+        """The day's float latents, row for row with the codes (matched on the keys, unique in a day)."""
+        if self._latents is None:
+            keys, latents = self.settings.dataset.key_columns, latent_columns(self._schema.names())
+            day = self._rows.filter(pl.col("dt") == self.date).select(*keys, *latents).collect()
+            self._latents = self.keys.join(day, on=keys, how="left", maintain_order="left").select(latents).to_numpy()
+        return self._latents
+
+
+def binary_index(codes: np.ndarray):
+    """faiss's exact index over packed uint8 code rows."""
     try:
         import faiss
     except ImportError:
         raise ConfigError("retrieval by codes needs faiss: pip install 'latentfeed[retrieval]'") from None
     index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     index.add(np.ascontiguousarray(codes))
-    return index.search(np.ascontiguousarray(queries), min(k, len(codes)))
+    return index
 
 
 def _typed_key(columns: list[str], key: Any, schema: pl.Schema) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Retrieval by compact codes: the `code` column a version learns with `[features].code_bits`, and
-the k nearest rows by Hamming distance through the API and `latentfeed neighbours`, on local and S3."""
+the k nearest rows by Hamming distance through the API (one query, or many on a ``CodeIndex`` that
+reads the day once) and `latentfeed neighbours`, on local and S3."""
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import polars as pl
@@ -9,7 +12,7 @@ import pytest
 from flows.cli import main
 from tasks.errors import ConfigError, FeatureVersionError
 from tasks.registry.client import Registry
-from tasks.features import neighbours, read_features
+from tasks.features import CodeIndex, neighbours, read_features
 from tasks.store.latents import code_matrix, latent_columns
 from tasks.settings import load_settings
 
@@ -55,6 +58,11 @@ def _check_codes_and_neighbours(config, date: str) -> int:
     np.testing.assert_allclose(two_stage["distance"].to_numpy(), [euclid[i] for i in two_stage["id"]], rtol=1e-5)
     assert two_stage["hamming"].max() <= others[49]  # from the 50 nearest by Hamming
     assert two_stage["distance"].sum() <= sum(euclid[i] for i in found["id"]) + 1e-6  # nearer than Hamming's five
+
+    index = CodeIndex(config, date)  # many queries, one read of the day
+    assert index.query(key, k=5).equals(found) and index.query(key, k=5, rerank=50).equals(two_stage)
+    for other in rows["id"][:3]:
+        assert index.query(other, k=3).equals(neighbours(config, other, k=3, date=date))
     return key
 
 
@@ -66,6 +74,13 @@ def test_codes_are_published_searched_and_served(tmp_path, request, store, capsy
         put_on_s3(tmp_path, request.getfixturevalue("s3"), config)
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
     key = _check_codes_and_neighbours(config, day(0))
+    if store == "local":
+        index, table = CodeIndex(config), tmp_path / "features" / "sample_latent"
+        before = index.query(key, k=5, rerank=20)
+        kept = shutil.copytree(table, tmp_path / "table-copy")
+        shutil.rmtree(table)
+        assert index.query(key, k=5, rerank=20).equals(before)  # answered from what it read, not the table
+        shutil.copytree(kept, table)
     capsys.readouterr()
     assert main(["neighbours", "--config", str(config), "--key", str(key), "-k", "3"]) == 0
     out = capsys.readouterr().out
