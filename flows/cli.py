@@ -121,6 +121,15 @@ def _start_temporary_api_early(args) -> Future | None:
     return started
 
 
+def _import_while_the_api_starts() -> None:
+    """The flows' heavy libraries (Great Expectations to validate, MLflow's client, torch to load a
+    model), each imported lazily where it is used: imported here, while the temporary API starts on the
+    other core, a run reaches its first day that much sooner (about 7 s of imports)."""
+    import great_expectations  # noqa: F401
+    import mlflow  # noqa: F401
+    import torch  # noqa: F401
+
+
 def _run_flow(fn, **params) -> tuple[bool, object]:
     """Run a flow; return (ok, result-or-message) without letting a traceback reach the user. A
     ValueError from inside a flow (the estimator refusing what it was given) is a failed run, exit 1,
@@ -131,6 +140,7 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
 
     check_prefect_api(params["config"])
     if _early_api is not None:
+        _import_while_the_api_starts()
         _early_api.result()  # a failed start raises here, as it would below
     _temporary_api_dies_with_us()
     try:
