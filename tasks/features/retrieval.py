@@ -84,11 +84,11 @@ class CodeIndex:
         return out.head(k).with_columns(rank=pl.int_range(1, min(k, out.height) + 1, dtype=pl.Int32))
 
     def _float_latents(self) -> np.ndarray:
-        """The day's float latents, row for row with the codes (matched on the keys, unique in a day)."""
+        """The day's float latents, row for row with the codes: the same scan of the same table version
+        (the one this index read, whatever was published since)."""
         if self._latents is None:
-            keys, latents = self.settings.dataset.key_columns, latent_columns(self._schema.names())
-            day = self._rows.filter(pl.col("dt") == self.date).select(*keys, *latents).collect()
-            self._latents = self.keys.join(day, on=keys, how="left", maintain_order="left").select(latents).to_numpy()
+            latents = latent_columns(self._schema.names())
+            self._latents = self._rows.filter(pl.col("dt") == self.date).select(latents).collect().to_numpy()
         return self._latents
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,12 +154,21 @@ class LocalStorage(Storage):
         with self._fs("listing", p):
             if not p.is_dir():
                 return []
-            return [FileInfo(str(f), f.stat().st_size, str(f.stat().st_mtime_ns))
-                    for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith((".", "_"))]
+            found = []
+            for f in sorted(p.iterdir()):
+                if f.name.startswith((".", "_")):
+                    continue
+                try:
+                    st = f.stat()
+                except FileNotFoundError:  # removed since it was listed (a lease given back)
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append(FileInfo(str(f), st.st_size, str(st.st_mtime_ns)))
+            return found
 
     def write_text(self, uri: str, text: str) -> None:
         p = Path(uri)
-        tmp = p.with_name(f".{p.name}.tmp")
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")  # a writer's own: two never share one
         with self._fs("writing", p):
             p.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -339,16 +350,45 @@ class S3Storage(Storage):
 
             try:
                 self.client.put_object(Bucket=bucket, Key=key, Body=text.encode(), **cond)
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            except ClientError as e:  # changed, being changed, or (If-Match) removed since it was read
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                               "NoSuchKey", "404"):
                     return False
                 raise
             return True
 
         return self._call(f"writing {uri}", put)
 
+    @cached_property
+    def _deletes_conditionally(self) -> bool:
+        """Whether the store honours ``If-Match`` on DELETE (AWS since 2025-09; some S3-compatible stores
+        ignore it, and would remove a lease another run has just taken): a conditional delete of a key
+        that does not exist must be refused. Where it is not, ``delete_if`` removes nothing."""
+        from botocore.exceptions import ClientError, ParamValidationError
+
+        bucket, prefix = self._split(self.uri + "/")
+
+        def probe() -> bool:
+            try:
+                self.client.delete_object(Bucket=bucket, Key=f"{prefix}.latentfeed-probe-{uuid.uuid4().hex}",
+                                          IfMatch='"0"')
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code in ("NoSuchKey", "404", "PreconditionFailed"):
+                    return True
+                if code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
+                    return False
+                raise
+            except ParamValidationError:  # a botocore without conditional deletes
+                return False
+            return False  # deleted as if unconditional
+
+        return self._call(f"checking conditional deletes on {self.uri}", probe)
+
     def delete_if(self, uri: str, version: str) -> bool:
-        """S3's conditional delete (``If-Match: <etag>``)."""
+        """S3's conditional delete (``If-Match: <etag>``); nothing on a store that ignores it."""
+        if not self._deletes_conditionally:
+            return False
         bucket, key = self._split(uri)
 
         def delete() -> bool:

@@ -200,9 +200,12 @@ class FeatureTable:
                             schema_mode="merge", target_file_size=TARGET_FILE_BYTES,
                             writer_properties=writer_properties(schema),
                             commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
-        except (DeltaError, OSError) as e:  # a full disk, a read-only folder, the store failing mid-write
+        except (DeltaError, OSError) as e:
             if failed:
                 raise failed[0] from None
+            if type(e) is not DeltaError:  # I/O errors and deltalake's named ones (a concurrent commit, a schema
+                raise  # or protocol error) keep their type: the publish step retries I/O and commit conflicts
+            # deltalake's generic error: a full disk, a read-only folder, a file-system fault mid-write
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise StorageError(f"writing the {date} slice of model version {model_version} to {self.uri} failed: "
                                f"{reason}. The day is not recorded published: its next run redoes it whole"

@@ -15,6 +15,7 @@ from tasks.registry.client import Registry
 from tasks.features import CodeIndex, neighbours, read_features
 from tasks.store.latents import code_matrix, latent_columns
 from tasks.settings import load_settings
+from tasks.store.table import FeatureTable
 
 from tests.helpers import day, make_dataset, put_on_s3, set_config
 
@@ -80,6 +81,13 @@ def test_codes_are_published_searched_and_served(tmp_path, request, store, capsy
         kept = shutil.copytree(table, tmp_path / "table-copy")
         shutil.rmtree(table)
         assert index.query(key, k=5, rerank=20).equals(before)  # answered from what it read, not the table
+        shutil.copytree(kept, table)
+        stale, expected = CodeIndex(config), CodeIndex(config).query(key, k=5, rerank=20)
+        now = read_features(config).collect()  # the day published again: other rows, in another order
+        FeatureTable(load_settings(config)).replace_slice([now.reverse().head(now.height - 1)], stale.version,
+                                                          stale.date, {})
+        assert stale.query(key, k=5, rerank=20).equals(expected)  # latents read now, from the version it indexed
+        shutil.rmtree(table)
         shutil.copytree(kept, table)
     capsys.readouterr()
     assert main(["neighbours", "--config", str(config), "--key", str(key), "-k", "3"]) == 0

@@ -48,9 +48,26 @@ def test_conditional_writes_let_one_writer_win(config):
     assert not store.write_if(uri, "d", version)  # stale version: someone wrote since
     assert store.read_versioned(uri)[0] == "c"
     assert not store.delete_if(uri, version)  # changed since: kept
-    assert store.delete_if(uri, store.read_versioned(uri)[1])
+    last = store.read_versioned(uri)[1]
+    assert store.delete_if(uri, last)
     assert store.read_versioned(uri) is None
     assert not store.delete_if(uri, version)  # gone: nothing to delete
+    assert not store.write_if(uri, "e", last)  # a replace of what was removed since it was read: refused
+
+
+def test_a_store_that_ignores_conditional_deletes_is_never_asked_to_delete(s3):
+    """An S3-compatible store that drops If-Match on DELETE would remove a lease another run took:
+    found out once (a conditional delete of a missing key must be refused), then nothing is deleted."""
+    store = open_storage("s3://lake/state")
+
+    def drop_if_match(request, **_):
+        request.headers.pop("If-Match", None)
+
+    store.client.meta.events.register("before-send.s3.DeleteObject", drop_if_match)
+    uri = store.join("leases", "x.json")
+    assert store.write_if(uri, "a", None)
+    assert not store.delete_if(uri, store.read_versioned(uri)[1])
+    assert store.read_versioned(uri)[0] == "a"
 
 
 def test_a_killed_holder_blocks_the_next_training_no_longer_than_its_lease(config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -108,27 +109,32 @@ def test_a_file_where_a_folder_should_be_is_one_error_naming_it(tmp_path):
 
 
 def test_a_read_only_folder_is_one_error_naming_it_and_can_still_be_read(tmp_path):
-    base = Path(tempfile.mkdtemp(prefix="latentfeed-ro-"))  # under /tmp: every user may reach it
-    base.chmod(0o755)
-    store = LocalStorage(str(base))
-    store.write_text(store.join("published", "a.json"), "{}")
-    (base / "published").chmod(0o555)
-    (base / "raw" / "dt=2024-03-01").mkdir(parents=True)
-    (base / "raw" / "dt=2024-03-01").chmod(0o000)
-    settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
-    with unprivileged():
-        assert store.read_text(store.join("published", "a.json")) == "{}"
-        with pytest.raises(StorageError, match=f"writing {base}/published/b.json failed: Permission denied"):
-            store.write_text(store.join("published", "b.json"), "{}")
-        with pytest.raises(StorageError, match="Permission denied"):
-            store.write_if(store.join("published", "a.json"), "{}", store.read_versioned(store.join("published", "a.json"))[1])
-        with pytest.raises(StorageError, match=f"{base}/published is not writable \\(Permission denied\\)"):
-            store.check_writable(store.join("published"))
-        raw = LocalStorage(str(base / "raw"))  # an unreadable partition folder
-        with pytest.raises(IngestError, match=f"{base}/raw/dt=2024-03-01.*Permission denied"):
-            scan_partition(raw, settings, dt.date(2024, 3, 1))
-    (base / "raw" / "dt=2024-03-01").chmod(0o755)
-    (base / "published").chmod(0o755)
+    base = Path(tempfile.mkdtemp(prefix="latentfeed-ro-", dir="/tmp"))  # every user may reach /tmp
+    try:
+        base.chmod(0o755)
+        store = LocalStorage(str(base))
+        store.write_text(store.join("published", "a.json"), "{}")
+        (base / "published").chmod(0o555)
+        (base / "raw" / "dt=2024-03-01").mkdir(parents=True)
+        (base / "raw" / "dt=2024-03-01").chmod(0o000)
+        settings = load_settings(make_dataset(tmp_path, days=1, rows=10))
+        with unprivileged():
+            assert store.read_text(store.join("published", "a.json")) == "{}"
+            with pytest.raises(StorageError, match=f"writing {base}/published/b.json failed: Permission denied"):
+                store.write_text(store.join("published", "b.json"), "{}")
+            version = store.read_versioned(store.join("published", "a.json"))[1]
+            with pytest.raises(StorageError, match="Permission denied"):
+                store.write_if(store.join("published", "a.json"), "{}", version)
+            with pytest.raises(StorageError, match=f"{base}/published is not writable \\(Permission denied\\)"):
+                store.check_writable(store.join("published"))
+            raw = LocalStorage(str(base / "raw"))  # an unreadable partition folder
+            with pytest.raises(IngestError, match=f"{base}/raw/dt=2024-03-01.*Permission denied"):
+                scan_partition(raw, settings, dt.date(2024, 3, 1))
+    finally:
+        for folder in (base / "raw" / "dt=2024-03-01", base / "published"):
+            if folder.exists():
+                folder.chmod(0o755)
+        shutil.rmtree(base)
 
 
 @pytest.mark.timeout(60)
