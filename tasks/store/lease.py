@@ -8,9 +8,9 @@ dead run never blocks the next one for longer than that. Taking, renewing and gi
 conditional writes (S3's If-None-Match / If-Match; an OS lock on a local store), so two runs never
 both hold it, on one machine or several. Giving it back is conditional too: a run releases only the
 lease it still holds, never one another run took over, and removes its file (a finished run leaves
-none; ``remove_expired``, run by the vacuum, clears those of killed runs no run came back to). A holder whose renewals fail for a whole
-``lease_seconds`` (the store unreachable) counts its lease as lost: another run may hold it by then,
-so it stops before its next irreversible step (``check``).
+none; ``remove_expired``, run by the vacuum, clears those of killed runs no run came back to). A
+holder whose renewals fail for a whole ``lease_seconds`` (the store unreachable) counts its lease as
+lost: another run may hold it by then, so it stops before its next irreversible step (``check``).
 """
 from __future__ import annotations
 
