@@ -41,6 +41,15 @@ class Holder:
     since: float  # seconds since the epoch
     expires: float  # 0 once given back
 
+    @classmethod
+    def parse(cls, text: str) -> "Holder":
+        """A lease file's holder; ValueError or TypeError for a damaged file (bad JSON, missing fields,
+        or a pid or time that is not a number)."""
+        holder = cls(**json.loads(text))
+        if not (isinstance(holder.pid, int) and all(isinstance(t, (int, float)) for t in (holder.since, holder.expires))):
+            raise TypeError(f"pid, since and expires must be numbers: {text[:200]}")
+        return holder
+
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
         return f"{self.purpose} (host {self.host}, pid {self.pid}, since {started})"
@@ -84,10 +93,7 @@ class Lease:
         if found is None:
             return None, None
         try:
-            holder = Holder(**json.loads(found[0]))
-            if not (isinstance(holder.pid, int) and all(isinstance(t, (int, float)) for t in (holder.since, holder.expires))):
-                raise TypeError(f"pid, since and expires must be numbers: {found[0][:200]}")
-            return holder, found[1]
+            return Holder.parse(found[0]), found[1]
         except (ValueError, TypeError) as e:  # bad JSON or fields: a damaged file guards nothing
             self.damage = f"{type(e).__name__}: {e}"
             return None, found[1]
@@ -164,8 +170,8 @@ def remove_expired(state: Storage, older_than_s: float) -> int:
             if found is None:
                 continue
             try:
-                expires = float(json.loads(found[0])["expires"])
-            except (ValueError, TypeError, KeyError):
+                expires = Holder.parse(found[0]).expires
+            except (ValueError, TypeError):
                 expires = 0.0  # damaged: it guards nothing
             if expires < time.time() - older_than_s and state.delete_if(f.uri, found[1]):
                 removed += 1

@@ -22,6 +22,9 @@ from urllib.parse import urlparse
 from tasks.errors import StorageError
 
 DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when the AWS chain sets none
+# What S3 answers a conditional request whose condition does not hold: the object changed, another
+# conditional request on it is in flight, or (If-Match) it is gone.
+_REFUSED = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"}
 # Error codes S3 (and compatible stores) answer when throttling; 5xx answers are transient too.
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                "RequestThrottled", "RequestThrottledException"}
@@ -340,24 +343,27 @@ class S3Storage(Storage):
             return None
         return got["Body"].read().decode(), got["ETag"]
 
-    def write_if(self, uri: str, text: str, version: str | None) -> bool:
-        """S3's conditional writes (``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace)."""
-        bucket, key = self._split(uri)
-        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+    def _if(self, what: str, call, **kw) -> bool:
+        """A conditional request: True when done, False when the store refused its condition (the
+        object changed, is being changed, or is gone since it was read)."""
+        from botocore.exceptions import ClientError
 
-        def put() -> bool:
-            from botocore.exceptions import ClientError
-
+        def attempt() -> bool:
             try:
-                self.client.put_object(Bucket=bucket, Key=key, Body=text.encode(), **cond)
-            except ClientError as e:  # changed, being changed, or (If-Match) removed since it was read
-                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict",
-                                                               "NoSuchKey", "404"):
+                call(**kw)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _REFUSED:
                     return False
                 raise
             return True
 
-        return self._call(f"writing {uri}", put)
+        return self._call(what, attempt)
+
+    def write_if(self, uri: str, text: str, version: str | None) -> bool:
+        """S3's conditional writes (``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace)."""
+        bucket, key = self._split(uri)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        return self._if(f"writing {uri}", self.client.put_object, Bucket=bucket, Key=key, Body=text.encode(), **cond)
 
     @cached_property
     def _deletes_conditionally(self) -> bool:
@@ -374,7 +380,7 @@ class S3Storage(Storage):
                                           IfMatch='"0"')
             except ClientError as e:
                 code = e.response.get("Error", {}).get("Code")
-                if code in ("NoSuchKey", "404", "PreconditionFailed"):
+                if code in _REFUSED:
                     return True
                 if code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
                     return False
@@ -387,22 +393,9 @@ class S3Storage(Storage):
 
     def delete_if(self, uri: str, version: str) -> bool:
         """S3's conditional delete (``If-Match: <etag>``); nothing on a store that ignores it."""
-        if not self._deletes_conditionally:
-            return False
         bucket, key = self._split(uri)
-
-        def delete() -> bool:
-            from botocore.exceptions import ClientError
-
-            try:
-                self.client.delete_object(Bucket=bucket, Key=key, IfMatch=version)
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404"):
-                    return False
-                raise
-            return True
-
-        return self._call(f"deleting {uri}", delete)
+        return self._deletes_conditionally and self._if(f"deleting {uri}", self.client.delete_object, Bucket=bucket,
+                                                        Key=key, IfMatch=version)
 
     _answered = False
 
