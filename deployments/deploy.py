@@ -22,7 +22,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
 from tasks.limits import ensure_training_limit
-from tasks.names import ENTRYPOINTS, FLOWS, TRAINING_LIMIT, deployment
+from tasks.names import ENTRYPOINTS, FLOWS, deployment, training_limit
 from tasks.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +47,13 @@ def deploy(config: Path) -> list[str]:
     ensure_pool(sched.cpu_pool, "latentfeed ingest, validate, encode and publish")
     ensure_pool(sched.gpu_pool, "latentfeed training (GPU machines)")
     # update: a changed [schedule].training_slots resizes the existing limit on every re-deploy
-    ensure_training_limit(sched.training_slots, update=True)
+    limit = training_limit(sched.gpu_pool)  # its slots count this pool's GPUs
+    ensure_training_limit(limit, sched.training_slots, update=True)
     params = {"config": str(Path(config).resolve())}
     name = settings.dataset.name
     plans = [("nightly", sched.cpu_pool, {"schedule": Cron(sched.cron, timezone=sched.timezone)}),
              ("backfill", sched.cpu_pool, {}), ("train", sched.gpu_pool, {})]
-    lines = [f"global concurrency limit {TRAINING_LIMIT}: {sched.training_slots} training(s) at once"]
+    lines = [f"global concurrency limit {limit}: {sched.training_slots} training(s) at once"]
     for kind, pool, schedule in plans:
         source = flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINTS[kind])
         # to_deployment().apply() registers without Flow.deploy's online-worker probe, which prefect 3.8's

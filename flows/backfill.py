@@ -1,16 +1,19 @@
 """Every partition in a date range: plan first, skip what the champion already published, go on past failures."""
 from __future__ import annotations
 
+import datetime as dt
+from uuid import UUID
+
 from prefect import allow_failure, flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks import promote, publish, steps, training
+from tasks import promote, publish, runtime, steps, training
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
-from tasks.outcomes import DayOutcome, backfill_outcomes
+from tasks.outcomes import DayOutcome, backfill_outcomes, days_failed
 from tasks.parameters import Config, as_settings, parse_date, run_name
 from tasks.progress import Progress
 from tasks.registry.client import ModelRef
@@ -44,9 +47,11 @@ def task_runner(settings: Settings):
 
 
 @flow(name=FLOWS["partitions"], flow_run_name=run_name("partitions"))
-def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool, end: str) -> dict[str, DayOutcome]:
+def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool, end: str,
+                   progress: UUID) -> dict[str, DayOutcome]:
     """Every day on this flow's task runner, at most [backfill].concurrency at once, each batch of
-    ``VALIDATION_BATCH_DAYS`` days validated first in one task; date -> outcome."""
+    ``VALIDATION_BATCH_DAYS`` days validated first in one task; date -> outcome. ``progress``: the
+    progress artifact of the run that was triggered, advanced here."""
     res = Resources(as_settings(config))
     size = steps.VALIDATION_BATCH_DAYS
     batches = [dates[i:i + size] for i in range(0, len(dates), size)]
@@ -58,8 +63,8 @@ def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool,
     for k, batch in enumerate(batches):
         if k + 1 < len(batches):
             checks.append(steps.validate_batch.submit(res, batches[k + 1], ref))
-        futures |= {d: steps.backfill_day.submit(res, d, ref, force, allow_failure(checks[k])) for d in batch}
-    progress = Progress(len(dates), "backfill days", artifact_key(res.settings.dataset.name, "backfill-progress"))
+        futures |= {d: steps.publish_partition.submit(res, d, ref, force, allow_failure(checks[k])) for d in batch}
+    bar = Progress(len(dates), "backfill days", artifact=progress)
     day_of = {future: d for d, future in futures.items()}
     outcomes = {}
     for future in as_completed(list(futures.values())):
@@ -68,14 +73,15 @@ def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool,
             outcomes[d] = future.result()
         except Exception as e:  # the step's own error: the message that says what is wrong
             outcomes[d] = DayOutcome(d, "failed", str(e) or type(e).__name__)
-        progress.advance(outcomes[d].status != "failed")
+        bar.advance(outcomes[d].status != "failed")
     return outcomes
 
 
 @flow(name=FLOWS["backfill"], flow_run_name=run_name("backfill"))
 def backfill_flow(config: Config, start: str, end: str, force: bool = False,
                   retrain: bool = False) -> list[DayOutcome]:
-    """Every planned day from ``start`` to ``end`` with the champion; returns each day's outcome.
+    """Every planned day from ``start`` to ``end`` with the champion; returns each day's outcome, and
+    ends Failed naming the days that failed (the others published).
 
     ``retrain`` (or no usable champion yet) first trains a challenger on the window ending at ``end``
     (promoted only if it passes the gate, which re-encodes that window). Days already published by
@@ -84,7 +90,8 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
     """
     log = get_run_logger().info
     settings = as_settings(config)
-    res, first, last = Resources(settings), parse_date(start, "start"), parse_date(end, "end")
+    first, last = parse_date(start, "start"), parse_date(end, "end")
+    res = runtime.start(settings)
     promote.settle_pending(res, log)
     before, reducer, unusable = res.registry.serving()
     promoted_here: dict[str, int] = {}  # days this run's own promotion published -> with which version
@@ -95,17 +102,26 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
         promoted_here = dict.fromkeys(out.published_days, out.model_version)
     ref = training.champion_after(res, before, reducer is not None, last)
     plan = publish.plan_backfill(res, first, last, force)
-    run = run_partitions.with_options(task_runner=task_runner(settings))
     todo = [p.date for p in plan.days if p.action == "run"]
-    done = run(settings, todo, ref, force, last.isoformat()) if todo else {}
+    done = _run(settings, todo, ref, force, last) if todo else {}
     for ref in publish.champion_moves(res, ref, log):  # another run's promotion: publish for it too
         redo = [d for d, o in done.items() if o.status == "done"]
         if not redo:
             break
-        done |= run(settings, redo, ref, False, last.isoformat())
+        done |= _run(settings, redo, ref, False, last)
     outcomes = backfill_outcomes(plan.days, done, promoted_here, settings.dataset.raw_uri)
     for o in outcomes:
         log(f"{o.date}: {o.status} ({o.detail.splitlines()[0]})")
     create_table_artifact(key=artifact_key(settings.dataset.name, "backfill"), table=[vars(o) for o in outcomes],
                           description=f"backfill {first} .. {last}: per-partition outcomes")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise days_failed(failed, f"{len(outcomes)} day(s)", "the others were published or skipped", outcomes)
     return outcomes
+
+
+def _run(settings: Settings, dates: list[str], ref: ModelRef, force: bool, last: dt.date) -> dict[str, DayOutcome]:
+    """``run_partitions`` on the configured task runner, its progress shown on this (the triggered) run."""
+    bar = Progress(len(dates), "backfill days", artifact_key(settings.dataset.name, "backfill-progress"))
+    run = run_partitions.with_options(task_runner=task_runner(settings))
+    return run(settings, dates, ref, force, last.isoformat(), bar.artifact)

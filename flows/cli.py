@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import logging
 import os
 import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from tasks.errors import ConfigError, LatentfeedError, redact
+from tasks.errors import ConfigError, DaysFailed, LatentfeedError, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -38,20 +37,16 @@ def _check_model_fits_columns(settings, until: str | None) -> None:
 
 
 def _settings(args, raw: bool = True, features: bool = True, write: bool = True):
-    """The checked config, read once for the whole command; a user GE suite it names is parsed too, so
-    a bad one stops us before any work, and so does an MLflow server or an object store (the raw data's
-    when ``raw``, the feature table's when ``features``) that does not answer, or a feature folder the
-    command would write (``write``) that cannot be written. Once the config passed, a flow command
-    also starts Prefect's temporary API in the background (``_start_temporary_api_early``)."""
-    from tasks import preflight
+    """The checked config, read once for the whole command, and the services it needs checked
+    (``tasks.runtime.check_services``: the raw store when ``raw``, the feature store when ``features``,
+    writable when ``write``). Once the config passed, a flow command also starts Prefect's temporary
+    API in the background (``_start_temporary_api_early``)."""
+    from tasks import runtime
     from tasks.settings import load_settings
-    from tasks.validation import user_suite
 
     global _early_api
     settings = load_settings(args.config)
-    user_suite(settings)
-    preflight.check_mlflow(settings)
-    preflight.check_stores(settings, raw, features, write)
+    runtime.check_services(settings, raw, features, write)
     _early_api = _start_temporary_api_early(args)
     return settings
 
@@ -131,7 +126,8 @@ def _import_while_the_api_starts() -> None:
 
 
 def _run_flow(fn, **params) -> tuple[bool, object]:
-    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user. A
+    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user (a run
+    whose days failed returns its DaysFailed, which carries what it did). A
     ValueError from inside a flow (the estimator refusing what it was given) is a failed run, exit 1,
     not a usage error: Prefect's log above keeps its traceback."""
     from prefect.exceptions import PrefectException
@@ -145,6 +141,8 @@ def _run_flow(fn, **params) -> tuple[bool, object]:
     _temporary_api_dies_with_us()
     try:
         return True, fn(**params)
+    except DaysFailed as e:  # the run failed, and what it did comes with it
+        return False, e
     except (LatentfeedError, PrefectException, ValueError) as e:
         return False, redact(str(e) or type(e).__name__)
     except Exception as e:
@@ -170,21 +168,29 @@ def cmd_run(args) -> int:
     settings = _settings(args)  # refuse a bad config before starting Prefect; our heavy imports follow
     from .nightly import nightly_flow
 
-    date = _date(args.date)
+    from tasks.parameters import today
+
+    date = _date(args.date) or today(settings).isoformat()
     _check_model_fits_columns(settings, date)
     ok, out = _run_flow(nightly_flow, config=settings, date=date)
+    if isinstance(out, DaysFailed):
+        result, caught = out.outcomes
+        print(_format_days(caught))
+        print(_format_runs([result]))
+    elif ok:
+        print(_format_runs([out]))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
-        return EXIT_FAILED
-    print(_format_runs([out]))
-    return EXIT_OK
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_train(args) -> int:
     settings = _settings(args)
     from .train import train_flow
 
-    end = _date(args.end, "end")
+    from tasks.parameters import today
+
+    end = _date(args.end, "end") or today(settings).isoformat()
     _check_model_fits_columns(settings, end)
     ok, out = _run_flow(train_flow, config=settings, end=end)
     if not ok:
@@ -266,11 +272,12 @@ def cmd_backfill(args) -> int:
     if args.dry_run:
         return EXIT_OK
     ok, out = _run_flow(backfill_flow, config=settings, start=start, end=end, force=args.force, retrain=args.retrain)
-    if not ok:
+    if isinstance(out, DaysFailed):
+        out = out.outcomes
+    elif not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
-    print("\noutcomes:\n" + "\n".join(f"{o.date}  {o.status:<8} {o.seconds:6.1f} s  {o.detail.splitlines()[0]}"
-                                       for o in out))
+    print("\noutcomes:\n" + _format_days(out))
     worked = [o for o in out if o.seconds]
     print(f"cost: {len(worked)} day(s) of work here, {sum(o.seconds for o in worked):.1f} s of day time ("
           f"{settings.backfill.concurrency} at once) and {sum(o.cpu_seconds for o in worked):.1f} CPU s; per day "
@@ -367,6 +374,10 @@ def cmd_neighbours(args) -> int:
 
 def cmd_deploy(args) -> int:
     from deployments.deploy import deploy
+    from tasks.preflight import check_prefect_api
+    from tasks.settings import load_settings
+
+    check_prefect_api(load_settings(args.config))  # a server that is down: one line, not Prefect's traceback
 
     for line in deploy(Path(args.config)):
         print(line)
@@ -411,6 +422,11 @@ read it:
     return EXIT_OK
 
 
+def _format_days(outcomes: list) -> str:
+    """Each day's outcome, a line each: date, status, time, and the first line of what happened."""
+    return "\n".join(f"{o.date}  {o.status:<8} {o.seconds:6.1f} s  {o.detail.splitlines()[0]}" for o in outcomes)
+
+
 def _format_runs(runs: list) -> str:
     """The nightly results as the summary table the CLI prints."""
     lines = [f"{'date':<10}  {'rows in':>8}  {'rows out':>8}  {'anomalies':>9}  {'raw disk':>10}  {'feature disk':>12}  "
@@ -425,6 +441,7 @@ def _format_runs(runs: list) -> str:
     lines.append(f"latent size {last.latent_dim} ({last.latent_dtype}); features / raw: "
                  f"{total['feature_bytes'] / max(total['raw_bytes'], 1):.2f} on disk, "
                  f"{total['feature_memory_bytes'] / max(total['raw_memory_bytes'], 1):.2f} in memory")
+    lines += [f"{r.date}: first published the missed day(s) {r.caught_up}" for r in runs if r.caught_up]
     lines += [f"{r.date} validation warning(s): {r.warnings}" for r in runs if r.warnings]
     if last.val_error is not None:
         lines.append(f"held-out reconstruction error {last.val_error:.4f} vs PCA at the same size "
@@ -452,7 +469,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--days", type=int, default=5)
     d.add_argument("--rows", type=int, default=30_000)
     d.add_argument("--epochs", type=int, help="cap training at this many passes (default: sized to the data)")
-    add("run", cmd_run, "the nightly flow for one partition").add_argument("--date", help="YYYY-MM-DD (default: yesterday)")
+    add("run", cmd_run, "the nightly flow for one partition").add_argument(
+        "--date", help="YYYY-MM-DD (default: yesterday in [schedule].timezone)")
     b = add("backfill", cmd_backfill, "every partition in a date range")
     b.add_argument("--start", required=True)
     b.add_argument("--end", required=True)
@@ -490,45 +508,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class _DropExpectedTracebacks(logging.Filter):
-    """Prefect logs every flow/task exception with its traceback; ours, and MLflow's service faults,
-    need only their message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and (isinstance(record.exc_info[1], LatentfeedError)
-                                or type(record.exc_info[1]).__module__.startswith("mlflow.")):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _quiet_expected_failures() -> None:
-    """Filter the loggers Prefect reports flow and task exceptions on (they exist before its handlers)."""
-    f = _DropExpectedTracebacks()
-    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(x, _DropExpectedTracebacks) for x in logger.filters):
-            logger.addFilter(f)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # The application's own console: set here, once, not by the library modules it uses.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from the local API
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # a tracking server that answers errors fails a call in about 30 s, not MLflow's many minutes of retries
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from tasks import runtime
     from tasks.limits import FILESYSTEM_LEASES
 
     # a temporary local API (no server configured) keeps training slots' leases on disk (see
     # tasks/limits.py), and may take more than Prefect's 20 s to start when commands start together
     os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", FILESYSTEM_LEASES)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    for noisy in ("mlflow", "alembic", "great_expectations"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command not in ("features", "neighbours"):
-        _quiet_expected_failures()
+    runtime.configure(quiet_failures=args.command not in ("features", "neighbours"))
     global _early_api
     _early_api = None  # started by _settings, for a command that runs a flow
     try:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks import training
+from tasks import runtime, training
 from tasks.names import FLOWS
 from tasks.outcomes import TrainResult
-from tasks.parameters import Config, as_settings, parse_date, run_name
-from tasks.resources import Resources
+from tasks.parameters import Config, as_settings, run_name, scheduled_day
 
 
 @flow(name=FLOWS["train"], flow_run_name=run_name("train"))
 def train_flow(config: Config, end: str | None = None, warm_start: bool = False, reason: str = "requested",
                if_champion_is: int | None = None) -> TrainResult:
-    """Fit on the valid partitions of the window ending at ``end``; promote if no worse than the champion.
+    """Fit on the valid partitions of the window ending at ``end`` (default: the day before the run's
+    scheduled tick); promote if no worse than the champion.
     ``warm_start`` continues from the champion; ``if_champion_is``: see ``tasks.training.train``."""
-    res = Resources(as_settings(config))
-    return training.train(res, parse_date(end, "end"), warm_start, reason, if_champion_is, get_run_logger().info)
+    settings = as_settings(config)
+    res = runtime.start(settings)
+    end_day = scheduled_day(settings, end, "end")
+    return training.train(res, end_day, warm_start, reason, if_champion_is, get_run_logger().info)

@@ -7,8 +7,9 @@
 - ``validation/``: the polars profile of a partition, judged by Great Expectations.
 - ``data/``: raw partitions, the training window, the demo dataset.
 - ``model/``: the estimator a config describes; rows encoded into table rows.
-- ``rules/``: pure decisions: when to retrain, the promotion gate, the backfill plan.
-- ``publish``, ``promote``, ``train``: the three sequences, each with one owner.
+- ``rules/``: pure decisions: when to retrain, the promotion gate, the backfill plan, a nightly's days.
+- ``publish``, ``promote``, ``training``: the three sequences, each with one owner.
+- ``runtime``: what every entry point sets up first (client caps, log filters, service checks).
 - ``steps``: the Prefect tasks (retries declared); ``limits``, ``preflight``, ``cost``, ``gpu_pool``.
 - ``features/``: the reader API ML teams import (no Prefect, Great Expectations or torch).
 """

@@ -62,3 +62,15 @@ class PartitionChanged(StepFailed):
 
 class PromotionAbandoned(StepFailed):
     """A version that passed the gate could not re-encode its days and will never become champion."""
+
+
+class DaysFailed(StepFailed):
+    """Some days of a run failed while the others were published: the run ends Failed, naming them, and
+    carries what it did (``outcomes``) for the caller to report."""
+
+    def __init__(self, message: str, outcomes: object = None):
+        super().__init__(message)
+        self.outcomes = outcomes
+
+    def __reduce__(self):  # pickled with its outcomes (Prefect may keep a failed run's exception)
+        return type(self), (str(self), self.outcomes)

@@ -6,7 +6,13 @@ FLOWS = {"nightly": "latentfeed-nightly", "backfill": "latentfeed-backfill", "tr
 # Where each flow lives, for deployments that load it from source.
 ENTRYPOINTS = {"nightly": "flows/nightly.py:nightly_flow", "backfill": "flows/backfill.py:backfill_flow",
                "train": "flows/train.py:train_flow"}
-TRAINING_LIMIT = "latentfeed-training"  # the global concurrency limit every training holds a slot of
+
+
+def training_limit(gpu_pool: str) -> str:
+    """The global concurrency limit whose slots count a GPU pool's GPUs (``[schedule].gpu_pool``):
+    ``latentfeed-training-latentfeed-gpu``. One per pool: runs that share a Prefect API but not GPUs
+    never wait for each other."""
+    return f"latentfeed-training-{gpu_pool}"
 
 
 def deployment(dataset: str, kind: str) -> str:

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tasks.cost import Cost
     from tasks.data.ingest import Partition
     from tasks.registry.client import ModelRef
     from tasks.resources import Resources
@@ -37,6 +38,7 @@ class NightlyResult:
     refresh: str  # why the champion was refreshed ("" when it was not)
     promoted: bool
     warnings: str
+    caught_up: str = ""  # missed days this run published before its own, comma-separated
 
     @classmethod
     def of(cls, res: "Resources", ref: "ModelRef", part: "Partition", report: "ValidationReport",
@@ -53,9 +55,21 @@ class NightlyResult:
                    pca_val_mse=run.get("pca_val_mse"), error_unit=model.error_unit_, refresh=refresh or "",
                    promoted=promoted, warnings="; ".join(str(w) for w in report.warnings))
 
-    def markdown(self, dataset: str) -> str:
-        return "\n".join([f"# {dataset} {self.date}", "| | |", "|---|---|",
-                          *(f"| {k} | {v} |" for k, v in asdict(self).items())])
+
+
+def night_markdown(dataset: str, day: str, result: NightlyResult | None, caught: "list[DayOutcome]", cost: "Cost",
+                   error: str | None) -> str:
+    """A nightly's artifact: its verdict, the days it caught up, what it published and what the night cost."""
+    lines = [f"# {dataset} {day}: {'FAILED' if error else 'published'}", ""]
+    if error:
+        lines += ["```", error, "```", ""]
+    lines += [f"cost of the night: {cost.summary()}", ""]
+    if caught:
+        lines += ["| missed day | status | detail |", "|---|---|---|",
+                  *(f"| {o.date} | {o.status} | {o.detail.splitlines()[0]} |" for o in caught), ""]
+    if result is not None:
+        lines += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in asdict(result).items())]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -91,6 +105,19 @@ class DayOutcome:
     detail: str
     seconds: float = 0.0  # what the day's work took here: wall ...
     cpu_seconds: float = 0.0  # ... and CPU time (tasks/cost.py)
+
+    def why(self) -> str:
+        """The detail's first two lines, on one: what failed and, for a validation report, its first finding."""
+        return " ".join(line.strip() for line in self.detail.splitlines()[:2])
+
+
+def days_failed(failed: "list[DayOutcome]", of: str, done: str, outcomes: object) -> "DaysFailed":
+    """The error a run with failed days ends with: how many ``of`` its days, each with why, and what
+    happened to the others (``done``)."""
+    from tasks.errors import DaysFailed
+
+    return DaysFailed(f"{len(failed)} of {of} failed ({done}): " + "; ".join(f"{o.date}: {o.why()}" for o in failed),
+                      outcomes)
 
 
 def backfill_outcomes(plan: "list[PlannedDay]", done: dict[str, DayOutcome], promoted_here: dict[str, int],

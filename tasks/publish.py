@@ -27,6 +27,7 @@ from tasks.errors import PartitionChanged, StepFailed
 from tasks.model.encode import EncodedBatches, quantisation
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
+from tasks.rules.nightly import CatchUp, catch_up
 from tasks.rules.plan import PlannedDay, plan_days
 from tasks.store import quarantine
 from tasks.store.latents import write_quantisation
@@ -199,6 +200,13 @@ def plan_backfill(res: Resources, first: dt.date, last: dt.date, force: bool = F
     days = plan_days(first, last, set(raw_dates), ref.version if ref else None, quarantine.quarantined(res.quarantine),
                      published, recorded_days(res), force)
     return Plan(days, undated)
+
+
+def missed_days(res: Resources, day: dt.date) -> CatchUp:
+    """The days a nightly for ``day`` publishes first (``rules.nightly.catch_up``), from one look at the
+    table and one listing of the raw store."""
+    raw, _ = list_partition_dates(res.raw, res.settings)
+    return catch_up(day, res.table.slices()["dt"].to_list(), raw, res.settings.schedule.catch_up_days)
 
 
 _RECORD = re.compile(r"latentfeed-publish-.+-(\d{4}-\d{2}-\d{2})-[0-9a-f]+-[0-9a-f]+-v(\d+)\.json")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -100,7 +101,10 @@ class ScheduleSettings(_Section):
     train_on_gpu_pool: bool = False
     # How long the nightly waits for a GPU worker to pick that training up (once started, it waits to the end).
     train_timeout_minutes: float = Field(30, gt=0)
-    # Global concurrency limit "latentfeed-training": trainings at once (one per GPU of the pool).
+    # How far back a nightly looks for missed days (raw data, nothing published) to publish before its own;
+    # a gap after the last published day longer than this fails the run naming the days and the backfill.
+    catch_up_days: int = Field(7, ge=0)
+    # CUDA trainings at once on gpu_pool (one per GPU): the global concurrency limit "latentfeed-training-<gpu_pool>".
     training_slots: int = Field(1, ge=1)
     # Leases on the feature store (tasks/store/lease.py: one training per dataset, one publisher per day and
     # version): a killed holder's lease runs out after lease_seconds; a run waits at most
@@ -128,16 +132,32 @@ class ScheduleSettings(_Section):
             raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'UTC', 'Europe/Paris')") from None
         return v
 
-    def delay_after_day(self) -> dt.timedelta:
-        """How long after a day ends (midnight UTC) the nightly schedule first fires: the earliest its
-        features exist (2 h for the default 02:00 UTC)."""
+    def first_nightly_after(self, day: dt.date) -> dt.datetime:
+        """The instant (UTC) the nightly first fires after ``day`` ends in ``timezone``: the earliest
+        ``day`` is published, since a nightly publishes the day before its tick's local date (and
+        catches up missed days). Computed for that day, with its own UTC offset and weekday, never
+        today's: the delay after midnight UTC changes across DST and with a weekly cron."""
+        return self.first_nightlies_after([day])[0]
+
+    def first_nightlies_after(self, days: Iterable[dt.date]) -> list[dt.datetime]:
+        """``first_nightly_after`` of each day, in order, each distinct day computed once.
+
+        Like Prefect's cron schedule: the cron runs on local wall times from local midnight (a fire
+        exactly then counts), and a wall time the clocks skip or repeat takes the offset before the
+        change (a skipped 02:00 fires at 03:00 summer time, a repeated one the first time)."""
         from zoneinfo import ZoneInfo
 
         from croniter import croniter
 
-        midnight = dt.datetime.combine(dt.date.today(), dt.time(), tzinfo=dt.timezone.utc)
-        start = (midnight - dt.timedelta(seconds=1)).astimezone(ZoneInfo(self.timezone))  # a fire at midnight counts
-        return croniter(self.cron, start).get_next(dt.datetime) - midnight
+        zone, fires = ZoneInfo(self.timezone), {}
+        out = []
+        for day in days:
+            if day not in fires:
+                midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())  # naive: local wall time
+                wall = croniter(self.cron, midnight - dt.timedelta(seconds=1)).get_next(dt.datetime)
+                fires[day] = wall.replace(tzinfo=zone, fold=0).astimezone(dt.timezone.utc)
+            out.append(fires[day])
+        return out
 
 
 class BackfillSettings(_Section):

@@ -14,10 +14,11 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import publish
+from tasks import publish, training
 from tasks.cost import Cost, Meter
 from tasks.data.ingest import Partition, scan_partition
 from tasks.errors import IngestError
+from tasks.gpu_pool import train_on_pool
 from tasks.model.encode import encode_frame
 from tasks.outcomes import DayOutcome
 from tasks.registry.client import ModelRef
@@ -112,20 +113,31 @@ def validate_batch(res: Resources, dates: list[str], ref: ModelRef) -> dict[str,
     return unread | {p.date.isoformat(): Checked(p.fingerprint, r, share) for p, r in zip(readable, reports)}
 
 
-@task(name="backfill-partition", cache_policy=NO_CACHE)
-def backfill_day(res: Resources, date: str, ref: ModelRef, force: bool, batch: dict[str, Checked | str]) -> DayOutcome:
-    """One day of a backfill with the given model version, validated in ``batch`` (``validate_batch``):
-    check, publish (a failure raises, and the backfill records it as that day's outcome, with what the
-    day cost, its share of the batch's validation included)."""
-    checked = batch.get(date) if isinstance(batch, dict) else None  # else the batch's task failed: validate here
+@task(name="publish-partition", cache_policy=NO_CACHE)
+def publish_partition(res: Resources, date: str, ref: ModelRef, force: bool = False,
+                      batch: dict[str, Checked | str] | None = None) -> DayOutcome:
+    """One day of a backfill, or a day a nightly catches up, with the given model version: checked (by
+    ``batch``'s judgement when ``validate_batch`` made one) and published by the retried steps above; a
+    failure raises, and the caller records it as that day's outcome. The outcome carries what the day
+    cost, its share of the batch's validation included."""
+    checked = batch.get(date) if isinstance(batch, dict) else None  # else none was made, or its task failed
     if isinstance(checked, str):
         raise IngestError(checked)
     meter = Meter(prior=checked.cost if checked is not None else None)
-    part, report = publish.check_day(res, dt.date.fromisoformat(date), res.registry.load_reducer(ref),
-                                     checked.report if checked else None, checked.fingerprint if checked else None,
-                                     on_report=log_report)
-    pub, reused = publish.publish_day(res, ref, part, report, force=force, meter=meter, log=get_run_logger().info)
+    part, report = check_day(res, dt.date.fromisoformat(date), res.registry.load_reducer(ref), checked)
+    pub, reused = publish_day(res, ref, part, report, force=force, meter=meter)
     how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
     cost = meter.cost()
     return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})", cost.wall_seconds,
                       cost.cpu_seconds)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_model(res: Resources, end: dt.date, warm_start: bool, reason: str, seen: int) -> None:
+    """A nightly's (re)training, as its own step in the run's graph: here, or on the GPU pool through the
+    train deployment. Never retried: a failed training says why, and the next run decides again."""
+    log = get_run_logger().info
+    if res.settings.schedule.train_on_gpu_pool:
+        train_on_pool(res, end.isoformat(), warm_start, reason, seen)
+    else:
+        training.train(res, end, warm_start, reason, seen, log)

@@ -136,7 +136,7 @@ def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: L
     frame = window_sample([(p, r.rows) for p, r in valid], feature_names(win.columns),
                           s.training.max_train_rows, window_days)
     train_rows, holdout = split_holdout(frame, s.training.seed)  # judged on by challenger and champion alike
-    with training_slot(s.schedule.training_slots, log):
+    with training_slot(s.schedule, s.training.device, log):  # a GPU slot only on CUDA
         est, warm = fit(s, train_rows, win.columns, serving if warm_start else None, log)
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)
     challenger_error = float(est.reconstruction_error(holdout).mean())

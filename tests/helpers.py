@@ -263,3 +263,37 @@ def unprivileged() -> Iterator[None]:
     finally:
         os.seteuid(0)
         os.setegid(0)
+
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def prefect_env(home: Path, **settings: str) -> dict[str, str]:
+    """This environment with its own PREFECT_HOME (profiles, local storage) and no inherited API URL."""
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
+    return env | {"PREFECT_HOME": str(home), **settings}
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A ``prefect server`` on a free port with a SQLite database under ``home``; yields its API URL.
+    --no-services: no scheduler, late-run marker, event persister, ...: a run created by the client and
+    executed by a worker needs only the API, and the machine has 2 cores."""
+    port = free_port()
+    env = prefect_env(home, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
+    cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"]
+    log = home / "server.log"
+    with process_group(cmd, log, env) as proc:
+        url = f"http://127.0.0.1:{port}/api"
+        wait_healthy(proc, f"{url}/health", log)
+        yield url
+
+
+def prefect_worker(api: str, pool: str, folder: Path, **env: str) -> tuple[list[str], Path, dict[str, str]]:
+    """A process worker's command, log and environment (its own PREFECT_HOME under ``folder``): it must
+    find the pool ``deploy`` created, not make its own."""
+    return ([PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--no-create-pool-if-not-found"],
+            folder / f"{pool}.log",
+            prefect_env(folder / f"prefect-{pool}", PREFECT_API_URL=api, PREFECT_WORKER_QUERY_SECONDS="1", **env))

@@ -68,13 +68,15 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     """Each label row with the features of its keys (``on``; default the dataset's keys) from the
     latest day that was available at its time ``at``: a point-in-time join on one model version.
 
-    A day's features describe the data of day ``dt``, so they count as available from the end of that
-    day (midnight UTC after it) plus ``lag``, never from its start: a label never sees features computed
-    from its own future. ``lag`` defaults to the nightly schedule's delay after a day ends
-    (``[schedule].cron`` in its time zone: 2 h for the default), the earliest the nightly publishes it;
-    add the nightly's own duration where labels fall in that stretch. ``strict`` also requires that the
-    day's rows were in the table by then (when its current files were written: a day published again
-    later counts from then); of the days available, the latest ``dt`` wins, whenever it was published.
+    A day's features count as available from when they can first exist, never from the start of ``dt``:
+    a label never sees features computed from its own future. By default (``lag=None``) that is the
+    first nightly that publishes the day: the first ``[schedule].cron`` fire on a later local date in
+    ``[schedule].timezone`` (02:00 UTC the next day for the default), worked out for each day with its
+    own UTC offset and weekday, so DST changes and weekly crons hold. An explicit ``lag`` counts every
+    day from its end (midnight UTC after it) plus ``lag`` instead, e.g. to allow for the nightly's own
+    run time. ``strict`` also requires that the day's rows were in the table by then (when its current
+    files were written: a day published again later counts from then); of the days available, the
+    latest ``dt`` wins, whenever it was published.
     ``ttl`` drops features that became available longer than that before the label's time.
     ``model_version`` names the version every row was read from (pin it with ``version=N`` to train a
     downstream model on one latent space). ``at`` is a date or a datetime (a naive one is read as UTC).
@@ -83,8 +85,7 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     labels may be polars (lazy or not) or pandas.
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
-    lag = settings.schedule.delay_after_day() if lag is None else lag
-    if lag < dt.timedelta(0):
+    if lag is not None and lag < dt.timedelta(0):
         raise ValueError(f"lag={lag} is negative: it would let a label see a day before the day has ended")
     keys = list(settings.dataset.key_columns) if on is None else [on] if isinstance(on, str) else list(on)
     lab = (labels.lazy() if isinstance(labels, pl.DataFrame) else labels if isinstance(labels, pl.LazyFrame)
@@ -154,14 +155,21 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     return joined
 
 
-def _availability(features: FeatureTable, version: int, lag: dt.timedelta, strict: bool) -> pl.DataFrame:
+def _availability(features: FeatureTable, version: int, lag: dt.timedelta | None, strict: bool) -> pl.DataFrame:
     """The version's days (``dt``) and when each became available (``__available``), in that order:
-    the end of ``dt`` plus ``lag``, and with ``strict`` not before its current files were written."""
-    available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
+    the first nightly after ``dt`` (``lag`` None), else the end of ``dt`` plus ``lag``; with ``strict``
+    not before its current files were written."""
+    slices = features.slices().filter(pl.col("model_version") == version)
+    if lag is None:  # each day's own instant: a day's offset and weekday decide it, not today's
+        days = slices["dt"].unique()
+        fires = pl.Series(features.settings.schedule.first_nightlies_after(days.to_list()),
+                          dtype=pl.Datetime("us", "UTC"))
+        available = pl.col("dt").replace_strict(days, fires, return_dtype=pl.Datetime("us", "UTC"))
+    else:
+        available = pl.col("dt").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) + pl.lit(lag)
     if strict:
         available = pl.max_horizontal(available, pl.col("published_at").dt.cast_time_unit("us"))
-    return (features.slices().filter(pl.col("model_version") == version)
-            .select("dt", available.alias("__available")).sort("__available", "dt"))
+    return slices.select("dt", available.alias("__available")).sort("__available", "dt")
 
 
 def _champion_version(features: FeatureTable, at: dt.datetime | None) -> int:

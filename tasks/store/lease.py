@@ -30,6 +30,7 @@ from tasks.settings import Settings
 from tasks.store.objects import Storage
 
 POLL_S = 2.0  # how often a waiting run looks at the lease (a quarter of a shorter lease)
+TRAINING = "training"  # the name of a dataset's training lease
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,21 @@ def training_lease(state: Storage, settings: Settings, purpose: str, log: Callab
     """Hold the dataset's training lease for the duration (waiting for it first): trainings and
     promotions of one dataset run one at a time."""
     s = settings.schedule
-    return _held(Lease(state, "training", f"training of dataset {settings.dataset.name}", purpose,
+    return _held(Lease(state, TRAINING, f"training of dataset {settings.dataset.name}", purpose,
                        s.lease_seconds, s.lease_wait_minutes * 60), log)
+
+
+def training_holder(state: Storage) -> Holder | None:
+    """The live holder of a dataset's training lease, if any: expired, given back, damaged or held by a
+    process gone from this host count as none (a training that waits for it holds nothing yet)."""
+    found = state.read_versioned(state.join("leases", f"{TRAINING}.json"))
+    try:
+        holder = Holder.parse(found[0]) if found is not None else None
+    except (ValueError, TypeError):
+        return None
+    if holder is None or holder.expires < time.time() or dead_here(holder.host, holder.pid):
+        return None
+    return holder
 
 
 def publish_lease(state: Storage, settings: Settings, key: str, purpose: str, log: Callable[[str], None]):

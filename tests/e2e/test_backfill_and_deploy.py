@@ -138,10 +138,10 @@ def test_a_day_whose_files_changed_after_its_batch_was_validated_is_validated_ag
 
     rewrite_partition(config, 1, lambda f: f.with_columns(pl.lit(7).alias("flag_2")))  # after the batch judged it
     with pytest.raises(StepFailed, match="flag_2"):
-        steps.backfill_day(res, day(1), ref, False, batch)
-    assert steps.backfill_day(res, day(2), ref, False, batch).status == "done"
+        steps.publish_partition(res, day(1), ref, False, batch)
+    assert steps.publish_partition(res, day(2), ref, False, batch).status == "done"
     with pytest.raises(IngestError, match=day(5)):
-        steps.backfill_day(res, day(5), ref, False, batch)
+        steps.publish_partition(res, day(5), ref, False, batch)
     assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0), day(2)]
 
 

@@ -123,20 +123,21 @@ def test_backfill_on_a_local_dask_cluster_of_two_workers(with_champion, tmp_path
     assert not list(cwd.iterdir())
 
 
-def test_training_waits_for_a_free_gpu_slot(tmp_path):
-    """With [schedule].training_slots = 1, a training starts only when no other holds the slot."""
-    from prefect.concurrency.sync import concurrency
-
+def test_training_waits_for_a_free_gpu_slot(tmp_path, monkeypatch):
+    """With [schedule].training_slots = 1, a training on CUDA starts only when no other holds the pool's
+    slot (this machine has no GPU: the training is taken for one on CUDA)."""
     from flows.train import train_flow
-    from tasks.limits import ensure_training_limit
-    from tasks.names import TRAINING_LIMIT
+    from tasks import limits
+    from tasks.names import training_limit
 
     config = make_dataset(tmp_path, days=1)
-    ensure_training_limit(1, update=True)
+    limit = training_limit(load_settings(config).schedule.gpu_pool)
+    limits.ensure_training_limit(limit, 1, update=True)
+    monkeypatch.setattr(limits, "takes_gpu_slot", lambda device: True)
     held, released = threading.Event(), []
 
     def other_training() -> None:
-        with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
+        with limits.gpu_slot(limit, lambda ahead: None):
             held.set()
             time.sleep(4)
             released.append(time.time())

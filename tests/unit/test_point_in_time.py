@@ -83,9 +83,42 @@ def test_by_default_a_day_counts_from_the_nightly_schedule_after_it(config):
     zero = training_set(labels(at), config, version=1, lag=dt.timedelta(0))
     assert zero["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=3)]
     config.write_text(CONFIG + '\n[schedule]\ncron = "30 6 * * *"\ntimezone = "Europe/Paris"\n')  # 05:30 UTC in March
-    assert load_settings(config).schedule.delay_after_day() == dt.timedelta(hours=5, minutes=30)
+    assert load_settings(config).schedule.first_nightly_after(DAY0 + dt.timedelta(days=3)) == dt.datetime(
+        2024, 3, 5, 5, 30, tzinfo=dt.timezone.utc)
     assert training_set(labels(at + dt.timedelta(hours=4)), config, version=1)["feature_dt"].unique().to_list() == [
         DAY0 + dt.timedelta(days=2)]
+
+
+def test_each_day_counts_from_its_own_nightly_across_dst(config):
+    """Berlin 02:00: a winter day is available from 01:00 UTC after it, a summer day from 00:00 UTC,
+    whatever the date today (the default lag was once today's delay, applied to every day)."""
+    table = FeatureTable(load_settings(config))
+    for day in (dt.date(2024, 3, 28) + dt.timedelta(days=i) for i in range(5)):  # 03-28 to 04-01
+        table.replace_slice([day_rows(day)], 1, day, {})
+    config.write_text(CONFIG + '\n[schedule]\ncron = "0 2 * * *"\ntimezone = "Europe/Berlin"\n')
+    utc = dt.timezone.utc
+    seen = {  # label time -> the day it sees
+        dt.datetime(2024, 3, 5, 0, 59, tzinfo=utc): dt.date(2024, 3, 3),   # 03-04 published at 01:00 UTC (CET)
+        dt.datetime(2024, 3, 5, 1, tzinfo=utc): dt.date(2024, 3, 4),
+        dt.datetime(2024, 3, 31, 0, 59, tzinfo=utc): dt.date(2024, 3, 29),  # 03-30's tick: 02:00 skipped, 03:00 CEST
+        dt.datetime(2024, 3, 31, 1, tzinfo=utc): dt.date(2024, 3, 30),
+        dt.datetime(2024, 3, 31, 23, 59, tzinfo=utc): dt.date(2024, 3, 30),
+        dt.datetime(2024, 4, 1, 0, tzinfo=utc): dt.date(2024, 3, 31),      # summer: 00:00 UTC
+    }
+    lab = pl.DataFrame({"id": [0] * len(seen), "ts": list(seen)})
+    assert training_set(lab, config, version=1)["feature_dt"].to_list() == list(seen.values())
+    explicit = training_set(lab, config, version=1, lag=dt.timedelta(hours=1))  # from midnight UTC + 1 h
+    assert explicit["feature_dt"].to_list() == [dt.date(2024, 3, 3), dt.date(2024, 3, 4), dt.date(2024, 3, 29),
+                                                dt.date(2024, 3, 30), dt.date(2024, 3, 30), dt.date(2024, 3, 30)]
+
+
+def test_east_of_utc_a_day_counts_from_its_nightly_before_midnight_utc(config):
+    config.write_text(CONFIG + '\n[schedule]\ncron = "0 2 * * *"\ntimezone = "Asia/Tokyo"\n')
+    at = dt.datetime(2024, 3, 4, 17, tzinfo=dt.timezone.utc)  # 02:00 JST on 03-05: 03-04 is published
+    out = training_set(labels(at), config, version=1)
+    assert out["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=3)]
+    before = training_set(labels(at - dt.timedelta(microseconds=1)), config, version=1)
+    assert before["feature_dt"].unique().to_list() == [DAY0 + dt.timedelta(days=2)]
 
 
 def test_a_negative_lag_is_refused(config):

@@ -1,0 +1,70 @@
+"""The one runtime every entry point goes through: the CLI's commands and a worker's flow runs alike.
+
+Client caps (MLflow's retries and timeouts), log filters and the service checks are set here, so a
+deployment run on a worker fails the way ``latentfeed run`` does: within seconds, in one line naming
+the service, with no traceback. Nothing happens at import; ``configure`` and ``start`` are idempotent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from tasks.errors import LatentfeedError
+from tasks.settings import Settings
+
+# A tracking server that answers errors fails a call in about 30 s, not MLflow's many minutes of retries.
+CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+# Prefect reports flow and task exceptions on these loggers (they exist before its handlers do).
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
+_checked: set[tuple[str, bool, bool, bool]] = set()  # (config hash, needs) whose service checks passed here
+
+
+class DropExpectedTracebacks(logging.Filter):
+    """Prefect logs every flow/task exception with its traceback; ours, and MLflow's service faults,
+    need only their message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and (isinstance(record.exc_info[1], LatentfeedError)
+                                or type(record.exc_info[1]).__module__.startswith("mlflow.")):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def configure(quiet_failures: bool = True) -> None:
+    """Client caps (where the environment does not set them) and quiet third-party loggers; with
+    ``quiet_failures`` our expected failures are logged without their traceback."""
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    for noisy in ("mlflow", "alembic", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet_failures:
+        for name in _RUN_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, DropExpectedTracebacks) for f in logger.filters):
+                logger.addFilter(DropExpectedTracebacks())
+
+
+def check_services(settings: Settings, raw: bool = True, features: bool = True, write: bool = True) -> None:
+    """Before any work: the user's GE suite parses, and the MLflow server and object stores answer (a
+    feature folder to write can be written); each a bounded probe that fails in one line naming it.
+    Done once per process for the same settings and needs."""
+    from tasks import preflight
+    from tasks.validation import user_suite
+
+    key = (settings.config_hash(), raw, features, write)  # the hash covers the resolved URIs
+    if key in _checked:
+        return
+    user_suite(settings)
+    preflight.check_mlflow(settings)
+    preflight.check_stores(settings, raw, features, write)
+    _checked.add(key)
+
+
+def start(settings: Settings):
+    """A flow's first step: the runtime configured, the services checked, the run's resources built once."""
+    from tasks.resources import Resources
+
+    configure()
+    check_services(settings)
+    return Resources(settings)
