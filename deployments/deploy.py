@@ -3,9 +3,9 @@
 Three deployments per dataset: nightly (cron + time zone from ``[schedule]``) and backfill on the
 CPU pool, train on the GPU pool. Both pools are process pools: start a worker on each machine with
 ``prefect worker start --pool latentfeed-cpu`` (or ``latentfeed-gpu`` on a GPU machine) from a
-checkout where latentfeed is installed. deploy() also sizes the global concurrency limit that every
-training holds a slot of (``[schedule].training_slots``, one per GPU), so a GPU pool with more workers
-or runs than GPUs still trains one model per GPU at a time.
+checkout where latentfeed is installed. deploy() also sizes the GPU pool's global concurrency limit,
+whose slot every CUDA training holds (``[schedule].training_slots``, one per GPU), so a GPU pool with
+more workers or runs than GPUs still trains one model per GPU at a time.
 
 The flows are loaded from their entrypoints in the checkout (``flow.from_source``), not imported:
 ``deployments`` depends on ``tasks`` only, so ``flows`` (whose CLI calls ``deploy``) never imports

@@ -5,7 +5,7 @@ import datetime as dt
 from uuid import UUID
 
 from prefect import allow_failure, flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -122,6 +122,7 @@ def backfill_flow(config: Config, start: str, end: str, force: bool = False,
 
 def _run(settings: Settings, dates: list[str], ref: ModelRef, force: bool, last: dt.date) -> dict[str, DayOutcome]:
     """``run_partitions`` on the configured task runner, its progress shown on this (the triggered) run."""
-    bar = Progress(len(dates), "backfill days", artifact_key(settings.dataset.name, "backfill-progress"))
+    bar = create_progress_artifact(0.0, key=artifact_key(settings.dataset.name, "backfill-progress"),
+                                   description=f"backfill days: {len(dates)} planned")
     run = run_partitions.with_options(task_runner=task_runner(settings))
-    return run(settings, dates, ref, force, last.isoformat(), bar.artifact)
+    return run(settings, dates, ref, force, last.isoformat(), bar)

@@ -168,15 +168,15 @@ def cmd_run(args) -> int:
     settings = _settings(args)  # refuse a bad config before starting Prefect; our heavy imports follow
     from .nightly import nightly_flow
 
-    from tasks.parameters import today
+    from tasks.parameters import day_for_now
 
-    date = _date(args.date) or today(settings).isoformat()
+    date = _date(args.date) or day_for_now(settings).isoformat()
     _check_model_fits_columns(settings, date)
     ok, out = _run_flow(nightly_flow, config=settings, date=date)
-    if isinstance(out, DaysFailed):
+    if isinstance(out, DaysFailed):  # the days missed before it, then the day itself when it was published
         result, caught = out.outcomes
-        print(_format_days(caught))
-        print(_format_runs([result]))
+        print("\n".join([_format_days(caught)] + ([_format_runs([result])] if result else [])))
+        out = redact(str(out))
     elif ok:
         print(_format_runs([out]))
     if not ok:
@@ -188,9 +188,9 @@ def cmd_train(args) -> int:
     settings = _settings(args)
     from .train import train_flow
 
-    from tasks.parameters import today
+    from tasks.parameters import day_for_now
 
-    end = _date(args.end, "end") or today(settings).isoformat()
+    end = _date(args.end, "end") or day_for_now(settings).isoformat()
     _check_model_fits_columns(settings, end)
     ok, out = _run_flow(train_flow, config=settings, end=end)
     if not ok:
@@ -404,7 +404,7 @@ def cmd_demo(args) -> int:
         print(f"\n=== nightly run for {day} ===", flush=True)
         ok, out = _run_flow(nightly_flow, config=settings, date=day)
         if not ok:
-            print(f"FAILED: {out}", file=sys.stderr)
+            print(f"FAILED: {redact(str(out))}", file=sys.stderr)
             return EXIT_FAILED
         runs.append(out)
     print("\n" + _format_runs(runs))

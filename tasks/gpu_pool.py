@@ -2,7 +2,7 @@
 
 The wait is bounded in every state: a run no worker picks up is cancelled after
 ``[schedule].train_timeout_minutes``; a run that is RUNNING (or CANCELLING) must show it is alive by
-holding the dataset's training lease, which its holder renews every ``lease_seconds / 3``. A worker
+holding the dataset's training lease (its holder names the flow run), renewed every ``lease_seconds / 3``. A worker
 killed with its flow stops renewing (or is seen gone at once on the same host), so once the lease has
 been gone for ``silence_s`` the run is marked CRASHED and the nightly fails in one line.
 """
@@ -66,7 +66,8 @@ def await_training(res: "Resources", run_id, name: str):
             if run.state and run.state.is_final():
                 return run
             state = run.state.type.value if run.state else None
-            why = verdict(state, training_holder(res.state) is not None, time.monotonic(), watch, res.settings)
+            held = training_holder(res.state, str(run_id)) is not None
+            why = verdict(state, held, time.monotonic(), watch, res.settings)
             if why == "unclaimed":
                 # not forced: a worker that took it meanwhile wins, and the wait goes on
                 cancel = client.set_flow_run_state(run_id, Cancelled(message="no GPU worker picked it up in time"))
@@ -79,13 +80,21 @@ def await_training(res: "Resources", run_id, name: str):
                     raise StepFailed(f"pool {sched.gpu_pool} did not pick up the training ({name}, flow run {run.name}) "
                                      f"within [schedule].train_timeout_minutes = {sched.train_timeout_minutes:g}: "
                                      f"{hint}; the run was cancelled and nothing was published")
-            elif why == "dead":
+            elif why == "dead" and _still_silent(client, res, run_id):
                 message = (f"its process stopped: no live training lease for {silence_s(res.settings, watch.leased):g} s "
                            "(the worker or its flow was killed); marked crashed by the run waiting on it")
                 client.set_flow_run_state(run_id, Crashed(message=message), force=True)
                 raise StepFailed(f"the training on pool {sched.gpu_pool} ({name}, flow run {run.name}) was "
                                  f"{state}, but {message}; nothing was published: the next run trains again")
             time.sleep(PICKUP_POLL_S)
+
+
+def _still_silent(client, res: "Resources", run_id) -> bool:
+    """Looked at once more before forcing CRASHED: the run still running and its lease still not held
+    (a run that just ended keeps its own state)."""
+    run = client.read_flow_run(run_id)
+    return (run.state is not None and run.state.type.value in ("RUNNING", "CANCELLING")
+            and training_holder(res.state, str(run_id)) is None)
 
 
 def train_on_pool(res: "Resources", end: str, warm_start: bool, reason: str, seen: int) -> None:

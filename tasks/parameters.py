@@ -37,7 +37,7 @@ def scheduled_day(settings: Settings, value: str | dt.date | None, what: str = "
     return day_of_tick(flow_run.scheduled_start_time, settings.schedule.timezone)
 
 
-def today(settings: Settings, now: dt.datetime | None = None) -> dt.date:
+def day_for_now(settings: Settings, now: dt.datetime | None = None) -> dt.date:
     """The day a nightly started ``now`` would publish: yesterday in [schedule].timezone."""
     return day_of_tick(now or dt.datetime.now(dt.timezone.utc), settings.schedule.timezone)
 

@@ -8,19 +8,18 @@ import time
 from typing import TextIO
 from uuid import UUID
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import update_progress_artifact
 
 
 class Progress:
-    """``key``: a new artifact on the current run; ``artifact``: one a parent run made (the run a person
-    triggered, where they look), advanced from its subflow."""
+    """Advances ``artifact``: a progress artifact the run a person triggered made (where they look),
+    advanced here from its subflow."""
 
-    def __init__(self, total: int, what: str, key: str | None = None, stream: TextIO | None = None,
-                 artifact: UUID | None = None):
+    def __init__(self, total: int, what: str, artifact: UUID, stream: TextIO | None = None):
         self.total, self.what, self.done, self.failed = total, what, 0, 0
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
-        self.artifact = artifact or create_progress_artifact(0.0, key=key, description=f"{what}: {total} planned")
+        self.artifact = artifact
 
     def advance(self, ok: bool = True) -> None:
         """One step ended (``ok`` False: it failed)."""

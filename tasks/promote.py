@@ -16,7 +16,7 @@ from collections.abc import Callable
 from tasks.errors import (IngestError, LatentfeedError, LeaseLost, PartitionChanged, PromotionAbandoned,
                           StepFailed, StorageError)
 from tasks.outcomes import PromoteResult
-from tasks.publish import check_day, publish_day
+from tasks.publish import check_day, publish_day, recorded_days
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.rules.gate import Decision, settle as settle_order
@@ -74,7 +74,7 @@ def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log:
     cannot be read or fails validation now keeps the versions that published it, and is logged.
     Returns the first day the promotion covers."""
     days, first = _history(res, window)
-    have = res.table.published_days(ref.version)
+    have = _done(res, ref)
     todo = [d for d in days if d not in have]
     if todo:
         log(f"re-encoding {len(todo)} day(s) of the table's history with version {ref.version} before it becomes "
@@ -88,6 +88,12 @@ def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log:
         if i % 10 == 0 or i == len(todo):
             log(f"history: {i} of {len(todo)} day(s) re-encoded with version {ref.version}")
     return first
+
+
+def _done(res: Resources, ref: ModelRef) -> set[dt.date]:
+    """The days ``ref`` published and recorded done: a day a killed run committed but did not record
+    (no publish record, its MLflow run failed) is redone, not counted."""
+    return res.table.published_days(ref.version) & {d for d, v in recorded_days(res) if v == ref.version}
 
 
 def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str], None]) -> None:
@@ -136,7 +142,7 @@ def _move_champion(res: Resources, ref: ModelRef, start: dt.date, lease: Lease, 
     if replaced:
         res.table.refresh()
         behind = {d for d in res.table.published_days(int(replaced)) if d >= start}
-        missing = sorted(behind - res.table.published_days(ref.version))
+        missing = sorted(behind - _done(res, ref))
         if missing:
             log(f"re-encoding {len(missing)} day(s) v{replaced} published during the promotion of v{ref.version}")
         reducer = reg.load_reducer(ref)
@@ -172,7 +178,7 @@ def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef
     ref, tags = next((r, t) for r, t in pending if r.version == finish)
     dates = [dt.date.fromisoformat(d) for d in tags.get(DAYS_TAG, "").split(",") if d]
     res.table.refresh()
-    have = res.table.published_days(ref.version)
+    have = _done(res, ref)
     log(f"finishing the promotion of version {ref.version} an interrupted run left pending: "
         f"{len(have & set(dates))} of {len(dates)} day(s) already re-encoded")
     reducer = reg.load_reducer(ref)

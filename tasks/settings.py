@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ae_models.config import ACTIVATIONS, KINDS
 
@@ -99,7 +99,8 @@ class ScheduleSettings(_Section):
     gpu_pool: str = "latentfeed-gpu"
     # The nightly hands (re)training to the train deployment on the GPU pool instead of training inline.
     train_on_gpu_pool: bool = False
-    # How long the nightly waits for a GPU worker to pick that training up (once started, it waits to the end).
+    # How long the nightly waits for a GPU worker to start that training (once it runs, as long as it renews
+    # its training lease: tasks/gpu_pool.py).
     train_timeout_minutes: float = Field(30, gt=0)
     # How far back a nightly looks for missed days (raw data, nothing published) to publish before its own;
     # a gap after the last published day longer than this fails the run naming the days and the backfill.
@@ -223,6 +224,8 @@ class ValidationSettings(_Section):
 
 
 class Settings(_Section):
+    _source: str | None = PrivateAttr(None)  # the config file read, for commands a message suggests
+
     dataset: DatasetSettings
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
@@ -239,6 +242,11 @@ class Settings(_Section):
         if not (d.real or d.binary or d.categorical):
             raise ValueError("name at least one feature column in real, binary or categorical")
         return d
+
+    @property
+    def source(self) -> str:
+        """The config file these settings were read from (``CONFIG`` when they were built otherwise)."""
+        return self._source or "CONFIG"
 
     @property
     def table_uri(self) -> str:
@@ -323,10 +331,12 @@ def load_settings(path: str | Path) -> Settings:
         artifacts = _resolve(artifacts, base)
     elif tracking.startswith("sqlite:///"):
         artifacts = str(Path(tracking[len("sqlite:///"):]).parent / "mlartifacts")
-    return settings.model_copy(update={
+    resolved = settings.model_copy(update={
         "dataset": settings.dataset.model_copy(update={"raw_uri": _resolve(settings.dataset.raw_uri, base)}),
         "features": settings.features.model_copy(update={"uri": _resolve(settings.features.uri, base)}),
         "validation": settings.validation.model_copy(update={
             "suite": _resolve(settings.validation.suite, base) if settings.validation.suite else None}),
         "mlflow": settings.mlflow.model_copy(update={"tracking_uri": tracking, "artifact_location": artifacts}),
     })
+    resolved._source = str(path.resolve())
+    return resolved

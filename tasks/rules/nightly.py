@@ -25,15 +25,16 @@ class CatchUp:
 def catch_up(day: dt.date, published: Iterable[dt.date], raw: Iterable[dt.date], bound: int) -> CatchUp:
     """The days with a raw partition and nothing published among the ``bound`` days before ``day`` (a
     tick that never ran, an outage across midnight, a day that failed: each later nightly tries it
-    again while it is in reach). A gap after the last published day longer than ``bound`` is beyond
-    catching up. Nothing is missed before the table's first day; days without raw data are nobody's."""
+    again while it is in reach). A gap after the last published day that starts more than ``bound``
+    days before ``day`` is beyond catching up. ``bound`` 0: no catch-up. Nothing is missed before the
+    table's first day; days without raw data are nobody's."""
     done = set(published)
     last = max((d for d in done if d < day), default=None)
-    if last is None:
-        return CatchUp(None, [], False)
+    if last is None or bound == 0:
+        return CatchUp(last, [], False)
     raw = set(raw)
     gap = sorted(d for d in raw if last < d < day)
-    if len(gap) > bound:
+    if gap and (day - gap[0]).days > bound:
         return CatchUp(last, gap, True)
     first = min(done)
     missed = sorted(d for d in raw - done if first < d < day and (day - d).days <= bound)

@@ -41,6 +41,7 @@ class Holder:
     purpose: str  # what the holder is doing, for the waiter's message
     since: float  # seconds since the epoch
     expires: float  # 0 once given back
+    run: str = ""  # the Prefect flow run of a worker's flow-run process (PREFECT__FLOW_RUN_ID), "" elsewhere
 
     @classmethod
     def parse(cls, text: str) -> "Holder":
@@ -50,6 +51,10 @@ class Holder:
         if not (isinstance(holder.pid, int) and all(isinstance(t, (int, float)) for t in (holder.since, holder.expires))):
             raise TypeError(f"pid, since and expires must be numbers: {text[:200]}")
         return holder
+
+    def live(self) -> bool:
+        """Not run out, and not held by a process seen gone from this host."""
+        return self.expires >= time.time() and not dead_here(self.host, self.pid)
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
@@ -66,7 +71,8 @@ class Lease:
         self.ttl, self.wait_s = ttl, wait_s
         self.poll_s = min(POLL_S, ttl / 4) if poll_s is None else poll_s
         self.what = what  # what the lease guards, for messages
-        self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0)
+        self.me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), purpose, time.time(), 0.0,
+                         os.environ.get("PREFECT__FLOW_RUN_ID", ""))
         self.waited_for: Holder | None = None  # who held it when this run had to wait
         self.lost = False
         self.damage: str | None = None  # why the lease file found could not be read
@@ -105,7 +111,7 @@ class Lease:
         while True:
             holder, version = self._holder()
             dead = holder is not None and dead_here(holder.host, holder.pid)  # killed on this host: no need to wait
-            if holder is None or holder.expires < time.time() or dead:
+            if holder is None or not holder.live():
                 if self._put(version):
                     if self.damage:
                         log(f"replaced the damaged lease file {self.uri} ({self.damage}): it guarded nothing")
@@ -196,17 +202,16 @@ def training_lease(state: Storage, settings: Settings, purpose: str, log: Callab
                        s.lease_seconds, s.lease_wait_minutes * 60), log)
 
 
-def training_holder(state: Storage) -> Holder | None:
-    """The live holder of a dataset's training lease, if any: expired, given back, damaged or held by a
-    process gone from this host count as none (a training that waits for it holds nothing yet)."""
+def training_holder(state: Storage, run: str) -> Holder | None:
+    """The live holder of a dataset's training lease when it is flow run ``run`` (a worker's flow-run
+    process records its run): expired, given back, damaged, another run's, or held by a process gone
+    from this host count as none."""
     found = state.read_versioned(state.join("leases", f"{TRAINING}.json"))
     try:
         holder = Holder.parse(found[0]) if found is not None else None
     except (ValueError, TypeError):
         return None
-    if holder is None or holder.expires < time.time() or dead_here(holder.host, holder.pid):
-        return None
-    return holder
+    return holder if holder is not None and holder.run == run and holder.live() else None
 
 
 def publish_lease(state: Storage, settings: Settings, key: str, purpose: str, log: Callable[[str], None]):

@@ -194,17 +194,12 @@ class FeatureTable:
         schema = first.to_arrow().schema
         self.check_schema(schema)
         predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
-        metadata = {k: str(v) for k, v in lineage.items()}
         try:
-            # A handle of our own on the latest state (what writing to the URI would read), not the shared one
-            # (a backfill's other days write at the same time): written through, it holds the state at our commit.
-            base = self._load(None)
-            write_deltalake(self.uri if base is None else base,
-                            pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
+            write_deltalake(self.uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
                             predicate=predicate, partition_by=PARTITION_BY, storage_options=self.options,
                             schema_mode="merge", target_file_size=TARGET_FILE_BYTES,
                             writer_properties=writer_properties(schema),
-                            commit_properties=CommitProperties(custom_metadata=metadata))
+                            commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
         except (DeltaError, OSError) as e:
             if failed:
                 raise failed[0] from None
@@ -215,29 +210,9 @@ class FeatureTable:
             raise StorageError(f"writing the {date} slice of model version {model_version} to {self.uri} failed: "
                                f"{reason}. The day is not recorded published: its next run redoes it whole"
                                ) from None
-        ours = base if base is not None else self._created_by(metadata, model_version, date)
         self.refresh()
         return Published(self.uri, model_version, date, counts["rows"], counts["anomalies"],
-                         _slice_bytes(ours, model_version, date), counts["memory"], ours.version())
-
-    def _created_by(self, metadata: dict[str, str], model_version: int, date: dt.date):
-        """The table as our commit left it, when there was no table to write through: our commit created it,
-        or came just after a concurrent first publish's. Ours is the oldest write carrying our lineage, its
-        idempotency key above all (no key on either side for a publish without one)."""
-        from deltalake import DeltaTable
-
-        table = DeltaTable(self.uri, storage_options=self.options)
-        # history() lists every commit in the log, also those made after the handle was loaded, yet numbers
-        # them down from the handle's version (deltalake 1.6): count up from the table's first commit instead,
-        # version 0, as the table did not exist a moment ago (no log cleanup since).
-        for version, commit in enumerate(reversed(table.history())):
-            if (commit.get("operation") == "WRITE" and commit.get("idempotency_key") == metadata.get("idempotency_key")
-                    and all(commit.get(k) == v for k, v in metadata.items())):
-                table.load_as_version(version)
-                return table
-        raise StorageError(f"the commit that created {self.uri} with the {date} slice of model version "
-                           f"{model_version} is not in the table's history; the day is not recorded published: "
-                           "its next run redoes it whole")
+                         _slice_bytes(self._table, model_version, date), counts["memory"], self._table.version())
 
     def delete_version(self, model_version: int, why: str) -> int:
         """Remove every row of one model version in one commit (readers see them all or none); returns

@@ -16,7 +16,7 @@ from tasks.registry.client import Registry
 from tasks.resources import Resources
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset, rewrite_partition, slices
+from tests.helpers import day, free_port, make_dataset, rewrite_partition, slices
 
 
 async def _latest_artifact(key: str) -> dict:
@@ -82,6 +82,19 @@ def test_deploy_registers_pools_and_scheduled_deployments(tmp_path, capsys):
     assert dep.parameters == {"config": str(config.resolve())}
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 2 * * *"
     assert pool.type == "process" and train.work_pool_name == "latentfeed-gpu"
+
+
+def test_deploy_with_the_prefect_api_down_fails_in_one_line(tmp_path, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    config = make_dataset(tmp_path, days=1)
+    down = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    started = time.monotonic()
+    with temporary_settings({PREFECT_API_URL: down}):
+        assert main(["deploy", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAILED: the Prefect API {down} does not answer") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and time.monotonic() - started < 30
 
 
 def test_gpu_pool_handoff_without_a_deployment_is_a_clear_failure(tmp_path, capsys):

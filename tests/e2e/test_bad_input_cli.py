@@ -178,9 +178,10 @@ def test_one_bad_day_in_the_training_window_costs_that_day_only(with_champion, c
     rewrite_partition(config, 2, lambda f: f.drop("x_03"))  # the glob x_* matches one column fewer
     set_config(config, "window_days = 30", 'window_days = 30\nrefresh = "always"')
     capsys.readouterr()
-    assert main(["run", "--config", str(config), "--date", day(3)]) == 0
+    assert main(["run", "--config", str(config), "--date", day(3)]) == 1  # day 2, missed, fails its catch-up
     err = capsys.readouterr().err
     assert f"skipping {day(2)} for training: it failed validation: 'x_03' (column is present)" in err
+    assert f"FAILED: 1 of 2 missed day(s) failed (the others and {day(3)} were published): {day(2)}: " in err
     s = load_settings(config)
     reg = Registry(s)
     ref = reg.champion()

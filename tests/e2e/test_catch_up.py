@@ -27,6 +27,20 @@ def test_a_missed_day_that_fails_fails_the_nightly_after_the_others_are_publishe
     assert f"{day(3)}: first published the missed day(s) {day(1)}" in capsys.readouterr().out
 
 
+def test_the_day_itself_failing_after_a_missed_day_failed_names_both(with_champion, capsys):
+    config = with_champion(days=3)
+    raw = load_settings(config).dataset.raw_uri
+    for i in (1, 2):
+        bad = f"{raw}/dt={day(i)}/part-0.parquet"
+        pl.read_parquet(bad).with_columns(pl.lit(7).alias("flag_2")).write_parquet(bad)
+    assert main(["run", "--config", str(config), "--date", day(2)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{day(1)}  failed" in out
+    assert f"FAILED: 2 of 2 day(s) failed (the others were published): {day(1)}: validation FAILED" in err
+    assert f"; {day(2)}: validation FAILED" in err
+    assert published_days(config) == [day(0)]
+
+
 def test_a_gap_longer_than_the_bound_fails_before_any_work_naming_the_backfill(with_champion, capsys):
     config = with_champion(days=4)
     config.write_text(config.read_text() + "\n[schedule]\ncatch_up_days = 1\n")
@@ -34,6 +48,6 @@ def test_a_gap_longer_than_the_bound_fails_before_any_work_naming_the_backfill(w
     err = capsys.readouterr().err
     assert f"2 day(s) with raw data were not published between {day(0)} and {day(3)} ({day(1)} .. {day(2)})" in err
     assert "[schedule].catch_up_days = 1" in err
-    assert f"latentfeed backfill --config CONFIG --start {day(1)} --end {day(2)}" in err
+    assert f"latentfeed backfill --config {config.resolve()} --start {day(1)} --end {day(2)}" in err
     assert f"prefect deployment run latentfeed-backfill/sample-backfill --param start={day(1)}" in err
     assert published_days(config) == [day(0)]

@@ -33,3 +33,24 @@ def test_a_new_champion_covers_every_day_the_table_holds(with_champion):
     assert main(["train", "--config", str(config), "--end", day(3)]) == 0
     assert Registry(load_settings(config)).champion().version == 3
     assert days_of(config, 3) == [day(2), day(3)], "history_days = 2 covers the two days up to the window's end"
+
+
+def test_a_resumed_promotion_redoes_a_day_committed_but_not_recorded(with_champion):
+    """A run killed between a day's commit and its publish record: the day's rows are there, but the
+    promotion that resumes counts it as not done and publishes it again (one slice, now recorded)."""
+    from tasks import promote
+    from tasks.publish import recorded_days
+    from tasks.resources import Resources
+
+    config = with_champion(days=1)
+    res = Resources(load_settings(config))
+    ref = res.registry.champion()
+    records = list(res.state.list_files(res.state.join("published")))
+    assert len(records) == 1
+    res.state.delete_if(records[0].uri, res.state.read_versioned(records[0].uri)[1])  # killed before its record
+    res.registry.tag_version(ref, promote.pending_state([slices(res.settings)["dt"][0]], "resumed in a test"))
+    lines: list[str] = []
+    promote.settle_pending(res, lines.append)
+    assert any("0 of 1 day(s) already re-encoded" in line for line in lines), lines
+    assert {(d.isoformat(), v) for d, v in recorded_days(res)} == {(day(0), ref.version)}
+    assert slices(res.settings).height == 1

@@ -320,6 +320,7 @@ def test_bad_partitions_on_s3_fail_alone(with_champion, tmp_path, s3, capsys):
                                       ["'x_03'", "column is present", "nothing was published",
                                        "report kept at s3://lake/features/_quarantine/"]), **BAD_FILES}
     config = with_champion(days=2 + len(corruptions), rows=500)  # day 0 published by the champion trained on it
+    config.write_text(config.read_text() + "\n[schedule]\ncatch_up_days = 0\n")  # each bad day on its own first
     good = day(1 + len(corruptions))
     bad_days = {}
     for i, (case, (corrupt, expected)) in enumerate(corruptions.items(), start=1):
@@ -358,9 +359,11 @@ def test_bad_partitions_on_s3_fail_alone(with_champion, tmp_path, s3, capsys):
     assert not [k for k in keys if any(f"dt={d}" in k for d, _ in bad_days.values()) and "/_quarantine/" not in k]
     assert any(k.endswith(f"_quarantine/sample_latent/dt={bad_days['missing column'][0]}/report.json") for k in keys)
 
-    config.write_text(config.read_text().replace("window_days = 30", 'window_days = 30\nrefresh = "always"'))
-    assert main(["run", "--config", str(config), "--date", good]) == 0
+    config.write_text(config.read_text().replace("window_days = 30", 'window_days = 30\nrefresh = "always"')
+                      .replace("catch_up_days = 0", f"catch_up_days = {len(bad_days)}"))
+    assert main(["run", "--config", str(config), "--date", good]) == 1  # the bad days it tried to catch up fail
     err = capsys.readouterr().err
     assert all(f"skipping {d} for training" in err for d, _ in bad_days.values()), err
+    assert f"FAILED: {len(bad_days)} of {len(bad_days)} missed day(s) failed (the others and {good} were" in err
     assert Registry(s).champion().version == 2
     assert sorted(set(slices(s)["dt"].cast(pl.Utf8).to_list())) == [day(0), good]

@@ -53,12 +53,13 @@ def prefect_cli(api: str, folder: Path, *args: str, timeout: float = RUN_TIMEOUT
 
 
 def last_run(deployment: str):
-    """The newest flow run of a deployment (this file's tests share the server and the deployments)."""
+    """The newest flow run of a deployment, or None (this file's tests share the server and deployments)."""
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         # limit and sort spelled out: this client sends nulls for them, which its server refuses (422)
-        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
-                                     limit=1, sort=FlowRunSort.EXPECTED_START_TIME_DESC)[0]
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                                     limit=1, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+    return runs[0] if runs else None
 
 
 def wait_final(run_id, timeout: float = RUN_TIMEOUT_S):
@@ -99,6 +100,13 @@ def test_a_late_tick_publishes_the_day_of_its_tick_after_the_days_it_missed(api,
     markdown = json.loads(night.stdout)[0]["data"]
     assert markdown.startswith(f"# sample {day(2)}: published") and "cost of the night: " in markdown
     assert f"| {day(1)} | done |" in markdown  # the day it caught up
+
+    with get_client(sync_client=True) as client:  # a run no worker will take: cancelled as the docs say
+        later = client.create_flow_run_from_deployment(
+            nightly.id, state=Scheduled(scheduled_time=tick + dt.timedelta(days=3650)))
+    cancel = prefect_cli(api, tmp_path, "flow-run", "cancel", str(later.id))
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    assert wait_final(later.id, timeout=30).state.is_cancelled()
 
 
 @pytest.mark.timeout(600)
@@ -156,9 +164,13 @@ def test_a_nightly_waiting_on_a_training_whose_worker_was_killed_fails_and_marks
     with process_group(*cpu), process_group(*gpu) as gpu_worker:
         nightly = run_deployment("latentfeed-nightly/sample-nightly", parameters={"date": day(0)}, timeout=0)
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while (holder := training_holder(state)) is None:  # the training on the GPU pool took its lease: it runs
+        holder = None
+        while holder is None:  # the training on the GPU pool took its lease (naming its flow run): it runs
             assert time.monotonic() < deadline, f"no training started:\n{log_tail(gpu[1])}"
             time.sleep(0.5)
+            train = last_run("latentfeed-train/sample-train")
+            if train is not None and train.created > nightly.created:
+                holder = training_holder(state, str(train.id))
         stuck = prefect_cli(api, tmp_path, "flow-run", "ls", "--state-type", "RUNNING", "--state-type", "CANCELLING")
         assert "train-sample-" in stuck.stdout and "nightly-sample-" in stuck.stdout, stuck.stdout + stuck.stderr
         # The GPU machine dies: its worker and the training's process, at once, with no word to Prefect.

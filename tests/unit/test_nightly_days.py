@@ -1,6 +1,7 @@
 """Which day a nightly is for, what it catches up, and how long it waits on a training: the rules alone."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import pickle
 
@@ -8,8 +9,11 @@ import pytest
 
 from tasks.errors import DaysFailed
 from tasks.gpu_pool import START_S, Watch, silence_s, verdict
+from tasks.outcomes import DayOutcome
 from tasks.rules.nightly import catch_up, day_of_tick
 from tasks.settings import Settings
+from tasks.store.lease import TRAINING, Lease, training_holder
+from tasks.store.objects import open_storage
 
 UTC = dt.timezone.utc
 
@@ -61,11 +65,23 @@ def test_days_published_after_the_run_own_do_not_hide_a_gap_before_it():
     assert (found.last, found.days) == (days(0)[0], days(1, 2, 3))
 
 
-def test_a_gap_longer_than_the_bound_is_reported_whole():
+def test_a_gap_reaching_further_back_than_the_bound_is_reported_whole():
     found = catch_up(days(10)[0], published=days(0), raw=days(*range(11)), bound=3)
     assert found.beyond and found.days == days(*range(1, 10))
     assert not catch_up(days(4)[0], published=days(0), raw=days(*range(5)), bound=3).beyond
-    assert catch_up(days(2)[0], published=days(0), raw=days(*range(3)), bound=0).beyond
+
+
+def test_holes_in_the_raw_data_never_hide_a_day_beyond_the_bound():
+    # weekdays only: 3 raw days in the gap, but the oldest is 9 days back, beyond a bound of 7
+    found = catch_up(days(10)[0], published=days(0), raw=days(1, 2, 8, 9, 10), bound=7)
+    assert found.beyond and found.days == days(1, 2, 8, 9)
+    found = catch_up(days(10)[0], published=days(0), raw=days(1, 2, 3, 10), bound=3)
+    assert found.beyond and found.days == days(1, 2, 3)
+
+
+def test_a_bound_of_zero_turns_catch_up_off():
+    found = catch_up(days(5)[0], published=days(0), raw=days(*range(6)), bound=0)
+    assert (found.days, found.beyond) == ([], False)
 
 
 SETTINGS = Settings.model_validate({"dataset": {"name": "d", "raw_uri": "raw", "real": ["x"]},
@@ -102,6 +118,20 @@ def test_cancelling_is_bounded_like_running_and_a_paused_run_like_an_unclaimed_o
     assert verdict("PAUSED", False, 71.0, paused, SETTINGS) == "unclaimed"
 
 
+def test_only_the_awaited_run_holding_the_training_lease_counts_as_alive(tmp_path):
+    state = open_storage(str(tmp_path))
+    lease = Lease(state, TRAINING, "training", "a training", ttl=60, wait_s=1)
+    lease.me = dataclasses.replace(lease.me, run="run-a")
+    lease.acquire(lambda line: None)
+    try:
+        assert training_holder(state, "run-a") is not None
+        assert training_holder(state, "run-b") is None  # another run's training keeps no dead one alive
+    finally:
+        lease.release()
+    assert training_holder(state, "run-a") is None
+
+
 def test_a_failed_run_carries_what_it_did_through_pickling():
-    e = pickle.loads(pickle.dumps(DaysFailed("1 of 3 day(s) failed", ["a", "b"])))
-    assert (str(e), e.outcomes) == ("1 of 3 day(s) failed", ["a", "b"])
+    caught = [DayOutcome("2026-12-01", "failed", "validation FAILED"), DayOutcome("2026-12-02", "done", "3 rows")]
+    e = pickle.loads(pickle.dumps(DaysFailed("1 of 2 missed day(s) failed", (None, caught))))
+    assert (str(e), e.outcomes) == ("1 of 2 missed day(s) failed", (None, caught))
