@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from tasks import promote, publish, runtime, steps, training
 from tasks.cost import Meter
 from tasks.data.ingest import Partition, even_sample
-from tasks.errors import StepFailed
+from tasks.errors import DaysFailed, StepFailed
 from tasks.names import FLOWS, artifact_key, deployment_path
 from tasks.outcomes import DayOutcome, NightlyResult, days_failed, night_markdown
 from tasks.parameters import Config, as_settings, run_name, scheduled_day
@@ -49,15 +49,16 @@ def nightly_flow(config: Config, date: str | None = None) -> NightlyResult:
 
 def _failure(day: dt.date, result: NightlyResult | None, caught: list[DayOutcome],
              error: Exception | None) -> Exception | None:
-    """What the run ends with: the day's own error alone, or one DaysFailed naming every failed day."""
+    """What the run ends with: the day's own error alone, or one DaysFailed naming every failed day (the
+    day's own error first, in full)."""
     failed = [o for o in caught if o.status == "failed"]
     if not failed:
         return error
     if error is None:
         return days_failed(failed, f"{len(caught)} missed day(s)", f"the others and {day} were published",
                            (result, caught))
-    own = DayOutcome(day.isoformat(), "failed", str(error) or type(error).__name__)
-    return days_failed([*failed, own], f"{len(caught) + 1} day(s)", "the others were published", (None, caught))
+    also = days_failed(failed, f"{len(caught)} missed day(s)", "the others were published", None)
+    return DaysFailed(f"{str(error) or type(error).__name__}\nalso {also}", (None, caught))
 
 
 def _night(res: Resources, day: dt.date, caught: dict[dt.date, DayOutcome],

@@ -21,14 +21,14 @@ _checked: set[tuple[str, bool, bool, bool]] = set()  # (config hash, needs) whos
 
 
 class DropExpectedTracebacks(logging.Filter):
-    """Prefect logs every flow/task exception with its traceback; ours, and MLflow's service faults,
-    need only their message."""
+    """Prefect logs every flow/task exception twice: once with its traceback ("Encountered exception
+    ...", "Task run failed with exception ..."), then in the run's final state ("Finished in state
+    Failed(...)"). For ours, and MLflow's service faults, the state line says it all: the record that
+    carries the exception is dropped. Any other exception is a bug and keeps its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and (isinstance(record.exc_info[1], LatentfeedError)
-                                or type(record.exc_info[1]).__module__.startswith("mlflow.")):
-            record.exc_info, record.exc_text = None, None
-        return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, LatentfeedError) or type(error).__module__.startswith("mlflow."))
 
 
 def configure(quiet_failures: bool = True) -> None:

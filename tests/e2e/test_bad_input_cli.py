@@ -28,6 +28,7 @@ from tests.helpers import (BAD_FILES, ROWS, TRACEBACK, day, failure_lines, fill,
 
 def test_missing_column_and_nan_fail_validation_and_publish_nothing(with_champion, capsys):
     config = with_champion(days=4)  # day 0 published by the champion trained on it
+    config.write_text(config.read_text() + "\n[schedule]\ncatch_up_days = 0\n")  # each day's run on its own
     rewrite_partition(config, 1, lambda f: f.drop("x_03"))
     rewrite_partition(config, 2, lambda f: f.with_columns(
         pl.when(pl.col("id") % 100 == 7).then(float("nan")).otherwise(pl.col("x_05")).alias("x_05")))

@@ -36,8 +36,8 @@ def test_the_day_itself_failing_after_a_missed_day_failed_names_both(with_champi
     assert main(["run", "--config", str(config), "--date", day(2)]) == 1
     out, err = capsys.readouterr()
     assert f"{day(1)}  failed" in out
-    assert f"FAILED: 2 of 2 day(s) failed (the others were published): {day(1)}: validation FAILED" in err
-    assert f"; {day(2)}: validation FAILED" in err
+    assert f"FAILED: validation FAILED for {load_settings(config).dataset.raw_uri}/dt={day(2)}" in err
+    assert f"also 1 of 1 missed day(s) failed (the others were published): {day(1)}: validation FAILED" in err
     assert published_days(config) == [day(0)]
 
 

@@ -149,7 +149,7 @@ def test_a_worker_run_with_mlflow_down_fails_fast_in_one_line(api, tmp_path):
     assert took < 30, f"failed after {took:.1f} s"
     assert f"the MLflow tracking server {down} does not answer" in run.state.message
     worker_log = log.read_text()
-    assert "Traceback" not in worker_log and worker_log.count("does not answer") >= 1
+    assert "Traceback" not in worker_log and worker_log.count("does not answer") == 1  # the final state alone
     print(f"nightly with MLflow down failed {took:.1f} s after it started")
 
 
