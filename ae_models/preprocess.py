@@ -1,9 +1,10 @@
 """Column-group preprocessing fitted with the model and stored beside it as JSON.
 
 Frames are read by column name through ``frame[name]`` (polars and pandas both allow it), arrays by
-position, so this module needs nothing beyond NumPy. A mapping of column name to 1-D array reads as a
-frame: the fast path of a caller that already holds its columns as arrays (the served model), with no
-frame to build.
+position, so this module needs nothing beyond NumPy. Whether fit saw names is recorded (``named``),
+never read off the names' shape: a table's columns may well be called x0, x1 ... A mapping of column
+name to 1-D array reads as a frame: the fast path of a caller that already holds its columns as arrays
+(the served model), with no frame to build.
 
 Missing values are first class: a null (or NaN) in a real or binary column stays NaN in the matrix
 the model receives (the model imputes it, sees a missing-indicator, and leaves it out of the loss);
@@ -41,26 +42,58 @@ def n_rows(X: Any) -> int:
     return len(X)
 
 
+def feature_names(X: Any) -> list[str] | None:
+    """X's column names when it has them: a frame (or mapping) whose labels are all strings, in its
+    order. None for an array and for a frame whose labels are not strings (a pandas frame built from an
+    array): those columns are positions, as scikit-learn reads them. A mix of strings and other labels
+    is refused, as scikit-learn refuses it."""
+    if not is_frame(X):
+        return None
+    labels = _labels(X)
+    text = [isinstance(c, str) for c in labels]
+    if all(text):
+        return labels
+    if any(text):
+        kinds = sorted({type(c).__name__ for c in labels})
+        raise TypeError(f"column names are only supported when all of them are strings, but X has {kinds} as "
+                        "column name types; convert them all to strings (e.g. X.columns = X.columns.astype(str))")
+    return None
+
+
+def position_names(n: int) -> list[str]:
+    """The names fit gives the columns of an input without names (an array): x0, x1 ... by position.
+    The groups of such a model name its columns so (``real=["x0", "x2"]``); whether a model was fitted
+    on names is recorded (``Preprocessor.named``), never read off a name's shape."""
+    return [f"x{i}" for i in range(n)]
+
+
+def n_columns(X: Any) -> int:
+    """How many columns X has (frame, mapping or 2-D array)."""
+    return len(_labels(X)) if is_frame(X) else np.asarray(X).shape[1]
+
+
 def column_names(X: Any) -> list[str]:
+    """X's columns as the model names them: a frame's own names, else their positions' (x0, x1 ...)."""
+    names = feature_names(X)
+    return names if names is not None else position_names(n_columns(X))
+
+
+def by_position(X: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """X's j-th column under ``names[j]``, whatever X's own labels: how an input is read when its names
+    are absent or not the ones the model reads by. X must be ``len(names)`` columns wide."""
     if is_frame(X):
-        return [str(c) for c in _labels(X)]
-    return [f"x{i}" for i in range(np.asarray(X).shape[1])]
-
-
-def is_position(name: str) -> bool:
-    """Whether a column name is the one ``column_names`` gives an array's column: x0, x1 ..."""
-    return name[:1] == "x" and name[1:].isdigit()
-
-
-def _columns(X: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Map each name to a 1-D array of that column: a frame's by name; an array's by the position an
-    ``x<i>`` name gives, else (a model fitted on a frame) in the order of ``names``."""
-    if is_frame(X):
-        return {n: np.asarray(X[n]) for n in names}
+        labels = _labels(X)
+        return {n: np.asarray(X[label]) for n, label in zip(names, labels)}
     arr = np.asarray(X)
-    if all(is_position(n) for n in names):
-        return {n: arr[:, int(n[1:])] for n in names}
     return {n: arr[:, j] for j, n in enumerate(names)}
+
+
+def _columns(X: Any) -> dict[str, np.ndarray]:
+    """Every column of X under the name ``column_names`` gives it."""
+    names = feature_names(X)
+    if names is not None:
+        return {n: np.asarray(X[n]) for n in names}
+    return by_position(X, position_names(n_columns(X)))
 
 
 def is_missing(v: Any) -> bool:
@@ -144,6 +177,12 @@ class Preprocessor:
     fill: list[float] = field(default_factory=list)  # model-space value of a missing real/binary entry
     nullable: list[str] = field(default_factory=list)  # real/binary columns fit saw missing: indicator inputs
     vocab: dict[str, list[str]] = field(default_factory=dict)
+    # Whether fit read X by column names (a frame with string labels), recorded by ``infer``; False: X
+    # was an array (or a frame without names), its columns are positions, named x0, x1 ... in the groups.
+    named: bool = True
+    # The column each position of an array holds, when not the default (``columns`` when named, else
+    # x0, x1 ...): set only for folders of format 3, read as their release read arrays (see reducer.py).
+    array_order: list[str] | None = None
 
     @classmethod
     def infer(cls, X: Any, real: Sequence[str] | None, binary: Sequence[str] | None,
@@ -153,7 +192,7 @@ class Preprocessor:
         if scale not in SCALES:
             raise ValueError(f"scale={scale!r} is unknown; choose one of {', '.join(SCALES)}")
         if real is None and binary is None and categorical is None:
-            cols = _columns(X, names)
+            cols = _columns(X)
             real = [n for n in names if cols[n].dtype.kind in "biuf"]
             categorical = [n for n in names if n not in real]
         groups = {"real": list(real or []), "binary": list(binary or []), "categorical": list(categorical or [])}
@@ -163,16 +202,12 @@ class Preprocessor:
                              f"{'...' if len(names) > 10 else ''}")
         if not any(groups.values()):
             raise ValueError("no feature columns: name real, binary or categorical columns")
-        return cls(real=groups["real"], binary=groups["binary"], categorical=groups["categorical"], scale=scale)
+        return cls(real=groups["real"], binary=groups["binary"], categorical=groups["categorical"], scale=scale,
+                   named=feature_names(X) is not None)
 
     @property
     def columns(self) -> list[str]:
         return [*self.real, *self.binary, *self.categorical]
-
-    @property
-    def positional(self) -> bool:
-        """Fitted on an array: the columns are positions (x0, x1 ...), not names."""
-        return all(is_position(c) for c in self.columns)
 
     @property
     def numeric(self) -> list[str]:
@@ -222,23 +257,22 @@ class Preprocessor:
         return self
 
     def _read(self, X: Any) -> dict[str, np.ndarray]:
-        """The model's columns of X: a frame's by name, an array's by position. A model fitted on an
-        array reads a frame of its width that lacks the ``x<i>`` names by position, as scikit-learn does."""
-        if is_frame(X):
-            names = column_names(X)
+        """The model's columns of X. Fitted on names, a frame with names is read by name (its order and
+        extra columns do not matter) and refused when it lacks one. Otherwise X is read by position:
+        an array (or frame without names) given to a model fitted on names, in the fitted order
+        (``columns``); anything given to a model fitted on an array, in that array's order."""
+        names = feature_names(X)
+        if names is not None and self.named:
             present = set(names)  # once: a pandas index is slow to walk
             missing = [n for n in self.columns if n not in present]
-            if missing and self.positional and len(names) == len(self.columns):
-                labels = _labels(X)
-                return {n: np.asarray(X[labels[int(n[1:])]]) for n in self.columns}
             if missing:
                 raise ValueError(f"input lacks column(s) {missing}; the model was fitted on {self.columns}")
-        else:
-            arr = np.asarray(X)
-            if arr.ndim != 2 or arr.shape[1] != len(self.columns):
-                raise ValueError(f"input has shape {arr.shape}; expected (n_rows, {len(self.columns)}) "
-                                 f"columns in the order {self.columns[:10]}")
-        return _columns(X, self.columns)
+            return {n: np.asarray(X[n]) for n in self.columns}
+        shape = (n_rows(X), n_columns(X)) if is_frame(X) else np.asarray(X).shape
+        if len(shape) != 2 or shape[1] != len(self.columns):
+            raise ValueError(f"input has shape {shape}; expected (n_rows, {len(self.columns)}) "
+                             f"columns in the order {self.columns[:10]}")
+        return by_position(X, self.array_order or (self.columns if self.named else position_names(len(self.columns))))
 
     def transform(self, X: Any) -> np.ndarray:
         """Frame or array -> (n, d) float32, NaN where a real or binary value is missing."""

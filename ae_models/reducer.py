@@ -22,11 +22,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .config import AEConfig, latent_names
 from .hashing import BinaryHasher
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
-from .preprocess import Preprocessor, column_names, is_frame, n_rows
+from .preprocess import Preprocessor, feature_names, is_frame, n_columns, n_rows, position_names
 from .training import EVAL_BATCH as ENCODE_BATCH
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: the preprocessor records whether fit saw column names (``named``)
+_OLD_FORMATS = (3,)  # formats load still reads (see ``_read_old_format``)
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
 AUTO = "auto"
 
@@ -91,8 +92,12 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     feature_names_in_ : ndarray of str
-        The columns the model reads, in its order; only when fitted on a frame. A frame is read by
-        column name (its order and extra columns do not matter), an array by position.
+        The columns the model reads, in its order; only when fitted on a frame whose column names are
+        strings (recorded at fit and saved, never inferred from the names). A frame is then read by
+        column name (its order and extra columns do not matter; a missing one is refused), an array by
+        position in this order. Fitted on an array, everything is read by position in that array's
+        order (a frame with a warning). A folder saved by an earlier release (format 3) did not record
+        it: it loads with names, read as that release read them (see ``_read_old_format``).
     n_features_in_ : int
         How many columns the model reads.
     threshold_ : float
@@ -393,20 +398,22 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             raise NotFittedError("this AutoencoderReducer is not fitted yet: call fit(X) or load(path) first")
 
     def _matrix(self, X: Any) -> torch.Tensor:
-        """X -> the model's input matrix; an array must have the fitted width (a frame is read by name)."""
+        """X -> the model's input matrix. A frame is read by name when the model was fitted on names;
+        anything else by position, and must have the fitted width (see ``Preprocessor._read``)."""
         self._check_fitted()
         X = _table(X)
         p = self.preprocessor_
-        if not is_frame(X):
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+        names = feature_names(X)
+        if names is None or not p.named:  # read by position: the width must be the fitted one
+            if n_columns(X) != self.n_features_in_:
+                raise ValueError(f"X has {n_columns(X)} features, but {type(self).__name__} is expecting "
                                  f"{self.n_features_in_} features as input (columns in the order {p.columns[:10]}"
                                  f"{'...' if self.n_features_in_ > 10 else ''})")
-            if not p.positional:
-                warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was fitted with "
-                              f"feature names: its columns are read in the fitted order {p.columns[:10]}"
-                              f"{'...' if self.n_features_in_ > 10 else ''}", UserWarning, stacklevel=3)
-        elif p.positional and not set(p.columns) <= set(column_names(X)):
+        if names is None and p.named:
+            warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was fitted with "
+                          f"feature names: its columns are read in the fitted order {p.columns[:10]}"
+                          f"{'...' if self.n_features_in_ > 10 else ''}", UserWarning, stacklevel=3)
+        elif names is not None and not p.named:
             warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without feature names: "
                           "its columns are read by position", UserWarning, stacklevel=3)
         return torch.from_numpy(p.transform(X))
@@ -492,7 +499,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
     def feature_names_in_(self) -> np.ndarray:
         """The columns the model reads, in its order; defined only when fitted on a frame (as in scikit-learn)."""
         self._check_fitted()
-        if self.preprocessor_.positional:
+        if not self.preprocessor_.named:
             raise AttributeError("this AutoencoderReducer was fitted on an array: its columns have no names")
         return np.asarray(self.preprocessor_.columns, dtype=object)
 
@@ -511,7 +518,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             if len(names) != self.n_features_in_:
                 raise ValueError(f"input_features should have length equal to number of features "
                                  f"({self.n_features_in_}), got {len(names)}")
-            if not self.preprocessor_.positional and names != self.preprocessor_.columns:
+            if self.preprocessor_.named and names != self.preprocessor_.columns:
                 raise ValueError("input_features is not equal to feature_names_in_")
         return np.asarray(latent_names(self.latent_dim), dtype=object)
 
@@ -554,6 +561,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         except FileNotFoundError as e:
             raise ValueError(f"{path} is not a saved AutoencoderReducer: {e.filename} is missing") from None
+        if meta.get("format_version") in _OLD_FORMATS:
+            meta = _read_old_format(meta)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
                              "train the model again with this version of ae_models")
@@ -579,6 +588,25 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         est.latent_range_ = np.asarray(meta["latent_range"], np.float32)
         est.hasher_ = BinaryHasher.from_dict(meta["hasher"]) if meta.get("hasher") else None  # absent before code_bits
         return est
+
+
+def _read_old_format(meta: dict[str, Any]) -> dict[str, Any]:
+    """A ``reducer.json`` written by an earlier release (format 3), as this version's format.
+
+    Reading an old file only: format 3 did not record whether fit saw column names, and its release
+    guessed it from their shape. It read a frame by name, and an array's columns by the digits of
+    names x<digits> (x0, x07 ...), by position in the fitted order otherwise. The file cannot say
+    whether x0 .. x9 were an array's positions or a table's names, so it is read as that release read
+    it: by name (``named``), arrays in the digits' order (``array_order``). Nowhere else looks at a
+    name's shape.
+    """
+    preprocessor = dict(meta["preprocessor"])
+    columns = [*preprocessor["real"], *preprocessor.get("binary", []), *preprocessor.get("categorical", [])]
+    digits = [int(c[1:]) if c[:1] == "x" and c[1:].isdecimal() else -1 for c in columns]
+    if sorted(digits) == list(range(len(columns))) and digits != sorted(digits):
+        preprocessor["array_order"] = [c for _, c in sorted(zip(digits, columns))]
+    preprocessor["named"] = True
+    return {**meta, "format_version": FORMAT_VERSION, "preprocessor": preprocessor}
 
 
 def auto_hidden(width: int) -> tuple[int, int]:
