@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -127,6 +128,8 @@ def test_a_backfill_deployment_over_a_bad_day_ends_failed_naming_it_and_publishe
     assert "1 of 3 day(s) failed (the others were published or skipped)" in run.state.message and f"{day(1)}: validation FAILED" in run.state.message
     assert "flag_2" in run.state.message and day(2) not in run.state.message
     assert run.name == f"backfill-sample-{day(2)}"
+    worker_log = log.read_text()  # each day through the retried steps the nightly uses
+    assert re.search(r"Task run 'check-day-\w+'", worker_log) and re.search(r"Task run 'publish-[0-9a-f]+'", worker_log)
     assert published_days(config) == [day(0), day(2)]
     with get_client(sync_client=True) as client:  # the progress is on the run the operator triggered
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
