@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from tasks.errors import IngestError, StorageError
+from tasks.errors import ConfigError, IngestError, StorageError
+from tasks.rules.columns import refused
 from tasks.settings import Settings
 from tasks.store.objects import FileInfo, Storage
 
@@ -170,6 +171,9 @@ def scan_partition(storage: Storage, settings: Settings, date: dt.date) -> Parti
                          ("categorical", d.categorical)):
         cols[group], miss = resolve_columns(names, available)
         missing += miss
+    why = refused(cols)  # what patterns matched: a key a pattern also takes, a table column's name
+    if why:
+        raise ConfigError(f"raw partition {uri}: " + "; ".join(why))
     wanted = [c for g in cols.values() for c in g]
     extra = [c for c in available if c not in wanted and c != d.partition_key]
     frame = lf.select(wanted).with_columns(pl.lit(date, dtype=pl.Date).alias("dt"))

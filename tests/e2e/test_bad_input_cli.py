@@ -252,3 +252,13 @@ def test_a_disk_that_fills_up_mid_publish_fails_the_day_in_one_line_and_the_reru
         (features / "filler").unlink()
         assert main(["run", "--config", str(config), "--date", day(1)]) == 0
         assert published_days(config) == [day(0), day(1)]
+
+
+def test_a_pattern_that_takes_the_key_is_refused_before_any_run(tmp_path, capsys):
+    config = make_dataset(tmp_path, days=1, rows=50)
+    set_config(config, 'real = ["x_*"]', 'real = ["*"]')
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 2
+    err = capsys.readouterr().err
+    assert "config error: raw partition " in err and "column 'id' is also in [dataset].keys" in err
+    assert "Beginning flow run" not in err and not TRACEBACK.search(err)
+    assert published_days(config) == []
