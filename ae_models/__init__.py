@@ -7,11 +7,11 @@ from typing import Any
 
 from .config import ACTIVATIONS, KINDS, LATENT_PREFIX, AEConfig
 
-__all__ = ["ACTIVATIONS", "AEConfig", "AutoencoderReducer", "KINDS", "LATENT_PREFIX", "NotFittedError"]
+__all__ = ["ACTIVATIONS", "AEConfig", "AutoencoderReducer", "FormatError", "KINDS", "LATENT_PREFIX", "NotFittedError"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("AutoencoderReducer", "NotFittedError"):
+    if name in ("AutoencoderReducer", "FormatError", "NotFittedError"):
         from . import reducer
 
         return getattr(reducer, name)

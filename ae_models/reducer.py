@@ -26,6 +26,10 @@ from .preprocess import Preprocessor, feature_names, is_frame, n_columns, n_rows
 from .training import EVAL_BATCH as ENCODE_BATCH
 from .training import Callback, LoopResult, LoopSettings, evaluate, fit_loop, resolve_device
 
+class FormatError(ValueError):
+    """A saved folder of another format than this code reads (as opposed to a damaged one)."""
+
+
 FORMAT_VERSION = 4  # 4: the preprocessor records whether fit saw column names (``named``)
 _OLD_FORMATS = (3,)  # formats load still reads (see ``_read_old_format``)
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
@@ -558,14 +562,22 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         path = Path(path)
         try:
             meta = json.loads((path / "reducer.json").read_text())
-            state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         except FileNotFoundError as e:
             raise ValueError(f"{path} is not a saved AutoencoderReducer: {e.filename} is missing") from None
+        except ValueError as e:  # not JSON (truncated, overwritten): the folder is damaged
+            raise ValueError(f"{path / 'reducer.json'} is not valid JSON ({e}): the folder is damaged") from None
         if meta.get("format_version") in _OLD_FORMATS:
             meta = _read_old_format(meta)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
-                             "train the model again with this version of ae_models")
+            raise FormatError(f"{path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+                              "train the model again with this version of ae_models")
+        try:
+            state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        except FileNotFoundError as e:
+            raise ValueError(f"{path} is not a saved AutoencoderReducer: {e.filename} is missing") from None
+        except Exception as e:  # truncated or overwritten: torch and pickle raise a zoo of types
+            raise ValueError(f"{path / 'weights.pt'} cannot be read ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}): the folder is damaged") from None
         params = dict(meta["params"])
         if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])

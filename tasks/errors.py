@@ -44,6 +44,10 @@ class IncompatibleModel(LatentfeedError, ValueError):
     """A registered model version this code cannot load (saved by another format of ae_models)."""
 
 
+class DamagedModel(LatentfeedError, RuntimeError):
+    """A registered model version whose saved files are missing or corrupt: never taken for no model."""
+
+
 class StepFailed(LatentfeedError, RuntimeError):
     """A partition or step failed for a reason the message states in full (bad data, missing input)."""
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from tasks.cost import Cost
-from tasks.errors import ConfigError, IncompatibleModel, RegistryError, redact
+from tasks.errors import ConfigError, DamagedModel, IncompatibleModel, RegistryError, redact
 from tasks.process import dead_here
 from tasks.settings import Settings
 
@@ -77,7 +77,7 @@ def _load(tracking_uri: str, name: str, version: int) -> "AutoencoderReducer":
     """A registered version's estimator, downloaded once per process and version."""
     import mlflow
 
-    from ae_models import AutoencoderReducer
+    from ae_models import AutoencoderReducer, FormatError
 
     c = _client(tracking_uri)
     mv = c.get_model_version(name, str(version))
@@ -89,8 +89,12 @@ def _load(tracking_uri: str, name: str, version: int) -> "AutoencoderReducer":
                                                     tracking_uri=tracking_uri)
         try:
             return AutoencoderReducer.load(local)
-        except ValueError as e:
+        except FormatError as e:  # only a format this code does not read retires a champion
             raise IncompatibleModel(f"model {name} version {version} cannot be loaded: {e}") from None
+        except ValueError as e:  # a missing or corrupt file: the run fails naming it
+            what = str(e).replace(str(local), "reducer")
+            raise DamagedModel(f"model {name} version {version} is damaged: {what} (in {source}/artifacts); restore "
+                               "its files, or make another version champion (latentfeed promote --version N)") from None
 
 
 class Registry:
@@ -196,7 +200,8 @@ class Registry:
     def serving(self) -> tuple[ModelRef | None, "AutoencoderReducer | None", str | None]:
         """The champion, its estimator, and why it cannot serve: (None, None, "no champion model yet")
         before the first training; (ref, None, why) for a version saved in a format this code cannot
-        load (the next training replaces it); (ref, reducer, None) otherwise."""
+        load (the next training replaces it); (ref, reducer, None) otherwise. A champion whose files are
+        missing or corrupt raises DamagedModel: it is never taken for no champion."""
         ref = self.champion()
         if ref is None:
             return None, None, "no champion model yet"

@@ -23,7 +23,7 @@ from tasks.settings import load_settings
 from tasks.store.latents import latent_columns
 from tasks.validation import ValidationReport
 
-from tests.helpers import ROWS, day, make_dataset, rewrite_partition, set_config, slices
+from tests.helpers import ROWS, day, failure_lines, make_dataset, published_days, rewrite_partition, set_config, slices
 
 
 def test_drift_refreshes_the_champion_and_reencodes_the_window(with_champion, capsys):
@@ -100,6 +100,27 @@ def test_a_champion_saved_by_an_older_release_is_replaced(with_champion, tmp_pat
     run = reg.client.get_run(champion.run_id)
     assert run.data.tags["promoted"] == "True" and "champion_holdout_error" not in run.data.metrics
     assert read_features(config).collect()["model_version"].unique().to_list() == [2]
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda folder: (folder / "weights.pt").unlink(), "weights.pt is missing"),
+    (lambda folder: (folder / "reducer.json").write_text((folder / "reducer.json").read_text()[:40]),
+     "reducer.json is not valid JSON"),
+])
+def test_a_damaged_champion_fails_the_run_naming_the_file_and_is_never_replaced_unjudged(
+        with_champion, tmp_path, capsys, damage, named):
+    config = with_champion(days=2)
+    [folder] = [p.parent for p in tmp_path.rglob("reducer/reducer.json")]
+    damage(folder)
+    registry._load.cache_clear()  # this process may have loaded v1 before it was damaged
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 1
+    [line] = failure_lines(capsys.readouterr().err)
+    assert line.startswith("FAILED: model sample-autoencoder version 1 is damaged: ") and named in line
+    assert "latentfeed promote --version N" in line
+    reg = Registry(load_settings(config))
+    assert reg.champion().version == 1 and [r.version for r, _ in reg.versions()] == [1]
+    assert published_days(config) == [day(0)]
+
 
 def test_each_config_keeps_its_own_mlflow_store(tmp_path):
     a, b = make_dataset(tmp_path / "a", days=1, rows=100), make_dataset(tmp_path / "b", days=1, rows=100)
