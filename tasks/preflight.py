@@ -65,6 +65,8 @@ def check_stores(settings: Settings, raw: bool = True, features: bool = True, wr
     table, its state folder and the quarantine can be written (a full disk too)."""
     for uri in [settings.dataset.raw_uri] * raw + [settings.features.uri] * features:
         open_storage(uri).check_reachable(settings.services.check_tries, settings.services.check_timeout_seconds)
+    if raw:  # read-only to us: it must be there already
+        open_storage(settings.dataset.raw_uri).check_exists("[dataset].raw_uri")
     if features and write:
         from tasks.store import quarantine
 

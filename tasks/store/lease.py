@@ -31,6 +31,8 @@ from tasks.store.objects import Storage
 
 POLL_S = 2.0  # how often a waiting run looks at the lease (a quarter of a shorter lease)
 TRAINING = "training"  # the name of a dataset's training lease
+MAX_PID = 2**31  # above any pid_max: a larger pid is a damaged file, not a process
+FAR_AHEAD = 10  # a lease running out more than this many lease lengths ahead was not written by a holder
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Holder:
         holder = cls(**json.loads(text))
         if not (isinstance(holder.pid, int) and all(isinstance(t, (int, float)) for t in (holder.since, holder.expires))):
             raise TypeError(f"pid, since and expires must be numbers: {text[:200]}")
+        if not 0 <= holder.pid < MAX_PID:
+            raise ValueError(f"pid {holder.pid} is no process id: {text[:200]}")
         return holder
 
     def live(self) -> bool:
@@ -100,7 +104,10 @@ class Lease:
         if found is None:
             return None, None
         try:
-            return Holder.parse(found[0]), found[1]
+            holder = Holder.parse(found[0])
+            if holder.expires > time.time() + FAR_AHEAD * self.ttl:  # no holder renews that far ahead
+                raise ValueError(f"it runs out at {holder.expires:g}, more than {FAR_AHEAD} lease lengths ahead")
+            return holder, found[1]
         except (ValueError, TypeError) as e:  # bad JSON or fields: a damaged file guards nothing
             self.damage = f"{type(e).__name__}: {e}"
             return None, found[1]

@@ -96,6 +96,10 @@ class Storage(ABC):
         """Fail fast, before any work, when ``uri`` cannot be written (checked on local folders: on S3
         a refused write is one line already, from the write itself)."""
 
+    def check_exists(self, what: str) -> None:
+        """Fail fast, before any work, when this root is a local folder that does not exist (an S3
+        prefix has no existence of its own: its listing says what it holds)."""
+
     def storage_options(self) -> dict[str, str] | None:
         """Options for polars/deltalake object-store clients (None for local paths)."""
         return None
@@ -108,6 +112,11 @@ class LocalStorage(Storage):
 
     def __init__(self, uri: str):
         super().__init__(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+    def check_exists(self, what: str) -> None:
+        if not Path(self.uri).is_dir():
+            raise StorageError(f"{what} {self.uri} is not a folder: check the path (a relative one is read against "
+                               "the config file's folder)")
 
     @staticmethod
     @contextmanager

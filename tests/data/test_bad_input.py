@@ -126,6 +126,10 @@ def test_missing_raw_root_and_undated_folders_are_named(tmp_path, capsys):
     s = load_settings(config)
     with pytest.raises(IngestError, match="no-such-folder holds no dt=YYYY-MM-DD partition folders"):
         scan_partition(open_storage(s.dataset.raw_uri), s, dt.date.fromisoformat(day(0)))
+    started = time.monotonic()  # the commands say so before any work
+    assert main(["validate", "--config", str(config), "--date", day(0)]) == 1
+    assert capsys.readouterr().err.startswith(f"FAILED: [dataset].raw_uri {s.dataset.raw_uri} is not a folder: ")
+    assert time.monotonic() - started < 10
 
 
 def test_a_binary_column_stored_as_float_is_read_as_binary(tmp_path):
