@@ -145,7 +145,7 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
         unchanged()  # a file replaced while it was read: say that, not what the reader made of it
         raise
     log(f"published {pub.rows} rows for model version {ref.version}, {part.date} -> {pub.table_uri} "
-        f"(Delta version {pub.table_version})")
+        f"({pub.commit()})")
     return dataclasses.replace(pub, raw_memory_bytes=batches.raw_memory)
 
 

@@ -126,7 +126,7 @@ def publish_partition(res: Resources, date: str, ref: ModelRef, force: bool = Fa
     meter = Meter(prior=checked.cost if checked is not None else None)
     part, report = check_day(res, dt.date.fromisoformat(date), res.registry.load_reducer(ref), checked)
     pub, reused = publish_day(res, ref, part, report, force=force, meter=meter)
-    how = "already published from the same inputs" if reused else f"Delta version {pub.table_version}"
+    how = "already published from the same inputs" if reused else pub.commit()
     cost = meter.cost()
     return DayOutcome(date, "done", f"{pub.rows} rows, model v{ref.version} ({how})", cost.wall_seconds,
                       cost.cpu_seconds)

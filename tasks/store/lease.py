@@ -32,7 +32,9 @@ from tasks.store.objects import Storage
 POLL_S = 2.0  # how often a waiting run looks at the lease (a quarter of a shorter lease)
 TRAINING = "training"  # the name of a dataset's training lease
 MAX_PID = 2**31  # above any pid_max: a larger pid is a damaged file, not a process
-FAR_AHEAD = 10  # a lease running out more than this many lease lengths ahead was not written by a holder
+# No holder renews its lease this far ahead (the longer of a day and ten of the waiter's lease lengths:
+# runs may use other lease_seconds): a lease running out later guards nothing.
+FAR_AHEAD_S, FAR_AHEAD_LEASES = 86_400, 10
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,10 @@ class Lease:
             return None, None
         try:
             holder = Holder.parse(found[0])
-            if holder.expires > time.time() + FAR_AHEAD * self.ttl:  # no holder renews that far ahead
-                raise ValueError(f"it runs out at {holder.expires:g}, more than {FAR_AHEAD} lease lengths ahead")
+            ahead = max(FAR_AHEAD_S, FAR_AHEAD_LEASES * self.ttl)
+            if holder.expires > time.time() + ahead:  # no holder renews that far ahead
+                raise ValueError(f"it runs out at {holder.expires:g}, more than {ahead:g} s ahead: no holder renews "
+                                 "that far")
             return holder, found[1]
         except (ValueError, TypeError) as e:  # bad JSON or fields: a damaged file guards nothing
             self.damage = f"{type(e).__name__}: {e}"

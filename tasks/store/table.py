@@ -43,8 +43,17 @@ class Published:
     anomalies: int
     bytes: int  # on disk
     memory_bytes: int  # in memory as read_features returns it (float32 latents)
-    table_version: int
+    table_version: int  # the table's version once the commit landed: ours, or a later writer's
     raw_memory_bytes: int = 0  # the raw rows in memory as a polars frame, when the caller counted them
+    # Our commit's own version, when the log tells it: no other writer committed between the table this
+    # run read before writing and the table after (else None: another day's commit may be table_version).
+    own_version: int | None = None
+
+    def commit(self) -> str:
+        """The commit as a log line can name it."""
+        if self.own_version is not None:
+            return f"Delta version {self.own_version}"
+        return f"a Delta version up to {self.table_version} (other writers committed meanwhile)"
 
 
 def writer_properties(schema: pa.Schema):
@@ -193,6 +202,7 @@ class FeatureTable:
 
         schema = first.to_arrow().schema
         self.check_schema(schema)
+        before = self._table.version() if self._table is not None else -1  # ours comes after it
         predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
         try:
             write_deltalake(self.uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
@@ -211,8 +221,10 @@ class FeatureTable:
                                f"{reason}. The day is not recorded published: its next run redoes it whole"
                                ) from None
         self.refresh()
+        after = self._table.version()
         return Published(self.uri, model_version, date, counts["rows"], counts["anomalies"],
-                         _slice_bytes(self._table, model_version, date), counts["memory"], self._table.version())
+                         _slice_bytes(self._table, model_version, date), counts["memory"], after,
+                         own_version=after if after == before + 1 else None)
 
     def delete_version(self, model_version: int, why: str) -> int:
         """Remove every row of one model version in one commit (readers see them all or none); returns

@@ -15,7 +15,7 @@ from tasks.store.objects import open_storage
 @pytest.mark.parametrize("fields, why", [
     ({"pid": 2**64}, "pid 18446744073709551616 is no process id"),
     ({"pid": -5}, "pid -5 is no process id"),
-    ({"host": "elsewhere", "expires": 1e300}, "more than 10 lease lengths ahead"),
+    ({"host": "elsewhere", "expires": 1e300}, "more than 86400 s ahead: no holder renews that far"),
 ])
 def test_a_lease_file_no_holder_could_write_is_replaced_naming_it(tmp_path, fields, why):
     state = open_storage(str(tmp_path))

@@ -54,3 +54,36 @@ def test_a_full_disk_fails_the_write_in_one_line_and_leaves_the_table_as_it_was(
         (disk / "filler").unlink()
         table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {})  # room again: the day goes through
         assert FeatureTable(load_settings(path)).slices()["rows"].to_list() == [50, 50_000]
+
+
+def _key_at(uri: str, version: int) -> str | None:
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, version=version).history(1)[0].get("idempotency_key")
+
+
+def test_a_publish_names_its_own_commit_and_never_another_writers(tmp_path, monkeypatch):
+    import deltalake
+
+    path = tmp_path / "latentfeed.toml"
+    path.write_text(CONFIG)
+    ours, theirs = FeatureTable(load_settings(path)), FeatureTable(load_settings(path))
+    first = ours.replace_slice([day_rows(DAY)], 1, DAY, {"idempotency_key": "ours-1"})  # alone: exact
+    assert first.own_version == first.table_version == 0 and first.commit() == "Delta version 0"
+    second = ours.replace_slice([day_rows(DAY + dt.timedelta(days=1))], 1, DAY + dt.timedelta(days=1),
+                                {"idempotency_key": "ours-2"})
+    assert second.own_version == 1 and _key_at(ours.uri, 1) == "ours-2"
+
+    write = deltalake.write_deltalake
+
+    def then_theirs(*args, **kwargs):  # another day's commit lands right after ours, before we look
+        write(*args, **kwargs)
+        monkeypatch.setattr(deltalake, "write_deltalake", write)
+        theirs.replace_slice([day_rows(DAY + dt.timedelta(days=3))], 1, DAY + dt.timedelta(days=3),
+                             {"idempotency_key": "theirs"})
+
+    monkeypatch.setattr(deltalake, "write_deltalake", then_theirs)
+    third = ours.replace_slice([day_rows(DAY + dt.timedelta(days=2))], 1, DAY + dt.timedelta(days=2),
+                               {"idempotency_key": "ours-3"})
+    assert (third.table_version, _key_at(ours.uri, 3)) == (3, "theirs")  # the newest is not ours
+    assert third.own_version is None and third.commit() == "a Delta version up to 3 (other writers committed meanwhile)"
