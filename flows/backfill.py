@@ -72,7 +72,7 @@ def run_partitions(config: Config, dates: list[str], ref: ModelRef, force: bool,
         try:
             outcomes[d] = future.result()
         except Exception as e:  # the step's own error: the message that says what is wrong
-            outcomes[d] = DayOutcome(d, "failed", str(e) or type(e).__name__)
+            outcomes[d] = DayOutcome.failed(d, e)
         bar.advance(outcomes[d].status != "failed")
     return outcomes
 

@@ -96,8 +96,9 @@ def _missed(res: Resources, day: dt.date) -> list[dt.date]:
     raise StepFailed(f"{len(found.days)} day(s) with raw data were not published between {found.last} and {day} "
                      f"({first} .. {last}), more than [schedule].catch_up_days = "
                      f"{res.settings.schedule.catch_up_days} a nightly catches up: nothing was published. Fill them "
-                     f"with `latentfeed backfill --config {res.settings.source} --start {first} --end {last}` (or `prefect "
-                     f"deployment run {name} --param start={first} --param end={last}`); the next nightly goes on")
+                     f"with `latentfeed backfill --config {res.settings.source} --start {first} --end {last}` "
+                     f"(or `prefect deployment run {name} --param start={first} --param end={last}`); the next "
+                     "nightly goes on")
 
 
 def _refreshed(res: Resources, day: dt.date, part: Partition, report: ValidationReport, before: ModelRef | None,
@@ -124,7 +125,7 @@ def _publish_days(res: Resources, ref: ModelRef, days: list[dt.date]) -> dict[dt
         try:
             outcomes[d] = steps.publish_partition(res, d.isoformat(), ref)
         except Exception as e:  # the step's own error: the message that says what is wrong
-            outcomes[d] = DayOutcome(d.isoformat(), "failed", str(e) or type(e).__name__)
+            outcomes[d] = DayOutcome.failed(d.isoformat(), e)
     return outcomes
 
 

@@ -2,9 +2,10 @@
 
 The wait is bounded in every state: a run no worker picks up is cancelled after
 ``[schedule].train_timeout_minutes``; a run that is RUNNING (or CANCELLING) must show it is alive by
-holding the dataset's training lease (its holder names the flow run), renewed every ``lease_seconds / 3``. A worker
-killed with its flow stops renewing (or is seen gone at once on the same host), so once the lease has
-been gone for ``silence_s`` the run is marked CRASHED and the nightly fails in one line.
+holding the dataset's training lease (its holder names the flow run), renewed every
+``lease_seconds / 3``. A worker killed with its flow stops renewing (or is seen gone at once on the
+same host), so once the lease has been gone for ``silence_s`` the run is marked CRASHED and the
+nightly fails in one line.
 """
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def await_training(res: "Resources", run_id, name: str):
                                      f"within [schedule].train_timeout_minutes = {sched.train_timeout_minutes:g}: "
                                      f"{hint}; the run was cancelled and nothing was published")
             elif why == "dead" and _still_silent(client, res, run_id):
-                message = (f"its process stopped: no live training lease for {silence_s(res.settings, watch.leased):g} s "
-                           "(the worker or its flow was killed); marked crashed by the run waiting on it")
+                silent = silence_s(res.settings, watch.leased)
+                message = (f"its process stopped: no live training lease for {silent:g} s (the worker or its flow "
+                           "was killed); marked crashed by the run waiting on it")
                 client.set_flow_run_state(run_id, Crashed(message=message), force=True)
                 raise StepFailed(f"the training on pool {sched.gpu_pool} ({name}, flow run {run.name}) was "
                                  f"{state}, but {message}; nothing was published: the next run trains again")

@@ -106,6 +106,11 @@ class DayOutcome:
     seconds: float = 0.0  # what the day's work took here: wall ...
     cpu_seconds: float = 0.0  # ... and CPU time (tasks/cost.py)
 
+    @classmethod
+    def failed(cls, date: str, error: Exception) -> "DayOutcome":
+        """A day whose step raised: its own message says what is wrong."""
+        return cls(date, "failed", str(error) or type(error).__name__)
+
     def why(self) -> str:
         """The detail's first two lines, on one: what failed and, for a validation report, its first finding."""
         return " ".join(line.strip() for line in self.detail.splitlines()[:2])
