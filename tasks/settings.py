@@ -241,9 +241,9 @@ class Settings(_Section):
     def _has_features(cls, d: DatasetSettings) -> DatasetSettings:
         if not (d.real or d.binary or d.categorical):
             raise ValueError("name at least one feature column in real, binary or categorical")
-        from tasks.rules.columns import refused
+        from tasks.rules.columns import is_pattern, refused
 
-        named = {"keys": d.key_columns, **{g: [n for n in getattr(d, g) if not any(c in n for c in "*?[")]
+        named = {"keys": d.key_columns, **{g: [n for n in getattr(d, g) if not is_pattern(n)]
                                             for g in ("real", "binary", "categorical")}}
         why = refused(named)
         if why:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from tasks.errors import ConfigError, IngestError, StorageError
-from tasks.rules.columns import refused
+from tasks.rules.columns import is_pattern, refused
 from tasks.settings import Settings
 from tasks.store.objects import FileInfo, Storage
 
@@ -77,7 +77,7 @@ def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str
     """Expand names and glob patterns against the columns present; report those matching nothing."""
     out, missing = [], []
     for pat in patterns:
-        hits = [c for c in available if fnmatch.fnmatchcase(c, pat)] if any(ch in pat for ch in "*?[") else (
+        hits = [c for c in available if fnmatch.fnmatchcase(c, pat)] if is_pattern(pat) else (
             [pat] if pat in available else [])
         if not hits:
             missing.append(pat)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ae_models.config import LATENT_PREFIX
+
 TABLE_COLUMNS = ("dt", "model_version", "anomaly_score", "is_anomaly", "code", "recon_error")
-LATENT_PREFIX = "latent_"  # latent_0, latent_1 ... (ae_models.config.LATENT_PREFIX)
 GROUPS = ("keys", "real", "binary", "categorical")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a configured column is a glob pattern (matched against the raw columns) or a name."""
+    return any(ch in name for ch in "*?[")
 
 
 def table_clash(name: str) -> str | None:
