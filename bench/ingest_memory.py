@@ -69,6 +69,7 @@ def child(root: Path) -> None:
     from tasks.data.ingest import even_sample, scan_partition
     from tasks.settings import load_settings
     from tasks.store.objects import open_storage
+    from tasks.store.identity import ModelIdentity
     from tasks.store.table import FeatureTable
     from tasks.validation import validate
 
@@ -82,7 +83,7 @@ def child(root: Path) -> None:
     est = AutoencoderReducer(latent_dim=16, hidden=(64, 32), epochs=2, seed=0).fit(sample)
     t2, stage = time.perf_counter(), Meter()
     pub = FeatureTable(settings).replace_slice(EncodedBatches(est, part.frame, ["id"], 1), 1, DATE,
-                                               {"bench": "ingest_memory"})
+                                               {"bench": "ingest_memory"}, ModelIdentity("bench", "bench", 16), 1)
     t3, publish_peak = time.perf_counter(), stage.cost().peak_rss_bytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"rows": pub.rows, "peak_rss": peak, "validate_s": t1 - t0, "fit_s": t2 - t1,

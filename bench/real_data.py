@@ -48,6 +48,7 @@ from ae_models import AutoencoderReducer  # noqa: E402
 from tasks.model.encode import EncodedBatches, quantisation  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 from tasks.store.latents import write_quantisation  # noqa: E402
+from tasks.store.identity import ModelIdentity  # noqa: E402
 from tasks.store.table import FeatureTable  # noqa: E402
 
 LATENTS = {"digits": 8, "breast_cancer": 4, "randhie": 4, "diamonds": 4, "flchain": 4, "movies": 6}
@@ -185,7 +186,7 @@ def published_bytes(ds: rd.Dataset, k: int) -> dict:
             table = FeatureTable(settings)
             if dtype == "int8":
                 write_quantisation(table.state, 1, quantisation(est))
-            pub = table.replace_slice(batches, 1, day, {})
+            pub = table.replace_slice(batches, 1, day, {}, ModelIdentity("bench", "bench", est.latent_dim), 1)
             out[dtype] = pub.bytes
             out[f"{dtype}_mem"] = pub.memory_bytes
             out["raw_mem"] = batches.raw_memory

@@ -78,3 +78,7 @@ class DaysFailed(StepFailed):
 
     def __reduce__(self):  # pickled with its outcomes (Prefect may keep a failed run's exception)
         return type(self), (str(self), self.outcomes)
+
+
+class TableClaimed(ConfigError):
+    """The feature table belongs to another dataset, or its rows of a version to another model."""

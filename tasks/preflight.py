@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from tasks.errors import StorageError, redact
+from tasks.errors import ConfigError, StorageError, redact
 from tasks.settings import Settings
 from tasks.store.objects import open_storage
 
@@ -75,3 +75,34 @@ def check_stores(settings: Settings, raw: bool = True, features: bool = True, wr
         for uri in (settings.table_uri, state.join("published"), state.join("leases", "publish"),
                     quarantine.root(settings).uri):
             store.check_writable(uri)
+        check_table(settings)
+
+
+LEGACY_TABLE = "features"  # [features].table when a config left it out, before it became the dataset's name
+
+
+def check_table(settings: Settings) -> None:
+    """The feature table is this dataset's (its recorded owner), and a config that leaves
+    ``[features].table`` out does not quietly start a new table beside the one an earlier release
+    wrote at the old default location for it."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from tasks.store import identity
+    from tasks.store.table import FeatureTable
+
+    table = FeatureTable(settings)
+    table.check_owner()
+    if settings.features.table is not None or settings.table_name == LEGACY_TABLE or table.open() is not None:
+        return
+    legacy = f"{settings.features.uri.rstrip('/')}/{LEGACY_TABLE}"
+    try:
+        old = DeltaTable(legacy, storage_options=table.options)
+    except TableNotFoundError:
+        return
+    owner = identity.dataset_of(dict(old.metadata().configuration))
+    if owner in (None, settings.dataset.name):
+        raise ConfigError(f"{settings.source}: [features].table is not set, and its default is now the dataset's "
+                          f"name ({settings.table_uri}), but {legacy} holds a table an earlier release published for "
+                          f"it: set [features].table = \"{LEGACY_TABLE}\" to go on publishing there (or name a new "
+                          "table to start afresh)")

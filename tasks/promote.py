@@ -11,12 +11,13 @@ longer become champion are *abandoned* and their rows removed.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 
 from tasks.errors import (IngestError, LatentfeedError, LeaseLost, PartitionChanged, PromotionAbandoned,
-                          StepFailed, StorageError)
+                          SchemaMismatch, StepFailed, StorageError, TableClaimed)
 from tasks.outcomes import PromoteResult
-from tasks.publish import check_day, publish_day, recorded_days
+from tasks.publish import check_day, publish_day
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.rules.gate import Decision, settle as settle_order
@@ -83,7 +84,7 @@ def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log:
     for i, day in enumerate(todo, start=1):
         try:
             publish_day(res, ref, *check_day(res, day, reducer), log=log)
-        except (IngestError, StepFailed) as e:
+        except (IngestError, StepFailed, SchemaMismatch) as e:
             log(f"{day} cannot be re-encoded with version {ref.version} and keeps only its older version(s): {e}")
         if i % 10 == 0 or i == len(todo):
             log(f"history: {i} of {len(todo)} day(s) re-encoded with version {ref.version}")
@@ -91,22 +92,24 @@ def _reencode_history(res: Resources, ref: ModelRef, window: list[dt.date], log:
 
 
 def _done(res: Resources, ref: ModelRef) -> set[dt.date]:
-    """The days ``ref`` published and recorded done: a day a killed run committed but did not record
-    (no publish record, its MLflow run failed) is redone, not counted."""
-    return res.table.published_days(ref.version) & {d for d, v in recorded_days(res) if v == ref.version}
+    """The days whose rows ``ref``'s publishes committed (each commit records its publish)."""
+    return {d for d, v in res.table.recorded_slices() if v == ref.version}
 
 
 def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str], None]) -> None:
     """Publish every day of a promotion with ``ref`` before it becomes champion. A fault of a service,
     a store or the lease stops the promotion there (the run is tagged why): the champion stays, the
-    version stays pending and the next run finishes it. A day this version can never publish (its
-    rows do not fit the table, its partition cannot be read) is tried with the others, then the
-    promotion is abandoned with that reason (``PromotionAbandoned``): it blocks no later run."""
+    version stays pending and the next run finishes it. A day whose key types differ from the table's
+    fails alone (logged). A day this version can never publish (its partition cannot be read) is tried
+    with the others, then the promotion is abandoned with that reason (``PromotionAbandoned``): it
+    blocks no later run."""
     never = []
-    for part, report in days:
+    for part, report in _first_when_new(res, days):
         try:
             publish_day(res, ref, part, report, log=log)
-        except (LeaseLost, PartitionChanged, StorageError) as e:
+        except SchemaMismatch as e:  # this day's types, not the version: the day fails alone
+            log(f"{part.date} is not published with version {ref.version}: {e}")
+        except (LeaseLost, PartitionChanged, StorageError, TableClaimed) as e:  # the next run (or config) fixes it
             _blocked(res, ref, part.date, e)
         except LatentfeedError as e:
             never.append(f"{part.date}: {e}")
@@ -117,6 +120,19 @@ def _reencode(res: Resources, ref: ModelRef, days: list[Day], log: Callable[[str
         abandon(res, ref, why, log)
         raise PromotionAbandoned(f"version {ref.version} passed the gate but was abandoned: {why}; the champion is "
                                  "unchanged")
+
+
+def _first_when_new(res: Resources, days: list[Day]) -> list[Day]:
+    """The days in the order to publish them. A table not begun yet takes its key types from the first
+    day written: let that be one with the key types most of the days have (ties: the newest), so an
+    odd day never decides the table's schema; days whose types differ then fail alone."""
+    if res.table.open() is not None or len(days) < 2:
+        return days
+    keys = list(res.settings.dataset.key_columns)
+    types = [tuple(part.frame.select(keys).collect_schema().items()) for part, _ in days]
+    counts = Counter(types)
+    first = max(range(len(days)), key=lambda i: (counts[types[i]], days[i][0].date))
+    return [days[first], *days[:first], *days[first + 1:]]
 
 
 def _blocked(res: Resources, ref: ModelRef, day: dt.date, e: Exception) -> None:
@@ -186,7 +202,7 @@ def settle(res: Resources, lease: Lease, log: Callable[[str], None]) -> ModelRef
     for day in sorted(set(dates) - have):
         try:
             days.append(check_day(res, day, reducer))
-        except (IngestError, StepFailed) as e:
+        except (IngestError, StepFailed, SchemaMismatch) as e:
             log(f"{day} cannot be re-encoded now and is left out: {e}")
     try:
         _reencode(res, ref, days, log)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from tasks.rules.nightly import CatchUp, catch_up
 from tasks.rules.plan import PlannedDay, plan_days
 from tasks.store import quarantine
 from tasks.store.latents import write_quantisation
+from tasks.store.identity import ModelIdentity, record_number
 from tasks.store.lease import publish_lease
 from tasks.store.table import Published
 from tasks.validation import Reference, ValidationReport, validate
@@ -53,9 +53,11 @@ def code_version() -> str:
 
 
 def idempotency_key(res: Resources, ref: ModelRef, part: Partition) -> str:
-    """Same raw files, same row-shaping settings, same model version: the same rows, so the work is done once."""
+    """Same raw files, same row-shaping settings, same model (its training run, not only its version
+    number, which another registry reuses): the same rows, so the work is done once."""
     s = res.settings
-    return f"latentfeed-publish-{s.dataset.name}-{part.date.isoformat()}-{part.fingerprint}-{s.rows_hash()}-v{ref.version}"
+    return (f"latentfeed-publish-{s.dataset.name}-{part.date.isoformat()}-{part.fingerprint}-{s.rows_hash()}-"
+            f"{ref.run_id}-v{ref.version}")
 
 
 def lineage(res: Resources, ref: ModelRef, part: Partition, report: ValidationReport) -> dict[str, str]:
@@ -102,10 +104,16 @@ def publish_day(res: Resources, ref: ModelRef, part: Partition, report: Validati
     with publish_lease(res.state, res.settings, key, f"publishing {part.date} with version {ref.version}",
                        log) as lease:
         res.table.refresh()  # the table as other runs left it: read once for this publish
-        done = None if force else recorded(res, key)
+        committed = not force and res.table.committed(part.date, ref.version) == record_number(key)
+        done = _details(res, key) if committed else None
         if done is not None:
             return done, True
-        pub = _write(res, ref, part, facts, lease.check, log)
+        if committed:  # a run stopped after the commit, before its MLflow run: finish those, not the rows
+            pub = res.table.published(ref.version, part.date)
+            log(f"{part.date} was committed with version {ref.version} by a run that stopped before recording its "
+                f"MLflow run ({pub.commit()}): recording it")
+        else:
+            pub = _write(res, ref, part, facts, lease.check, log)
         quarantine.release(res.quarantine, part.date)
         cost = meter.cost()
         res.registry.log_publish(ref, part.date.isoformat(), report,
@@ -135,10 +143,12 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
 
     batches = EncodedBatches(reducer, part.frame, list(res.settings.dataset.key_columns), ref.version,
                              features.latent_dtype, after_read=unchanged)
+    model = ModelIdentity(ref.name, ref.run_id, reducer.latent_dim)
     check()  # the lease still held: the commit is the irreversible step
     unchanged()
     try:
-        pub = res.table.replace_slice(batches, ref.version, part.date, facts)
+        pub = res.table.replace_slice(batches, ref.version, part.date, facts, model,
+                                      record_number(facts["idempotency_key"]))
     except PartitionChanged:
         raise
     except Exception:
@@ -153,15 +163,15 @@ def _record_uri(res: Resources, key: str) -> str:
     return res.state.join("published", f"{key}.json")
 
 
-def recorded(res: Resources, key: str) -> Published | None:
-    """What a finished publish of ``key`` wrote, if its slice is still in the table (a retired or
-    abandoned version's rows are gone: publishing it again is not a no-op)."""
+def _details(res: Resources, key: str) -> Published | None:
+    """What the publish of ``key`` wrote, as recorded once its MLflow run was (the record in its
+    Delta commit says whether the slice holds its rows: ``FeatureTable.committed``)."""
     found = res.state.read_versioned(_record_uri(res, key))
     if found is None:
         return None
     pub = Published(**json.loads(found[0]))
     pub.date = dt.date.fromisoformat(pub.date)
-    return pub if pub.date in res.table.published_days(pub.model_version) else None
+    return pub
 
 
 def publish_metrics(part: Partition, report: ValidationReport, pub: Published) -> dict[str, float]:
@@ -198,7 +208,7 @@ def plan_backfill(res: Resources, first: dt.date, last: dt.date, force: bool = F
     for row in res.table.slices().iter_rows(named=True):
         published.setdefault(row["dt"], []).append(row["model_version"])
     days = plan_days(first, last, set(raw_dates), ref.version if ref else None, quarantine.quarantined(res.quarantine),
-                     published, recorded_days(res), force)
+                     published, res.table.recorded_slices(), force)
     return Plan(days, undated)
 
 
@@ -207,16 +217,3 @@ def missed_days(res: Resources, day: dt.date) -> CatchUp:
     table and one listing of the raw store."""
     raw, _ = list_partition_dates(res.raw, res.settings)
     return catch_up(day, res.table.slices()["dt"].to_list(), raw, res.settings.schedule.catch_up_days)
-
-
-_RECORD = re.compile(r"latentfeed-publish-.+-(\d{4}-\d{2}-\d{2})-[0-9a-f]+-[0-9a-f]+-v(\d+)\.json")
-
-
-def recorded_days(res: Resources) -> set[tuple[dt.date, int]]:
-    """(day, model version) of every publish recorded done, from one listing of the records."""
-    out = set()
-    for f in res.state.list_files(res.state.join("published")):
-        m = _RECORD.fullmatch(f.uri.rsplit("/", 1)[-1])
-        if m:
-            out.add((dt.date.fromisoformat(m.group(1)), int(m.group(2))))
-    return out

@@ -76,7 +76,8 @@ class TrainingSettings(_Section):
 
 class FeaturesSettings(_Section):
     uri: str = "data/features"
-    table: str = Field("features", pattern=r"^[A-Za-z0-9_-]+$")
+    # None: the dataset's name, so two datasets never share a table by leaving this out
+    table: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
     latent_dtype: Literal["float32", "float16", "int8"] = "float32"  # see tasks/latents.py
     retention_hours: int = Field(168, ge=0)  # how long vacuum leaves files of retired versions for readers
     # 0, or a multiple of 8: each model version also learns a binary code of this many bits per row,
@@ -256,14 +257,19 @@ class Settings(_Section):
         return self._source or "CONFIG"
 
     @property
+    def table_name(self) -> str:
+        """``[features].table``, or the dataset's name when the config leaves it out."""
+        return self.features.table or self.dataset.name
+
+    @property
     def table_uri(self) -> str:
-        return f"{self.features.uri.rstrip('/')}/{self.features.table}"
+        return f"{self.features.uri.rstrip('/')}/{self.table_name}"
 
     @property
     def state_uri(self) -> str:
         """Where latentfeed keeps the table's own state beside it (quantisation grids, leases, publish
         records, champion history); the leading underscore keeps it out of Delta's and readers' way."""
-        return f"{self.features.uri.rstrip('/')}/_latentfeed/{self.features.table}"
+        return f"{self.features.uri.rstrip('/')}/_latentfeed/{self.table_name}"
 
     @property
     def experiment(self) -> str:

@@ -22,6 +22,7 @@ import pytest
 
 from tasks.data.sample import write_sample_dataset
 from tasks.settings import load_settings
+from tasks.store.identity import ModelIdentity
 from tasks.store.table import FeatureTable
 
 START = dt.date(2024, 3, 1)
@@ -297,3 +298,8 @@ def prefect_worker(api: str, pool: str, folder: Path, **env: str) -> tuple[list[
     return ([PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--no-create-pool-if-not-found"],
             folder / f"{pool}.log",
             prefect_env(folder / f"prefect-{pool}", PREFECT_API_URL=api, PREFECT_WORKER_QUERY_SECONDS="1", **env))
+
+
+def made_model(latents: int = 1, run: str = "run-test") -> ModelIdentity:
+    """The identity of the model a test's hand-made rows stand for (``latents`` columns wide)."""
+    return ModelIdentity("test-ae", run, latents)

@@ -15,6 +15,7 @@ import polars as pl
 from tasks.errors import FeatureVersionError
 from tasks.settings import Settings, load_settings
 from tasks.store.history import champion_at, parse_instant
+from tasks.store.identity import FORMAT_EARLIER, format_of
 from tasks.store.latents import latent_columns, read_quantisation
 from tasks.store.table import ANOMALY_SCORE, LEGACY_SCORE, FeatureTable, version_latents
 
@@ -46,12 +47,12 @@ def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetim
                                   f"published versions{when}: {available}")
     lf = pl.scan_delta(table).filter(pl.col("model_version") == version)
     schema = lf.collect_schema()
-    mine = version_latents(lf)  # other versions' wider codes: their columns are null here, and not this version's
+    mine = version_latents(features, version, lf)  # wider versions' other latent columns are null here
     lf = lf.drop([c for c in latent_columns(schema.names()) if c not in mine])
     int8 = [c for c in mine if schema[c] == pl.Int8]
     if int8:
         lf = lf.with_columns(read_quantisation(features.state, version).dequantise(int8))
-    if LEGACY_SCORE in schema:  # a table begun by an earlier release: its rows name the score recon_error
+    if format_of(features.properties()) == FORMAT_EARLIER and LEGACY_SCORE in schema:  # rows may name it so
         score = pl.coalesce(ANOMALY_SCORE, LEGACY_SCORE) if ANOMALY_SCORE in schema else pl.col(LEGACY_SCORE)
         lf = lf.with_columns(score.alias(ANOMALY_SCORE)).drop(LEGACY_SCORE)
     if start is not None:

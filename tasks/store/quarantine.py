@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def root(settings: Settings) -> Storage:
     """The quarantine's folder of the configured table."""
-    return open_storage(f"{settings.features.uri.rstrip('/')}/_quarantine/{settings.features.table}")
+    return open_storage(f"{settings.features.uri.rstrip('/')}/_quarantine/{settings.table_name}")
 
 
 def _day(store: Storage, date: dt.date, name: str = "") -> str:

@@ -23,6 +23,8 @@ import pyarrow as pa
 
 from tasks.errors import SchemaMismatch, StepFailed, StorageError
 from tasks.settings import Settings
+from tasks.store import identity as ident
+from tasks.store.identity import ModelIdentity
 from tasks.store.latents import latent_columns
 from tasks.store.objects import Storage, open_storage
 
@@ -169,14 +171,80 @@ class FeatureTable:
                 raise SchemaMismatch(f"column {f.name!r} of {self.uri} is {have[f.name]}, but the rows to "
                                      f"publish have {f.type}{hint}; nothing was written")
 
+    def properties(self) -> dict[str, str]:
+        """The table's Delta properties (``tasks.store.identity``); none before its first commit."""
+        table = self.open()
+        return {} if table is None else dict(table.metadata().configuration)
+
+    def identity(self, model_version: int) -> ModelIdentity | None:
+        """The model that wrote a version's rows, as recorded (None: an earlier release wrote them)."""
+        return ident.identity_of(self.properties(), model_version)
+
+    def check_owner(self) -> None:
+        """Before any work: refuse a table another dataset's publishes recorded as theirs."""
+        ident.check_dataset(self.properties(), self.uri, self.settings.dataset.name)
+
+    def check_model(self, model_version: int, model: ModelIdentity) -> None:
+        """Refuse ``model``'s rows under a version number whose rows another model wrote (TableClaimed)."""
+        props = self.properties()
+        ident.check_dataset(props, self.uri, self.settings.dataset.name)
+        ident.check_version(props, self.uri, model_version, model, model_version in self.slices()["model_version"].to_list())
+
+    def _create(self, schema: pa.Schema) -> None:
+        """Begin the table with the first rows' schema and no rows (a concurrent first publish may have
+        begun it: then that one stands)."""
+        from deltalake import DeltaTable
+
+        DeltaTable.create(self.uri, schema, mode="ignore", partition_by=PARTITION_BY, storage_options=self.options)
+        self.refresh()
+
+    def _record_identity(self, model_version: int, model: ModelIdentity) -> None:
+        """Set what the table does not record yet of its dataset, format (a table with no rows yet is
+        of this release's) and this version's model."""
+        props = self.properties()
+        new_table = ident.FORMAT not in props and self.slices().is_empty()
+        missing = ident.to_record(props, self.settings.dataset.name, model_version, model, new_table)
+        if missing:
+            self._table.alter.set_table_properties(missing, raise_if_not_exists=False)
+            self.refresh()
+
+    def committed(self, date: dt.date, model_version: int) -> int | None:
+        """The record number (``identity.record_number``) of the publish whose commit wrote the slice's
+        rows; None when the slice has no rows or an earlier release wrote them."""
+        table = self.open()
+        if table is None or date not in self.published_days(model_version):
+            return None
+        return table.transaction_version(ident.record_app(date, model_version))
+
+    def recorded_slices(self) -> set[tuple[dt.date, int]]:
+        """(day, model version) of every slice whose rows a recorded publish committed."""
+        table = self.open()
+        if table is None:
+            return set()
+        return {(day, version) for version, day in self.slices().select("model_version", "dt").iter_rows()
+                if table.transaction_version(ident.record_app(day, version)) is not None}
+
+    def published(self, model_version: int, date: dt.date) -> Published:
+        """A slice as the table holds it: what a publish committed by a run that stopped before its
+        MLflow run wrote (its raw rows were not counted)."""
+        table = self.open()
+        rows = pl.scan_delta(table).filter((pl.col("model_version") == model_version) & (pl.col("dt") == date))
+        frame = rows.collect()
+        int8 = [c for c in latent_columns(frame.columns) if frame.schema[c] == pl.Int8]
+        return Published(self.uri, model_version, date, frame.height, int(frame["is_anomaly"].sum()),
+                         _slice_bytes(table, model_version, date), frame.estimated_size() + 3 * frame.height * len(int8),
+                         table.version())
+
     def replace_slice(self, rows: Iterable[pl.DataFrame], model_version: int, date: dt.date,
-                      lineage: dict[str, Any]) -> Published:
-        """Replace the (model_version, date) slice of the table with ``rows`` in one commit.
+                      lineage: dict[str, Any], model: ModelIdentity, record: int) -> Published:
+        """Replace the (model_version, date) slice of the table with ``rows`` in one commit, recorded
+        in that commit as publish ``record`` (an application transaction).
 
         ``rows`` are the encoder's batches: they stream into the Delta writer, so memory stays bounded
-        whatever the partition's size, and still land as one commit.
+        whatever the partition's size, and still land as one commit. ``model`` wrote them: the table
+        refuses them under a version number another model's rows hold, and records it with the version.
         """
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import DeltaError
 
         batches = iter(rows)
@@ -201,15 +269,22 @@ class FeatureTable:
                 raise
 
         schema = first.to_arrow().schema
+        with self._lock:  # the table, its dataset and this version's model recorded before any row lands
+            if self.open() is None:
+                self._create(schema)
+            self.check_model(model_version, model)
+            self._record_identity(model_version, model)
         self.check_schema(schema)
-        before = self._table.version() if self._table is not None else -1  # ours comes after it
+        before = self._table.version()  # ours comes after it
         predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
         try:
             write_deltalake(self.uri, pa.RecordBatchReader.from_batches(schema, arrow_batches()), mode="overwrite",
                             predicate=predicate, partition_by=PARTITION_BY, storage_options=self.options,
                             schema_mode="merge", target_file_size=TARGET_FILE_BYTES,
                             writer_properties=writer_properties(schema),
-                            commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in lineage.items()}))
+                            commit_properties=CommitProperties(
+                                custom_metadata={k: str(v) for k, v in lineage.items()},
+                                app_transactions=[Transaction(ident.record_app(date, model_version), record)]))
         except (DeltaError, OSError) as e:
             if failed:
                 raise failed[0] from None
@@ -301,9 +376,13 @@ def _slices(table) -> pl.DataFrame:
             .select("model_version", "dt", "files", "rows", "bytes", "published_at").sort("model_version", "dt"))
 
 
-def version_latents(rows: pl.LazyFrame) -> list[str]:
-    """The latent columns one version's rows fill (a version's code has one width, and its latents are
-    never null): read from one of its rows."""
+def version_latents(table: FeatureTable, model_version: int, rows: pl.LazyFrame) -> list[str]:
+    """The latent columns one version's rows fill: its recorded width (``identity``); for a version an
+    earlier release published, those not null in one of its rows (a version's code has one width, and
+    its latents are never null)."""
+    recorded = table.identity(model_version)
+    if recorded is not None:
+        return recorded.latents()
     names = latent_columns(rows.collect_schema().names())
     first = rows.select(names).head(1).collect()
     return [c for c in names if first.height and first[c][0] is not None]

@@ -35,11 +35,12 @@ def test_a_new_champion_covers_every_day_the_table_holds(with_champion):
     assert days_of(config, 3) == [day(2), day(3)], "history_days = 2 covers the two days up to the window's end"
 
 
-def test_a_resumed_promotion_redoes_a_day_committed_but_not_recorded(with_champion):
-    """A run killed between a day's commit and its publish record: the day's rows are there, but the
-    promotion that resumes counts it as not done and publishes it again (one slice, now recorded)."""
+def test_a_day_committed_by_a_killed_run_is_recorded_by_its_commit(with_champion):
+    """A run killed between a day's commit and its MLflow publish run: the commit records the publish
+    (a Delta application transaction), so a resumed promotion counts the day done, and the next
+    publish of the same inputs records its MLflow run without encoding or committing again."""
     from tasks import promote
-    from tasks.publish import recorded_days
+    from tasks.publish import check_day, publish_day
     from tasks.resources import Resources
 
     config = with_champion(days=1)
@@ -51,6 +52,13 @@ def test_a_resumed_promotion_redoes_a_day_committed_but_not_recorded(with_champi
     res.registry.tag_version(ref, promote.pending_state([slices(res.settings)["dt"][0]], "resumed in a test"))
     lines: list[str] = []
     promote.settle_pending(res, lines.append)
-    assert any("0 of 1 day(s) already re-encoded" in line for line in lines), lines
-    assert {(d.isoformat(), v) for d, v in recorded_days(res)} == {(day(0), ref.version)}
-    assert slices(res.settings).height == 1
+    assert any("1 of 1 day(s) already re-encoded" in line for line in lines), lines
+    assert {(d.isoformat(), v) for d, v in res.table.recorded_slices()} == {(day(0), ref.version)}
+    version = res.table.open().version()
+    pub, found = publish_day(res, ref, *check_day(res, slices(res.settings)["dt"][0], res.registry.load_reducer(ref)),
+                             log=lines.append)
+    assert not found and pub.rows == slices(res.settings)["rows"][0]
+    assert any("stopped before recording its MLflow run" in line for line in lines), lines
+    res.table.refresh()
+    assert res.table.open().version() == version, "a committed day was written again"
+    assert len(list(res.state.list_files(res.state.join("published")))) == 1

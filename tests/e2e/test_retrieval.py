@@ -84,8 +84,9 @@ def test_codes_are_published_searched_and_served(tmp_path, request, store, capsy
         shutil.copytree(kept, table)
         stale, expected = CodeIndex(config), CodeIndex(config).query(key, k=5, rerank=20)
         now = read_features(config).collect()  # the day published again: other rows, in another order
-        FeatureTable(load_settings(config)).replace_slice([now.reverse().head(now.height - 1)], stale.version,
-                                                          stale.date, {})
+        features = FeatureTable(load_settings(config))
+        features.replace_slice([now.reverse().head(now.height - 1)], stale.version, stale.date, {},
+                               features.identity(stale.version), 1)
         assert stale.query(key, k=5, rerank=20).equals(expected)  # latents read now, from the version it indexed
         shutil.rmtree(table)
         shutil.copytree(kept, table)

@@ -38,7 +38,7 @@ from tasks.store.table import FeatureTable
 
 from tests.helpers import (START, TRACEBACK, day, failure_lines, make_dataset, moto_server, put_features_on_s3, put_on_s3,
                            slices)
-from tests.helpers import BAD_FILES
+from tests.helpers import BAD_FILES, made_model
 
 ROWS = 1000
 SECRET = "wrong-secret-9f3c1a7e"  # must never be printed
@@ -241,10 +241,10 @@ def test_a_commit_whose_answer_is_lost_is_not_made_twice(tmp_path, s3, proxy_env
     rows = pl.DataFrame({"id": range(ROWS), "dt": [START] * ROWS}).with_columns(
         model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(0.5, pl.Float32), anomaly_score=pl.lit(0.1, pl.Float32),
         is_anomaly=pl.lit(False))
-    FeatureTable(s).replace_slice([rows], 1, START, {})  # the table exists; the next commit replaces the slice
+    first = FeatureTable(s).replace_slice([rows], 1, START, {}, made_model(), 1)  # the next commit replaces the slice
     proxy = proxy_env(faults_per_request=0, lose_answer_to=r"/_delta_log/\d+\.json$")
 
-    assert FeatureTable(s).replace_slice([rows], 1, START, {}).table_version == 1
+    assert FeatureTable(s).replace_slice([rows], 1, START, {}, made_model(), 1).table_version == first.table_version + 1
     assert proxy.faults == {("object_store", "lost answer"): 1}
     assert slices(s)["rows"].to_list() == [ROWS]
 

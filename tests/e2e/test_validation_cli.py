@@ -59,6 +59,6 @@ def test_validation_results_and_data_docs_go_to_mlflow_and_quarantine(with_champ
     docs = c.download_artifacts(run.info.run_id, f"validation/dt={day(0)}/data_docs_columns.html", str(tmp_path))
     assert "Great Expectations" in open(docs).read()
 
-    quarantine = tmp_path / "features" / "_quarantine" / s.features.table / f"dt={day(1)}"
+    quarantine = tmp_path / "features" / "_quarantine" / s.table_name / f"dt={day(1)}"
     assert "x_07" in (quarantine / "data_docs_columns.html").read_text()
     assert json.loads((quarantine / "report.json").read_text())["failures"][0]["column"] == "x_07"

@@ -12,6 +12,7 @@ from tasks.features import LatentDataset
 from tasks.settings import load_settings
 from tasks.store.table import FeatureTable
 
+from tests.helpers import made_model
 from tests.unit.test_point_in_time import CONFIG, day_rows
 
 ROWS = 50 * 3
@@ -24,7 +25,8 @@ def config(tmp_path):
     table = FeatureTable(load_settings(path))
     for i in range(3):
         day = dt.date(2024, 3, 1) + dt.timedelta(days=i)
-        table.replace_slice([day_rows(day).with_columns(latent_1=pl.col("id").cast(pl.Float32))], 1, day, {})
+        table.replace_slice([day_rows(day).with_columns(latent_1=pl.col("id").cast(pl.Float32))], 1, day, {},
+                            made_model(latents=2), 1)
     return path
 
 

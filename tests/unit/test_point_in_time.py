@@ -12,6 +12,8 @@ from tasks.features import training_set
 from tasks.settings import load_settings
 from tasks.store.table import FeatureTable
 
+from tests.helpers import made_model
+
 KEYS = 50
 DAY0 = dt.date(2024, 3, 1)
 CONFIG = """
@@ -45,7 +47,7 @@ def config(tmp_path):
     table = FeatureTable(load_settings(path))
     for i in range(10):
         day = DAY0 + dt.timedelta(days=i)
-        table.replace_slice([day_rows(day)], 1, day, {})
+        table.replace_slice([day_rows(day)], 1, day, {}, made_model(), 1)
     return path
 
 
@@ -56,7 +58,7 @@ def labels(at: dt.datetime) -> pl.DataFrame:
 def test_strict_takes_the_latest_day_not_the_latest_published(config):
     time.sleep(0.01)
     day3 = DAY0 + dt.timedelta(days=2)
-    FeatureTable(load_settings(config)).replace_slice([day_rows(day3)], 1, day3, {"again": "1"})  # a fixed day, later
+    FeatureTable(load_settings(config)).replace_slice([day_rows(day3)], 1, day3, {"again": "1"}, made_model(), 2)  # a fixed day, later
     after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)  # every day published by then
     out = training_set(labels(after), config, version=1, strict=True)
     newest = DAY0 + dt.timedelta(days=9)
@@ -94,7 +96,7 @@ def test_each_day_counts_from_its_own_nightly_across_dst(config):
     whatever the date today (the default lag was once today's delay, applied to every day)."""
     table = FeatureTable(load_settings(config))
     for day in (dt.date(2024, 3, 28) + dt.timedelta(days=i) for i in range(5)):  # 03-28 to 04-01
-        table.replace_slice([day_rows(day)], 1, day, {})
+        table.replace_slice([day_rows(day)], 1, day, {}, made_model(), 1)
     config.write_text(CONFIG + '\n[schedule]\ncron = "0 2 * * *"\ntimezone = "Europe/Berlin"\n')
     utc = dt.timezone.utc
     seen = {  # label time -> the day it sees

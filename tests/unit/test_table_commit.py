@@ -12,7 +12,7 @@ from tasks.errors import PartitionChanged, StorageError
 from tasks.settings import load_settings
 from tasks.store.table import FeatureTable
 
-from tests.helpers import fill, small_disk
+from tests.helpers import fill, small_disk, made_model
 from tests.unit.test_point_in_time import CONFIG, day_rows
 
 DAY = dt.date(2024, 3, 1)
@@ -22,7 +22,7 @@ def test_a_failure_after_the_last_batch_commits_nothing(tmp_path):
     path = tmp_path / "latentfeed.toml"
     path.write_text(CONFIG)
     table = FeatureTable(load_settings(path))
-    table.replace_slice([day_rows(DAY)], 1, DAY, {})
+    table.replace_slice([day_rows(DAY)], 1, DAY, {}, made_model(), 1)
     before = table.open().version()
 
     def rows_then_a_change():
@@ -30,7 +30,7 @@ def test_a_failure_after_the_last_batch_commits_nothing(tmp_path):
         raise PartitionChanged("raw file changed while it was read")
 
     with pytest.raises(PartitionChanged, match="raw file changed"):  # itself, not the writer's wrapping of it
-        table.replace_slice(rows_then_a_change(), 1, DAY, {})
+        table.replace_slice(rows_then_a_change(), 1, DAY, {}, made_model(), 1)
     fresh = FeatureTable(load_settings(path))
     assert fresh.open().version() == before
     assert fresh.slices()["rows"].to_list() == [50]
@@ -42,17 +42,17 @@ def test_a_full_disk_fails_the_write_in_one_line_and_leaves_the_table_as_it_was(
         path = tmp_path / "latentfeed.toml"
         path.write_text(CONFIG.replace('uri = "features"', f'uri = "{disk}/features"'))
         table = FeatureTable(load_settings(path))
-        table.replace_slice([day_rows(DAY)], 1, DAY, {})
+        table.replace_slice([day_rows(DAY)], 1, DAY, {}, made_model(), 1)
         fill(disk, leave_bytes=2048)
         rng = np.random.default_rng(0)
         big = day_rows(DAY + dt.timedelta(days=1)).head(1).select(pl.all().repeat_by(50_000).explode()).with_columns(
             id=pl.int_range(50_000), latent_0=pl.Series(rng.random(50_000, dtype=np.float32)))
         with pytest.raises(StorageError, match=r"writing the 2024-03-02 slice of model version 1 to .*features.* "
                                                r"failed: .*No space left on device.*next run redoes it whole"):
-            table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {})
+            table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {}, made_model(), 1)
         assert FeatureTable(load_settings(path)).slices()["dt"].to_list() == [DAY]
         (disk / "filler").unlink()
-        table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {})  # room again: the day goes through
+        table.replace_slice([big], 1, DAY + dt.timedelta(days=1), {}, made_model(), 1)  # room again: the day goes through
         assert FeatureTable(load_settings(path)).slices()["rows"].to_list() == [50, 50_000]
 
 
@@ -68,11 +68,12 @@ def test_a_publish_names_its_own_commit_and_never_another_writers(tmp_path, monk
     path = tmp_path / "latentfeed.toml"
     path.write_text(CONFIG)
     ours, theirs = FeatureTable(load_settings(path)), FeatureTable(load_settings(path))
-    first = ours.replace_slice([day_rows(DAY)], 1, DAY, {"idempotency_key": "ours-1"})  # alone: exact
-    assert first.own_version == first.table_version == 0 and first.commit() == "Delta version 0"
+    first = ours.replace_slice([day_rows(DAY)], 1, DAY, {"idempotency_key": "ours-1"}, made_model(), 1)  # alone: exact
+    # the table begun (version 0) and its dataset and model recorded (1) before the first rows land
+    assert first.own_version == first.table_version == 2 and first.commit() == "Delta version 2"
     second = ours.replace_slice([day_rows(DAY + dt.timedelta(days=1))], 1, DAY + dt.timedelta(days=1),
-                                {"idempotency_key": "ours-2"})
-    assert second.own_version == 1 and _key_at(ours.uri, 1) == "ours-2"
+                                {"idempotency_key": "ours-2"}, made_model(), 1)
+    assert second.own_version == 3 and _key_at(ours.uri, 3) == "ours-2"
 
     write = deltalake.write_deltalake
 
@@ -80,10 +81,10 @@ def test_a_publish_names_its_own_commit_and_never_another_writers(tmp_path, monk
         write(*args, **kwargs)
         monkeypatch.setattr(deltalake, "write_deltalake", write)
         theirs.replace_slice([day_rows(DAY + dt.timedelta(days=3))], 1, DAY + dt.timedelta(days=3),
-                             {"idempotency_key": "theirs"})
+                             {"idempotency_key": "theirs"}, made_model(), 1)
 
     monkeypatch.setattr(deltalake, "write_deltalake", then_theirs)
     third = ours.replace_slice([day_rows(DAY + dt.timedelta(days=2))], 1, DAY + dt.timedelta(days=2),
-                               {"idempotency_key": "ours-3"})
-    assert (third.table_version, _key_at(ours.uri, 3)) == (3, "theirs")  # the newest is not ours
-    assert third.own_version is None and third.commit() == "a Delta version up to 3 (other writers committed meanwhile)"
+                               {"idempotency_key": "ours-3"}, made_model(), 1)
+    assert (third.table_version, _key_at(ours.uri, 5)) == (5, "theirs")  # the newest is not ours
+    assert third.own_version is None and third.commit() == "a Delta version up to 5 (other writers committed meanwhile)"
