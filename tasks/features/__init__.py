@@ -14,7 +14,7 @@ import polars as pl
 
 from tasks.errors import FeatureVersionError
 from tasks.settings import Settings, load_settings
-from tasks.store.history import champion_at, parse_instant
+from tasks.store.history import champion_at, parse_instant, read_history
 from tasks.store.identity import FORMAT_EARLIER, format_of
 from tasks.store.latents import latent_columns, read_quantisation
 from tasks.store.table import ANOMALY_SCORE, LEGACY_SCORE, FeatureTable, version_latents
@@ -80,7 +80,14 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     latest ``dt`` wins, whenever it was published.
     ``ttl`` drops features that became available longer than that before the label's time.
     ``model_version`` names the version every row was read from (pin it with ``version=N`` to train a
-    downstream model on one latent space). ``at`` is a date or a datetime (a naive one is read as UTC).
+    downstream model on one latent space).
+
+    Which encoder: with the default ``version="champion"`` every row comes from today's champion, and a
+    promotion re-encodes the table's history with it, so a label's features may come from an encoder
+    fitted on data later than the label (look-ahead in a backtest). ``version="as_published"`` joins
+    each label on the version that was champion at its time (the champion history), as a reader then
+    saw it: leakage-free without dropping history; rows then mix latent spaces (``model_version`` says
+    whose), so a downstream model trains on them per version or for a backtest of the live system. ``at`` is a date or a datetime (a naive one is read as UTC).
     Label rows with no features keep nulls in the feature columns (their count is logged);
     ``feature_dt`` names the day each row's features come from. Rows come back in the labels' order;
     labels may be polars (lazy or not) or pandas.
@@ -104,21 +111,56 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     else:
         raise ValueError(f"the labels' time column {at!r} is {when}: it must be a date or a datetime")
     features = FeatureTable(settings)
-    number = _champion_version(features, None) if version == "champion" else int(version)
+    lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
+    if version == "as_published":
+        joined = _as_published(features, lab, keys, lag, strict, ttl)
+    else:
+        number = _champion_version(features, None) if version == "champion" else int(version)
+        joined = _join(features, lab, number, keys, lag, strict, ttl)
+    joined = joined.sort("__row").drop("__row", "__at")
+    missing = joined["feature_dt"].null_count()
+    if missing:
+        logging.getLogger(__name__).warning("%d of %d label rows have no features available at their time",
+                                            missing, joined.height)
+    return joined
+
+
+def _as_published(features: FeatureTable, lab: pl.DataFrame, keys: list[str], lag: dt.timedelta | None,
+                  strict: bool, ttl: dt.timedelta | None) -> pl.DataFrame:
+    """Each label joined on the version that was champion at its time (the champion history): the rows
+    a reader then saw, never an encoder fitted after the label. Labels before the first champion get
+    no features."""
+    moves = read_history(features).select(pl.col("at").dt.cast_time_unit("us").alias("__moved"),
+                                          pl.col("model_version").alias("__version"))
+    lab = lab.sort("__at").join_asof(moves, left_on="__at", right_on="__moved", strategy="backward").drop("__moved")
+    parts = [_join(features, group.drop("__version"), int(v), keys, lag, strict, ttl)
+             for (v,), group in lab.filter(pl.col("__version").is_not_null()).partition_by(
+                 "__version", as_dict=True).items()]
+    if not parts:
+        raise FeatureVersionError(f"no label is later than the first champion of {features.settings.mlflow.registered_model}"
+                                  " (see latentfeed features --history): as published, no label has features")
+    parts.append(lab.filter(pl.col("__version").is_null()).drop("__version"))  # before the first champion
+    return pl.concat(parts, how="diagonal_relaxed").with_columns(pl.col("model_version").cast(pl.Int32))
+
+
+def _join(features: FeatureTable, lab: pl.DataFrame, number: int, keys: list[str], lag: dt.timedelta | None,
+          strict: bool, ttl: dt.timedelta | None) -> pl.DataFrame:
+    """The point-in-time join of ``lab`` (the labels with ``__row`` and their time ``__at``) on one
+    version's rows."""
+    settings = features.settings
     feats = _read(features, None, None, number, None)
-    fschema = feats.collect_schema()
+    fschema, schema = feats.collect_schema(), lab.schema
     clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
     if clash:
         raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
     columns = [*keys, pl.col("dt").alias("feature_dt"), "model_version", *latent_columns(fschema.names()),
                ANOMALY_SCORE, "is_anomaly"]
-    taken = [c for c in schema.names() if c not in keys and c in {"feature_dt", "model_version", ANOMALY_SCORE,
-                                                                      "is_anomaly", *latent_columns(fschema.names())}]
+    added = {"feature_dt", "model_version", ANOMALY_SCORE, "is_anomaly", *latent_columns(fschema.names())}
+    taken = [c for c in schema.names() if c not in keys and c in added]
     if taken:
         raise ValueError(f"the labels' column(s) {taken} have the names of feature columns training_set adds; "
                          "rename them first")
     days = _availability(features, number, lag, strict)
-    lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
     seen = days["__available"].search_sorted(lab["__at"], side="right")  # days available at the label's time
     lab = lab.with_columns(__interval=pl.when(pl.col("__at").is_not_null()).then(seen).otherwise(0).cast(pl.Int64))
     # The latest available row of each key, after each day in the order days became available: the
@@ -147,13 +189,7 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
         stale = pl.col("__at") - pl.col("__available") > pl.lit(ttl)
         joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c)
                                      for c in joined.columns[lab.width:] if c != "__available")
-    joined = joined.drop("__row", "__at", "__interval", "__available").with_columns(
-        model_version=pl.lit(number, pl.Int32))
-    missing = joined["feature_dt"].null_count()
-    if missing:
-        logging.getLogger(__name__).warning("%d of %d label rows have no features available at their time",
-                                            missing, joined.height)
-    return joined
+    return joined.drop("__interval", "__available").with_columns(model_version=pl.lit(number, pl.Int32))
 
 
 def _availability(features: FeatureTable, version: int, lag: dt.timedelta | None, strict: bool) -> pl.DataFrame:

@@ -6,6 +6,7 @@ import datetime as dt
 import time
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tasks.features import training_set
@@ -133,3 +134,33 @@ def test_label_columns_named_like_features_are_refused(config):
     clash = labels(dt.datetime(2024, 3, 5, tzinfo=dt.timezone.utc)).with_columns(latent_0=pl.lit(0.0))
     with pytest.raises(ValueError, match="latent_0"):
         training_set(clash, config, version=1)
+
+
+def test_as_published_joins_each_label_on_the_champion_of_its_time(config):
+    """Version 2 re-encoded every day (a promotion) and became champion on day 5: labels before the
+    move get version 1's rows, as readers then saw them, labels after it version 2's, labels before
+    any champion none; today's champion would give every label version 2 (look-ahead)."""
+    from deltalake import write_deltalake
+
+    from tasks.store.history import SCHEMA, history_uri
+
+    table = FeatureTable(load_settings(config))
+    for i in range(10):
+        day = DAY0 + dt.timedelta(days=i)
+        rows = day_rows(day, version=2).with_columns(latent_0=pl.col("latent_0") + 0.5,
+                                                      latent_1=pl.lit(7.0, pl.Float32))
+        table.replace_slice([rows], 2, day, {}, made_model(latents=2, run="run-v2"), 1)
+    first, moved = dt.datetime(2024, 2, 20, tzinfo=dt.timezone.utc), dt.datetime(2024, 3, 6, 12, tzinfo=dt.timezone.utc)
+    write_deltalake(history_uri(table), pa.table({"at": [first, moved], "model_version": [1, 2],
+                                                  "previous_version": [None, 1], "reason": ["a", "b"],
+                                                  "run_id": ["r1", "r2"]}, schema=SCHEMA))
+    times = [dt.datetime(2024, 2, 1), dt.datetime(2024, 3, 4, 12), dt.datetime(2024, 3, 9, 12)]
+    lab = pl.DataFrame({"id": [1, 2, 3], "ts": times})
+    out = training_set(lab, config, version="as_published")
+    assert out["id"].to_list() == [1, 2, 3] and out["model_version"].to_list() == [None, 1, 2]
+    day_2, day_7 = DAY0 + dt.timedelta(days=2), DAY0 + dt.timedelta(days=7)
+    assert out["feature_dt"].to_list() == [None, day_2, day_7]
+    assert out["latent_0"].to_list()[1:] == [float(day_2.toordinal()), day_7.toordinal() + 0.5]
+    assert out["latent_1"].to_list() == [None, None, 7.0]
+    today = training_set(lab, config, version=2)
+    assert today["model_version"].to_list() == [2, 2, 2], "the champion of now re-encodes every label's day"
