@@ -14,7 +14,7 @@ from tasks import promote, publish, runtime, steps, training
 from tasks.errors import ConfigError
 from tasks.names import FLOWS, artifact_key
 from tasks.outcomes import DayOutcome, backfill_outcomes, days_failed
-from tasks.parameters import Config, as_settings, parse_date, run_name
+from tasks.parameters import Config, as_config, as_settings, parse_date, run_name
 from tasks.progress import Progress
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
@@ -125,4 +125,4 @@ def _run(settings: Settings, dates: list[str], ref: ModelRef, force: bool, last:
     bar = create_progress_artifact(0.0, key=artifact_key(settings.dataset.name, "backfill-progress"),
                                    description=f"backfill days: {len(dates)} planned")
     run = run_partitions.with_options(task_runner=task_runner(settings))
-    return run(settings, dates, ref, force, last.isoformat(), bar)
+    return run(as_config(settings), dates, ref, force, last.isoformat(), bar)

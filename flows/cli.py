@@ -37,10 +37,10 @@ def _check_model_fits_columns(settings, until: str | None) -> None:
 
 
 def _settings(args, raw: bool = True, features: bool = True, write: bool = True):
-    """The checked config, read once for the whole command, and the services it needs checked
-    (``tasks.runtime.check_services``: the raw store when ``raw``, the feature store when ``features``,
-    writable when ``write``). Once the config passed, a flow command also starts Prefect's temporary
-    API in the background (``_start_temporary_api_early``)."""
+    """The checked config, read before any work (a flow the command runs reads it again: ``_run_flow``),
+    and the services it needs checked (``tasks.runtime.check_services``: the raw store when ``raw``, the
+    feature store when ``features``, writable when ``write``). Once the config passed, a flow command
+    also starts Prefect's temporary API in the background (``_start_temporary_api_early``)."""
     from tasks import runtime
     from tasks.settings import load_settings
 
@@ -125,28 +125,31 @@ def _import_while_the_api_starts() -> None:
     import torch  # noqa: F401
 
 
-def _run_flow(fn, **params) -> tuple[bool, object]:
-    """Run a flow; return (ok, result-or-message) without letting a traceback reach the user (a run
-    whose days failed returns its DaysFailed, which carries what it did). A
-    ValueError from inside a flow (the estimator refusing what it was given) is a failed run, exit 1,
-    not a usage error: Prefect's log above keeps its traceback."""
+def _run_flow(fn, settings, **params) -> tuple[bool, object]:
+    """Run a flow on the config ``settings`` were read from (``as_config``: its path, never the settings,
+    which Prefect would keep as the run's parameter, a tracking URI's password included); return (ok,
+    result-or-message) without letting a traceback reach the user (a run whose days failed returns its
+    DaysFailed, which carries what it did). A ValueError from inside a flow (the estimator refusing what
+    it was given) is a failed run, exit 1, not a usage error: Prefect's log above keeps its traceback."""
     from prefect.exceptions import PrefectException
 
+    from tasks.parameters import as_config
     from tasks.preflight import check_prefect_api
 
-    check_prefect_api(params["config"])
+    config = as_config(settings)
+    check_prefect_api(settings)
     if _early_api is not None:
         _import_while_the_api_starts()
         _early_api.result()  # a failed start raises here, as it would below
     _temporary_api_dies_with_us()
     try:
-        return True, fn(**params)
+        return True, fn(config=config, **params)
     except DaysFailed as e:  # the run failed, and what it did comes with it
         return False, e
     except (LatentfeedError, PrefectException, ValueError) as e:
         return False, redact(str(e) or type(e).__name__)
     except Exception as e:
-        if (why := _service_fault(e, params["config"])) is None:
+        if (why := _service_fault(e, settings)) is None:
             raise
         return False, why
 
@@ -172,7 +175,7 @@ def cmd_run(args) -> int:
 
     date = _date(args.date) or day_for_now(settings).isoformat()
     _check_model_fits_columns(settings, date)
-    ok, out = _run_flow(nightly_flow, config=settings, date=date)
+    ok, out = _run_flow(nightly_flow, settings, date=date)
     if isinstance(out, DaysFailed):  # the days missed before it, then the day itself when it was published
         result, caught = out.outcomes
         print("\n".join([_format_days(caught)] + ([_format_runs([result])] if result else [])))
@@ -192,7 +195,7 @@ def cmd_train(args) -> int:
 
     end = _date(args.end, "end") or day_for_now(settings).isoformat()
     _check_model_fits_columns(settings, end)
-    ok, out = _run_flow(train_flow, config=settings, end=end)
+    ok, out = _run_flow(train_flow, settings, end=end)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
@@ -211,7 +214,7 @@ def cmd_promote(args) -> int:
     from .promote import promote_flow
 
     Registry(settings).model_version(args.version)  # an unknown version is bad usage: exit 2, before any flow
-    ok, out = _run_flow(promote_flow, config=settings, version=args.version, end=_date(args.end, "end"))
+    ok, out = _run_flow(promote_flow, settings, version=args.version, end=_date(args.end, "end"))
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
         return EXIT_FAILED
@@ -271,7 +274,7 @@ def cmd_backfill(args) -> int:
     print("\n".join(f"{p.date}  {p.action:<5} {p.state}" for p in plan.days))
     if args.dry_run:
         return EXIT_OK
-    ok, out = _run_flow(backfill_flow, config=settings, start=start, end=end, force=args.force, retrain=args.retrain)
+    ok, out = _run_flow(backfill_flow, settings, start=start, end=end, force=args.force, retrain=args.retrain)
     if isinstance(out, DaysFailed):
         out = out.outcomes
     elif not ok:
@@ -402,7 +405,7 @@ def cmd_demo(args) -> int:
     for i in range(args.days):
         day = (start + dt.timedelta(days=i)).isoformat()
         print(f"\n=== nightly run for {day} ===", flush=True)
-        ok, out = _run_flow(nightly_flow, config=settings, date=day)
+        ok, out = _run_flow(nightly_flow, settings, date=day)
         if not ok:
             print(f"FAILED: {redact(str(out))}", file=sys.stderr)
             return EXIT_FAILED

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from tasks.errors import StepFailed
 from tasks.names import deployment_path
+from tasks.parameters import as_config
 from tasks.settings import Settings
 from tasks.store.lease import training_holder
 
@@ -108,10 +109,11 @@ def train_on_pool(res: "Resources", end: str, warm_start: bool, reason: str, see
 
     settings = res.settings
     name = deployment_path(settings.dataset.name, "train")
-    # the settings travel as the run's parameter (the Pydantic model, as JSON with the file's key names):
-    # the GPU run trains on this run's config
-    params = {"config": settings.model_dump(mode="json", by_alias=True), "end": end, "warm_start": warm_start,
-              "reason": reason, "if_champion_is": seen}
+    # the GPU run trains on this run's config: the file's path, as the train deployment's own runs take it
+    # (settings built in code: as JSON with the file's key names)
+    config = as_config(settings)
+    params = {"config": config if isinstance(config, str) else config.model_dump(mode="json", by_alias=True),
+              "end": end, "warm_start": warm_start, "reason": reason, "if_champion_is": seen}
     try:
         run = run_deployment(name, parameters=params, timeout=0)  # scheduled: picked up and awaited below
     except ObjectNotFound:

@@ -1,19 +1,36 @@
-"""What the flows take: the settings (or, from a deployment, the config's path), the day a run is for, run names."""
+"""What the flows take: the config's path (or settings built in code), the day a run is for, run names."""
 from __future__ import annotations
 
 import datetime as dt
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, redact
 from tasks.rules.nightly import day_of_tick
 from tasks.settings import Settings, load_settings
 
-# A flow's ``config``: the checked settings (the CLI reads the file once and passes them down), or the
-# config file's path, which a deployment's run passes and the flow reads once.
+# A flow's ``config``: the config file's path, which the flow reads once (what a deployment, the CLI, a
+# backfill's subflow and a training handed to the GPU pool pass: ``as_config``), or settings built in code.
 Config = Settings | str
 
 
 def as_settings(config: Config) -> Settings:
     return config if isinstance(config, Settings) else load_settings(config)
+
+
+def as_config(settings: Settings) -> Config:
+    """What a flow run started with ``settings`` takes as its ``config``. Prefect keeps a run's parameters
+    and shows them in its UI and API, so they must hold no secret: settings read from a file travel as
+    its path, which the run reads again as a deployment's run does (``MLFLOW_TRACKING_URI``, where set,
+    overriding its tracking URI there too); settings no file gives (built or changed in code) travel as
+    they are, refused when a URI in them carries credentials."""
+    if settings.path is not None and load_settings(settings.path) == settings:
+        return settings.path
+    dumped = settings.model_dump_json()
+    if redact(dumped) != dumped:
+        raise ConfigError(f"settings with credentials in a URI differ from their config file ({settings.source}: "
+                          "built or changed in code, or the file changed since), so a flow run would take them, "
+                          "not the file's path, and Prefect keeps a run's parameters: read them with load_settings "
+                          "(credentials in MLFLOW_TRACKING_URI) and run again")
+    return settings
 
 
 def parse_date(value: str | dt.date, what: str = "date") -> dt.date:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
-from tasks.errors import LatentfeedError
+from tasks.errors import LatentfeedError, redact
 from tasks.settings import Settings
 
 # A tracking server that answers errors fails a call in about 30 s, not MLflow's many minutes of retries.
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+# Set whatever the environment says: as each run of a tracking server ends, MLflow prints "View run ... at:
+# <tracking URI>/#/..." and "View experiment at: ..." to stdout, the URI as given, its password included.
+CLIENT_SETTINGS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 # Prefect reports flow and task exceptions on these loggers (they exist before its handlers do).
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
 _checked: set[tuple[str, bool, bool, bool]] = set()  # (config hash, needs) whose service checks passed here
@@ -28,21 +32,44 @@ class DropExpectedTracebacks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(error, LatentfeedError) or type(error).__module__.startswith("mlflow."))
+        return not (isinstance(error, LatentfeedError) or _is_mlflow_error(error))
+
+
+class RedactCredentials(logging.Filter):
+    """Mask the credentials of every URI in a record's text: a service's error quotes its URL as given
+    (MLflow's "API request to http://user:secret@host/... failed"), and Prefect logs it in the run's
+    final state line, which its API handler also stores."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = redact(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def _is_mlflow_error(error: BaseException | None) -> bool:
+    """An MlflowException (MLflow's errors, REST and connection faults included). MLflow is not imported
+    for it: what was raised before ``mlflow.exceptions`` was ever imported cannot be one."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.MlflowException)
 
 
 def configure(quiet_failures: bool = True) -> None:
-    """Client caps (where the environment does not set them) and quiet third-party loggers; with
-    ``quiet_failures`` our expected failures are logged without their traceback."""
+    """Client caps (where the environment does not set them), MLflow's URL lines off, quiet third-party
+    loggers and credentials masked in the run loggers' lines; with ``quiet_failures`` our expected
+    failures are logged without their traceback."""
     for name, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ.update(CLIENT_SETTINGS)
     for noisy in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if quiet_failures:
-        for name in _RUN_LOGGERS:
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, DropExpectedTracebacks) for f in logger.filters):
-                logger.addFilter(DropExpectedTracebacks())
+    for name in _RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        wanted = [RedactCredentials, *([DropExpectedTracebacks] * quiet_failures)]
+        for kind in wanted:
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
 
 
 def check_services(settings: Settings, raw: bool = True, features: bool = True, write: bool = True) -> None:

@@ -252,6 +252,11 @@ class Settings(_Section):
         return d
 
     @property
+    def path(self) -> str | None:
+        """The config file these settings were read from; None when they were built in code."""
+        return self._source
+
+    @property
     def source(self) -> str:
         """The config file these settings were read from (``CONFIG`` when they were built otherwise)."""
         return self._source or "CONFIG"

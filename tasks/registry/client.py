@@ -66,10 +66,9 @@ def _client(uri: str):
 
 
 def _absent(e: Exception) -> bool:
-    """MLflow said the thing does not exist (as opposed to failing to answer): a missing model or
-    version, or an alias not set ("Registered model alias champion not found.")."""
-    code = getattr(e, "error_code", "")
-    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(e))
+    """MLflow said the thing does not exist (as opposed to failing to answer): a missing model or version.
+    (An alias not set is told apart by the model's aliases: ``Registry._alias_version``.)"""
+    return getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 @lru_cache(maxsize=4)
@@ -156,11 +155,24 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            mv = self._lookup(f"the {CHAMPION} alias of {self.name}", self.client.get_model_version_by_alias,
-                              self.name, CHAMPION)
-        except MlflowException:  # absent: no such model or alias
+            mv = self._lookup(f"the {CHAMPION} alias of {self.name}", self._alias_version, CHAMPION)
+        except MlflowException:  # absent: no such model
             return None
-        return self._ref(mv)
+        return None if mv is None else self._ref(mv)
+
+    def _alias_version(self, alias: str):
+        """The model version ``alias`` names; None when the model has no such alias. MLflow answers an
+        alias not set with INVALID_PARAMETER_VALUE, the code of a malformed request too: the model's own
+        aliases tell which it was (and name the version, should the alias have been set meanwhile)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException as e:
+            if e.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+        version = self.client.get_registered_model(self.name).aliases.get(alias)
+        return None if version is None else self.client.get_model_version(self.name, version)
 
     def model_version(self, version: int) -> ModelRef:
         """A registered version by number; ConfigError listing the registered ones when there is none."""
@@ -394,9 +406,6 @@ def _log_metrics(c, run_id: str, rows: list[tuple[int, dict[str, float]]], times
                if v is not None and np.isfinite(v)]
     for i in range(0, len(metrics), _BATCH):
         c.log_batch(run_id, metrics=metrics[i:i + _BATCH])
-
-
-HOST_TAG, PID_TAG = "latentfeed.host", "latentfeed.pid"  # which process a run belongs to
 
 
 def _log_params(c, run_id: str, params: dict[str, object]) -> None:

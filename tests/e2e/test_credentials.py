@@ -1,0 +1,67 @@
+"""A tracking URI's password (``http://user:secret@host``, set in ``MLFLOW_TRACKING_URI`` as the docs say)
+appears nowhere a command leaves it: not in what it prints (MLflow's own "View run ... at: <URI>" lines
+included), nor in what Prefect keeps of its flow runs (their parameters and logs, shown in its UI and API)."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
+
+PASSWORD = "s3cretPW"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A running ``mlflow server`` (SQLite, artifacts served from a local folder); yields its host:port.
+    Without auth it ignores the basic-auth header a URI's user:password becomes."""
+    port, work = free_port(), tmp_path / "mlflow-server"
+    work.mkdir()
+    log = work / "server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--serve-artifacts",
+           "--artifacts-destination", str(work / "artifacts")]
+    with process_group(cmd, log, env, cwd=work) as proc:
+        wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
+        yield f"127.0.0.1:{port}"
+
+
+@pytest.mark.timeout(600)
+def test_a_tracking_uri_password_is_never_printed_nor_kept_as_a_run_parameter(tmp_path, mlflow_server, capsys,
+                                                                               monkeypatch):
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    config = make_dataset(tmp_path, days=2, rows=500)
+    uri = f"http://alice:{PASSWORD}@{mlflow_server}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = dt.datetime.now(dt.timezone.utc)
+    # the first nightly trains, registers and promotes version 1 and publishes day 0 (two MLflow runs end);
+    # the backfill publishes day 1 through its subflow
+    assert main(["run", "--config", str(config), "--date", day(0)]) == 0
+    assert main(["backfill", "--config", str(config), "--start", day(1), "--end", day(1)]) == 0
+    out = capsys.readouterr()
+    assert PASSWORD not in out.out + out.err
+    assert MlflowClient(uri, uri).get_model_version_by_alias("sample-autoencoder", "champion").version == "1"
+
+    APILogHandler().flush()  # the runs' logs, sent to the API in the background
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)))
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+    assert logs and not [log.message for log in logs if PASSWORD in log.message]
+    assert sorted(r.name.rsplit("-", 3)[0] for r in runs) == ["backfill-sample", "nightly-sample",
+                                                             "partitions-sample"], [r.name for r in runs]
+    for run in runs:
+        assert run.parameters["config"] == str(config.resolve()), run.parameters
+        assert PASSWORD not in str(run.parameters)
