@@ -303,3 +303,22 @@ def prefect_worker(api: str, pool: str, folder: Path, **env: str) -> tuple[list[
 def made_model(latents: int = 1, run: str = "run-test") -> ModelIdentity:
     """The identity of the model a test's hand-made rows stand for (``latents`` columns wide)."""
     return ModelIdentity("test-ae", run, latents)
+
+
+@contextmanager
+def running_mlflow(work: Path, artifacts: str | None = None, **env: str) -> Iterator[str]:
+    """A running ``mlflow server`` on 127.0.0.1 (SQLite in ``work``, its cwd, so no ./mlartifacts lands in
+    the repo; artifacts served from ``artifacts``, default a folder in ``work``); yields its URL and always
+    stops it. No background job runner: the machine has 2 cores and nothing here uses it."""
+    port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "server.log"
+    full = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env}
+    full.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--serve-artifacts",
+           "--artifacts-destination", artifacts or str(work / "artifacts")]
+    url = f"http://127.0.0.1:{port}"
+    with process_group(cmd, log, full, cwd=work) as proc:
+        wait_healthy(proc, url + "/health", log)
+        yield url

@@ -4,8 +4,6 @@ included), nor in what Prefect keeps of its flow runs (their parameters and logs
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from flows.cli import main
 
-from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
+from tests.helpers import day, make_dataset, running_mlflow
 
 PASSWORD = "s3cretPW"
 
@@ -22,17 +20,8 @@ PASSWORD = "s3cretPW"
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A running ``mlflow server`` (SQLite, artifacts served from a local folder); yields its host:port.
     Without auth it ignores the basic-auth header a URI's user:password becomes."""
-    port, work = free_port(), tmp_path / "mlflow-server"
-    work.mkdir()
-    log = work / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--serve-artifacts",
-           "--artifacts-destination", str(work / "artifacts")]
-    with process_group(cmd, log, env, cwd=work) as proc:
-        wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
-        yield f"127.0.0.1:{port}"
+    with running_mlflow(tmp_path / "mlflow-server") as url:
+        yield url.removeprefix("http://")
 
 
 @pytest.mark.timeout(600)

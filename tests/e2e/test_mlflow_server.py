@@ -6,8 +6,6 @@ S3 itself, so the client needs no bucket access and nothing is written beside th
 """
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
 
-from tests.helpers import day, free_port, make_dataset, process_group, wait_healthy
+from tests.helpers import day, make_dataset, running_mlflow
 
 ARTIFACTS_PREFIX = "mlartifacts"
 
@@ -32,23 +30,9 @@ def mlflow_server(tmp_path: Path, s3: BaseClient, moto_endpoint: str) -> Iterato
     Depends on ``s3`` so that the server inherits the AWS environment that points at moto and the
     bucket exists before the first upload.
     """
-    port = free_port()
-    work = tmp_path / "mlflow-server"  # its cwd, so no default ./mlartifacts lands in the repo
-    work.mkdir()
-    log = work / "server.log"
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": moto_endpoint,
-           # no background job runner (extra processes, nothing here uses it): the machine has 2 cores
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
-           "--serve-artifacts", "--artifacts-destination", f"s3://lake/{ARTIFACTS_PREFIX}"]
-    url = f"http://127.0.0.1:{port}"
-    with process_group(cmd, log, env, cwd=work) as proc:
-        wait_healthy(proc, url + "/health", log)
+    with running_mlflow(tmp_path / "mlflow-server", f"s3://lake/{ARTIFACTS_PREFIX}",
+                       MLFLOW_S3_ENDPOINT_URL=moto_endpoint) as url:
         yield url
-
 
 def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path, s3: BaseClient,
                                                                  mlflow_server: str, monkeypatch) -> None:

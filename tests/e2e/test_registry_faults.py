@@ -3,8 +3,6 @@ fails in one line naming the registry, and trains, promotes and publishes nothin
 from __future__ import annotations
 
 import http.server
-import os
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -15,8 +13,7 @@ import pytest
 
 from flows.cli import main
 
-from tests.helpers import day, failure_lines, free_port, make_dataset, process_group, published_days, set_config, \
-    wait_healthy
+from tests.helpers import day, failure_lines, make_dataset, published_days, running_mlflow, set_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -67,18 +64,9 @@ class _Forward(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def proxied_mlflow(tmp_path: Path, monkeypatch) -> Iterator[FaultProxy]:
     """A real ``mlflow server`` (SQLite, artifacts served from a local folder) behind a FaultProxy."""
-    port, work = free_port(), tmp_path / "mlflow-server"
-    work.mkdir()
-    log = work / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--serve-artifacts",
-           "--artifacts-destination", str(work / "artifacts")]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a 503 is final here: no minutes of retries
-    with process_group(cmd, log, env, cwd=work) as proc:
-        wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
-        proxy = FaultProxy(f"http://127.0.0.1:{port}")
+    with running_mlflow(tmp_path / "mlflow-server") as url:
+        proxy = FaultProxy(url)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         try:
             yield proxy
