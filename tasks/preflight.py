@@ -100,7 +100,7 @@ def check_table(settings: Settings) -> None:
         old = DeltaTable(legacy, storage_options=table.options)
     except TableNotFoundError:
         return
-    owner = identity.dataset_of(dict(old.metadata().configuration))
+    owner = old.metadata().configuration.get(identity.DATASET)
     if owner in (None, settings.dataset.name):
         raise ConfigError(f"{settings.source}: [features].table is not set, and its default is now the dataset's "
                           f"name ({settings.table_uri}), but {legacy} holds a table an earlier release published for "

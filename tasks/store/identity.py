@@ -1,19 +1,20 @@
-"""What the feature table records about itself: whose dataset it holds, the format it was begun in,
-and for each model version the registered model and training run that wrote its rows and its latent
-width. They are Delta table properties, which any Delta reader shows (``DeltaTable.metadata()
-.configuration``, Spark's ``SHOW TBLPROPERTIES``); set where they are decided (a table's first
-publish, a version's first publish) and read instead of worked out from names, rows or numbers.
+"""What the feature table records about itself, where it is decided, so that nothing is worked out
+from names, rows or numbers:
 
-A publish's record is an application transaction in the commit that writes its rows
-(``record_app``, the day and version; its number, the publish's idempotency key): the commit and its
-record are one fact, so a slice is recorded exactly when the rows of that key are what it holds.
+- whose dataset it holds and the format it was begun in: Delta table properties set in the commit
+  that begins the table (``DeltaTable(uri).metadata().configuration``, Spark's ``SHOW TBLPROPERTIES``);
+- for each model version, the training run that wrote its rows and its latent width, and for each
+  (day, version) slice, the publish that wrote it: Delta application transactions in the commits that
+  write the rows (``DeltaTable.transaction_version``), so a commit and its record are one fact.
+
+(deltalake's ``alter.set_table_properties`` holds Python's GIL through its network retries, stalling
+a run's other threads, its lease renewals among them: nothing here is set after the table begins.)
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ae_models.config import latent_names
 
@@ -22,67 +23,89 @@ from tasks.errors import TableClaimed
 DATASET = "latentfeed.dataset"
 FORMAT = "latentfeed.format"
 FORMAT_NOW = "2"  # rows name the anomaly score anomaly_score
-FORMAT_EARLIER = "1"  # begun by a release before these properties: rows may name the score recon_error
-_VERSION = "latentfeed.model_version."
+FORMAT_EARLIER = "1"  # begun by a release before these records (no property): rows may name it recon_error
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Which model wrote a version's rows: a version number alone names different models in two
+    """Which model writes a version's rows: a version number alone names different models in two
     registries (or after ``[mlflow].registered_model`` changes)."""
 
     registered_model: str
     run_id: str
     latent_dim: int
 
-    def latents(self) -> list[str]:
-        return latent_names(self.latent_dim)
-
     def __str__(self) -> str:
         return f"run {self.run_id} of registered model {self.registered_model!r}"
 
 
-def dataset_of(props: dict[str, str]) -> str | None:
-    return props.get(DATASET)
+@dataclass(frozen=True)
+class RecordedModel:
+    """What the table recorded of the model that wrote a version's rows."""
+
+    run: str  # the training run's id, as far as the record holds it (its first 15 hex digits)
+    latent_dim: int
+
+    def latents(self) -> list[str]:
+        return latent_names(self.latent_dim)
+
+
+def begun(dataset: str) -> dict[str, str]:
+    """The properties a table is begun with."""
+    return {DATASET: dataset, FORMAT: FORMAT_NOW}
 
 
 def format_of(props: dict[str, str]) -> str:
     return props.get(FORMAT, FORMAT_EARLIER)
 
 
-def identity_of(props: dict[str, str], model_version: int) -> ModelIdentity | None:
-    """The identity recorded for a version (None: its rows were written by an earlier release)."""
-    found = props.get(f"{_VERSION}{int(model_version)}")
-    return None if found is None else ModelIdentity(**json.loads(found))
-
-
 def check_dataset(props: dict[str, str], uri: str, dataset: str) -> None:
     """Refuse to write into another dataset's table."""
-    owner = dataset_of(props)
+    owner = props.get(DATASET)
     if owner is not None and owner != dataset:
         raise TableClaimed(f"{uri} holds the latent features of dataset {owner!r} (its Delta property {DATASET}); "
                            f"this config's dataset is {dataset!r}: give it a table of its own ([features].table, "
                            "or leave it out to use the dataset's name); nothing was written")
 
 
-def check_version(props: dict[str, str], uri: str, model_version: int, identity: ModelIdentity,
+def check_version(recorded: RecordedModel | None, uri: str, model_version: int, identity: ModelIdentity,
                   has_rows: bool) -> None:
-    """Refuse a version's rows beside rows another model wrote under the same version number, naming
+    """Refuse a version's rows beside rows another run wrote under the same version number, naming
     both; a version whose rows are all gone may be another model's now."""
-    theirs = identity_of(props, model_version)
-    if has_rows and theirs is not None and theirs.run_id != identity.run_id:
-        raise TableClaimed(f"model version {model_version}'s rows in {uri} were written by {theirs}, but the "
-                           f"registry's version {model_version} is {identity}: this table was published from "
-                           "another MLflow registry or registered model. Point [mlflow] back at it, or give this "
-                           "registry a table of its own ([features].table); nothing was written")
+    if has_rows and recorded is not None and recorded.run != run_number_hex(identity.run_id):
+        raise TableClaimed(f"model version {model_version}'s rows in {uri} were written by training run "
+                           f"{recorded.run}…, but the registry's version {model_version} is {identity}: this table "
+                           "was published from another MLflow registry or registered model. Point [mlflow] back at "
+                           "it, or give this registry a table of its own ([features].table); nothing was written")
 
 
-def to_record(props: dict[str, str], dataset: str, model_version: int, identity: ModelIdentity,
-              new_table: bool) -> dict[str, str]:
-    """The properties a publish of ``model_version`` sets that the table does not hold yet."""
-    want = {DATASET: dataset, FORMAT: FORMAT_NOW if new_table else FORMAT_EARLIER,
-            f"{_VERSION}{int(model_version)}": json.dumps(asdict(identity), sort_keys=True)}
-    return {k: v for k, v in want.items() if props.get(k) != v and (k not in props or k.startswith(_VERSION))}
+def _model_app(model_version: int) -> str:
+    return f"latentfeed/model/v{int(model_version)}"
+
+
+def _width_app(model_version: int) -> str:
+    return f"latentfeed/latents/v{int(model_version)}"
+
+
+def model_transactions(model_version: int, identity: ModelIdentity) -> list[tuple[str, int]]:
+    """(application id, version) pairs a version's commits carry: its training run and latent width."""
+    return [(_model_app(model_version), int(run_number_hex(identity.run_id), 16)),
+            (_width_app(model_version), int(identity.latent_dim))]
+
+
+def recorded_model(table, model_version: int) -> RecordedModel | None:
+    """What ``table`` (a DeltaTable) recorded of a version's model; None for rows of an earlier release."""
+    run, width = (table.transaction_version(app(model_version)) for app in (_model_app, _width_app))
+    return None if run is None or width is None else RecordedModel(f"{run:015x}", width)
+
+
+def run_number_hex(run_id: str) -> str:
+    """A training run's id as the table records it: its first 15 hex digits (MLflow's ids are 32 of them;
+    any other id by its hash), a number an application transaction's version holds."""
+    digits = run_id.lower()
+    if len(digits) < 15 or any(c not in "0123456789abcdef" for c in digits[:15]):
+        digits = hashlib.sha256(run_id.encode()).hexdigest()
+    return digits[:15]
 
 
 def record_app(date: dt.date, model_version: int) -> str:

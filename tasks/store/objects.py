@@ -1,7 +1,9 @@
 """Local folders and S3 behind one small interface, chosen from the URI in one place.
 
 boto3 lists and reads small objects; polars and deltalake read and write table data through their
-own object-store clients, configured from the same resolved AWS chain via ``storage_options()``.
+own object-store clients, configured from the same resolved AWS chain via ``storage_options()``: its
+credentials of now, which botocore renews before they expire (a role's), so asked for again by each
+client opened rather than kept for a run.
 """
 from __future__ import annotations
 
@@ -17,9 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from tasks.errors import StorageError
+
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
 
 DEFAULT_MAX_ATTEMPTS = 9  # boto3 attempts per request, the first included, when the AWS chain sets none
 # What S3 answers a conditional request whose condition does not hold: the object changed, another
@@ -101,7 +107,8 @@ class Storage(ABC):
         prefix has no existence of its own: its listing says what it holds)."""
 
     def storage_options(self) -> dict[str, str] | None:
-        """Options for polars/deltalake object-store clients (None for local paths)."""
+        """Options for polars/deltalake object-store clients (None for local paths), as of now: they hold
+        credentials that renew, so a client is opened with the options of its time, never a run's."""
         return None
 
 
@@ -262,13 +269,17 @@ class S3Storage(Storage):
         return u.netloc, u.path.lstrip("/")
 
     def _call(self, what: str, fn, **kw):
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import BotoCoreError, ClientError, CredentialRetrievalError, NoCredentialsError
 
         try:
             return fn(**kw)
         except NoCredentialsError:
             raise StorageError(f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
                                "AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from None
+        except CredentialRetrievalError as e:  # a source of the chain failed, at first or when renewing
+            reason = " ".join(str(e).split())  # one line, whatever a credential_process wrote to stderr
+            raise StorageError(f"{what}: the AWS credential chain could not get credentials ({reason}); check the "
+                               "profile, role or credential_process it uses") from None
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "?")
             if code in ("NoSuchKey", "404"):
@@ -417,15 +428,23 @@ class S3Storage(Storage):
             self._call(f"checking {self.uri}", self.client.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1)
             self._answered = True
 
-    def storage_options(self) -> dict[str, str]:
-        """Options for polars/deltalake, once the store has answered these credentials (else StorageError):
-        the first call lists the prefix once."""
-        self._check_answers()
+    def _credentials(self) -> ReadOnlyCredentials:
+        """The chain's credentials of now, key, secret and token of one moment (the session keeps the
+        chain's refreshable credentials: botocore renews a role's 15 to 10 minutes before they expire)."""
+        from botocore.exceptions import NoCredentialsError
+
         creds = self._session.get_credentials()
         if creds is None:
-            raise StorageError(f"{self.uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                               "AWS_SECRET_ACCESS_KEY, a profile, or an instance role")
-        frozen = creds.get_frozen_credentials()
+            raise NoCredentialsError()
+        return creds.get_frozen_credentials()
+
+    def storage_options(self) -> dict[str, str]:
+        """Options for polars/deltalake with the AWS chain's credentials of now, once the store has answered
+        (else StorageError; the first call lists the prefix once). A client keeps the keys it was opened
+        with, so ask again for each client opened, and open a long-lived one again when the options have
+        changed: the chain renewed its credentials, and the old ones expire 10 minutes later or more."""
+        self._check_answers()
+        frozen = self._call(self.uri, self._credentials)
         opts = {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key,
                 "aws_region": self._session.region_name or "us-east-1"}
         if frozen.token:

@@ -1,6 +1,6 @@
 """The latent-feature Delta table: replace one (model version, day) slice, describe what is
-published, retire old versions; one ``FeatureTable`` per run holds the store's options and the
-table's state, refreshed once per publish.
+published, retire old versions; one ``FeatureTable`` per run holds the table's state, refreshed once
+per publish.
 
 A day is written as one Delta commit that replaces its (model_version, dt) slice, so readers see
 the old slice or the new one, never a mix and never duplicates; lineage rides along in the commit's
@@ -15,7 +15,6 @@ import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import polars as pl
@@ -93,8 +92,9 @@ LEGACY_SCORE = "recon_error"  # the score's name in tables written by earlier re
 class FeatureTable:
     """The feature table at ``settings.table_uri`` and the folder beside it where latentfeed keeps
     its own state (``settings.state_uri``: quantisation grids, leases, publish records, champion
-    history). Built once per run: the store's options are resolved once and the Delta log is read
-    when the table is first opened or ``refresh``ed, not on every question."""
+    history). Built once per run: the Delta log is read when the table is first opened or
+    ``refresh``ed, not on every question; the store's options are asked for at each use, so a run
+    longer than its credentials' life (a role's, renewed by the AWS chain) goes on with the new ones."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -102,34 +102,37 @@ class FeatureTable:
         self.store: Storage = open_storage(settings.features.uri)
         self.state: Storage = open_storage(settings.state_uri)
         self._table = None  # the latest DeltaTable handle, once opened
+        self._opened_with: dict[str, str] | None = None  # the options it was opened with
         self._lock = threading.RLock()  # a backfill's days share the handle from several threads
 
-    @cached_property
+    @property
     def options(self) -> dict[str, str] | None:
-        """Options for deltalake/polars (None for a local table); S3 has conditional writes, which
+        """Options for deltalake/polars (None for a local table), with the AWS chain's credentials of
+        now: never kept, since a client keeps the keys it was given. S3 has conditional writes, which
         deltalake uses when told the store is safe to write to."""
         opts = self.store.storage_options()
         return None if opts is None else {**opts, "aws_conditional_put": "etag"}
 
     def open(self, as_of: dt.datetime | None = None):
         """The table (as it was at ``as_of``: Delta time travel), or None when nothing was published
-        yet (by then). The latest state is read once and kept until ``refresh``."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import DeltaError, TableNotFoundError
-
+        yet (by then). The latest state is read once and kept until ``refresh``, or until the AWS
+        chain renews its credentials: the handle keeps the keys it was opened with, so it is opened
+        again with the new ones, while the old ones are still valid (botocore renews them 15 to 10
+        minutes before they expire)."""
         if as_of is None:
             with self._lock:
-                if self._table is None:
-                    self._table = self._load(None)
+                options = self.options
+                if self._table is None or options != self._opened_with:
+                    self._table, self._opened_with = self._load(None, options), options
                 return self._table
-        return self._load(as_of)
+        return self._load(as_of, self.options)
 
-    def _load(self, as_of: dt.datetime | None):
+    def _load(self, as_of: dt.datetime | None, options: dict[str, str] | None):
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
-            table = DeltaTable(self.uri, storage_options=self.options)
+            table = DeltaTable(self.uri, storage_options=options)
         except TableNotFoundError:
             return None
         if as_of is None:
@@ -141,12 +144,12 @@ class FeatureTable:
         return table
 
     def refresh(self) -> None:
-        """Read the commits other runs made since the table was opened (only those: incrementally)."""
+        """Read the commits other runs made since the table was opened (only those: incrementally,
+        unless ``open`` had to open it again)."""
         with self._lock:
-            if self._table is None:
-                self.open()
-            else:
-                self._table.update_incremental()
+            kept = self._table
+            if self.open() is kept and kept is not None:
+                kept.update_incremental()
 
     def slices(self, as_of: dt.datetime | None = None) -> pl.DataFrame:
         """One row per published (model_version, dt): rows, bytes and when its current files were
@@ -176,37 +179,29 @@ class FeatureTable:
         table = self.open()
         return {} if table is None else dict(table.metadata().configuration)
 
-    def identity(self, model_version: int) -> ModelIdentity | None:
+    def identity(self, model_version: int) -> ident.RecordedModel | None:
         """The model that wrote a version's rows, as recorded (None: an earlier release wrote them)."""
-        return ident.identity_of(self.properties(), model_version)
+        table = self.open()
+        return None if table is None else ident.recorded_model(table, model_version)
 
     def check_owner(self) -> None:
-        """Before any work: refuse a table another dataset's publishes recorded as theirs."""
+        """Before any work: refuse a table another dataset's publishes began."""
         ident.check_dataset(self.properties(), self.uri, self.settings.dataset.name)
 
     def check_model(self, model_version: int, model: ModelIdentity) -> None:
-        """Refuse ``model``'s rows under a version number whose rows another model wrote (TableClaimed)."""
-        props = self.properties()
-        ident.check_dataset(props, self.uri, self.settings.dataset.name)
-        ident.check_version(props, self.uri, model_version, model, model_version in self.slices()["model_version"].to_list())
+        """Refuse ``model``'s rows under a version number whose rows another run wrote (TableClaimed)."""
+        self.check_owner()
+        ident.check_version(self.identity(model_version), self.uri, model_version, model,
+                            model_version in self.slices()["model_version"].to_list())
 
     def _create(self, schema: pa.Schema) -> None:
-        """Begin the table with the first rows' schema and no rows (a concurrent first publish may have
-        begun it: then that one stands)."""
+        """Begin the table with the first rows' schema, no rows, and its dataset and format recorded (a
+        concurrent first publish may have begun it: then that one stands)."""
         from deltalake import DeltaTable
 
-        DeltaTable.create(self.uri, schema, mode="ignore", partition_by=PARTITION_BY, storage_options=self.options)
+        DeltaTable.create(self.uri, schema, mode="ignore", partition_by=PARTITION_BY, storage_options=self.options,
+                          configuration=ident.begun(self.settings.dataset.name), raise_if_key_not_exists=False)
         self.refresh()
-
-    def _record_identity(self, model_version: int, model: ModelIdentity) -> None:
-        """Set what the table does not record yet of its dataset, format (a table with no rows yet is
-        of this release's) and this version's model."""
-        props = self.properties()
-        new_table = ident.FORMAT not in props and self.slices().is_empty()
-        missing = ident.to_record(props, self.settings.dataset.name, model_version, model, new_table)
-        if missing:
-            self._table.alter.set_table_properties(missing, raise_if_not_exists=False)
-            self.refresh()
 
     def committed(self, date: dt.date, model_version: int) -> int | None:
         """The record number (``identity.record_number``) of the publish whose commit wrote the slice's
@@ -242,7 +237,8 @@ class FeatureTable:
 
         ``rows`` are the encoder's batches: they stream into the Delta writer, so memory stays bounded
         whatever the partition's size, and still land as one commit. ``model`` wrote them: the table
-        refuses them under a version number another model's rows hold, and records it with the version.
+        refuses them under a version number another run's rows hold, and the commit records its run and
+        latent width with the version.
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import DeltaError
@@ -269,11 +265,10 @@ class FeatureTable:
                 raise
 
         schema = first.to_arrow().schema
-        with self._lock:  # the table, its dataset and this version's model recorded before any row lands
+        with self._lock:
             if self.open() is None:
                 self._create(schema)
-            self.check_model(model_version, model)
-            self._record_identity(model_version, model)
+        self.check_model(model_version, model)
         self.check_schema(schema)
         before = self._table.version()  # ours comes after it
         predicate = f"model_version = {int(model_version)} AND dt = '{date.isoformat()}'"
@@ -284,7 +279,9 @@ class FeatureTable:
                             writer_properties=writer_properties(schema),
                             commit_properties=CommitProperties(
                                 custom_metadata={k: str(v) for k, v in lineage.items()},
-                                app_transactions=[Transaction(ident.record_app(date, model_version), record)]))
+                                app_transactions=[Transaction(app, number) for app, number in [
+                                    (ident.record_app(date, model_version), record),
+                                    *ident.model_transactions(model_version, model)]]))
         except (DeltaError, OSError) as e:
             if failed:
                 raise failed[0] from None

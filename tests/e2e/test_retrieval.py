@@ -15,6 +15,7 @@ from tasks.registry.client import Registry
 from tasks.features import CodeIndex, neighbours, read_features
 from tasks.store.latents import code_matrix, latent_columns
 from tasks.settings import load_settings
+from tasks.store.identity import ModelIdentity
 from tasks.store.table import FeatureTable
 
 from tests.helpers import day, make_dataset, put_on_s3, set_config
@@ -84,9 +85,10 @@ def test_codes_are_published_searched_and_served(tmp_path, request, store, capsy
         shutil.copytree(kept, table)
         stale, expected = CodeIndex(config), CodeIndex(config).query(key, k=5, rerank=20)
         now = read_features(config).collect()  # the day published again: other rows, in another order
-        features = FeatureTable(load_settings(config))
-        features.replace_slice([now.reverse().head(now.height - 1)], stale.version, stale.date, {},
-                               features.identity(stale.version), 1)
+        s = load_settings(config)
+        ref = Registry(s).champion()
+        FeatureTable(s).replace_slice([now.reverse().head(now.height - 1)], stale.version, stale.date, {},
+                                      ModelIdentity(ref.name, ref.run_id, s.model.latent_dim), 1)
         assert stale.query(key, k=5, rerank=20).equals(expected)  # latents read now, from the version it indexed
         shutil.rmtree(table)
         shutil.copytree(kept, table)

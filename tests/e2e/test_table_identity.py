@@ -10,6 +10,7 @@ import pytest
 
 from flows.cli import main
 from tasks.features import read_features
+from tasks.registry.client import Registry
 from tasks.settings import load_settings
 from tasks.store.identity import DATASET, FORMAT, FORMAT_NOW
 from tasks.store.table import FeatureTable
@@ -25,8 +26,8 @@ def test_the_table_records_its_dataset_format_and_each_versions_model(with_champ
     table = FeatureTable(s)
     props = table.properties()
     assert props[DATASET] == s.dataset.name and props[FORMAT] == FORMAT_NOW
-    found = table.identity(1)
-    assert (found.registered_model, found.latent_dim) == (s.mlflow.registered_model, s.model.latent_dim)
+    found, ref = table.identity(1), Registry(s).champion()
+    assert (found.run, found.latent_dim) == (ref.run_id[:15], s.model.latent_dim)
     assert table.recorded_slices() == {(d, 1) for d in table.published_days(1)}
 
 
@@ -55,10 +56,10 @@ def test_a_version_number_from_another_registry_is_refused_naming_both_runs(with
     assert main(["run", "--config", str(config), "--date", day(0)]) == 1
     out = capsys.readouterr()
     text = out.out + out.err
-    assert f"written by run {theirs.run_id} of registered model 'sample-autoencoder'" in text, text
+    assert f"written by training run {theirs.run}…" in text, text
     assert "of registered model 'renamed-autoencoder'" in text and "Traceback" not in text
     assert read_features(config, version=1).collect().equals(before), "the old version's rows were replaced"
-    assert FeatureTable(load_settings(config)).identity(1).run_id == theirs.run_id
+    assert FeatureTable(load_settings(config)).identity(1) == theirs
 
 
 def test_two_datasets_left_at_the_default_table_get_tables_of_their_own(tmp_path, capsys):

@@ -69,11 +69,11 @@ def test_a_publish_names_its_own_commit_and_never_another_writers(tmp_path, monk
     path.write_text(CONFIG)
     ours, theirs = FeatureTable(load_settings(path)), FeatureTable(load_settings(path))
     first = ours.replace_slice([day_rows(DAY)], 1, DAY, {"idempotency_key": "ours-1"}, made_model(), 1)  # alone: exact
-    # the table begun (version 0) and its dataset and model recorded (1) before the first rows land
-    assert first.own_version == first.table_version == 2 and first.commit() == "Delta version 2"
+    # the table begun, its dataset and format recorded (version 0), before the first rows land
+    assert first.own_version == first.table_version == 1 and first.commit() == "Delta version 1"
     second = ours.replace_slice([day_rows(DAY + dt.timedelta(days=1))], 1, DAY + dt.timedelta(days=1),
                                 {"idempotency_key": "ours-2"}, made_model(), 1)
-    assert second.own_version == 3 and _key_at(ours.uri, 3) == "ours-2"
+    assert second.own_version == 2 and _key_at(ours.uri, 2) == "ours-2"
 
     write = deltalake.write_deltalake
 
@@ -86,5 +86,5 @@ def test_a_publish_names_its_own_commit_and_never_another_writers(tmp_path, monk
     monkeypatch.setattr(deltalake, "write_deltalake", then_theirs)
     third = ours.replace_slice([day_rows(DAY + dt.timedelta(days=2))], 1, DAY + dt.timedelta(days=2),
                                {"idempotency_key": "ours-3"}, made_model(), 1)
-    assert (third.table_version, _key_at(ours.uri, 5)) == (5, "theirs")  # the newest is not ours
-    assert third.own_version is None and third.commit() == "a Delta version up to 5 (other writers committed meanwhile)"
+    assert (third.table_version, _key_at(ours.uri, 4)) == (4, "theirs")  # the newest is not ours
+    assert third.own_version is None and third.commit() == "a Delta version up to 4 (other writers committed meanwhile)"
