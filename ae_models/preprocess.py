@@ -275,14 +275,16 @@ class Preprocessor:
         return by_position(X, self.array_order or (self.columns if self.named else position_names(len(self.columns))))
 
     def transform(self, X: Any) -> np.ndarray:
-        """Frame or array -> (n, d) float32, NaN where a real or binary value is missing."""
+        """Frame or array -> (n, d) float32, NaN where a real or binary value is missing. Each group is
+        written into the one matrix: a category's one-hot block costs rows x levels, once."""
         cols = self._read(X)
-        parts: list[np.ndarray] = []
+        r, b = len(self.real), len(self.binary)
+        out = np.zeros((len(next(iter(cols.values()))), r + b + sum(self.cardinalities)), np.float32)
         if self.real:
             real = _numeric_matrix(cols, self.real)
             real -= np.asarray(self.mean, np.float32)
             real /= np.asarray(self.std, np.float32)
-            parts.append(real)
+            out[:, :r] = real
         if self.binary:
             binary = _numeric_matrix(cols, self.binary)
             bad = (binary != 0) & (binary != 1) & ~np.isnan(binary)
@@ -291,13 +293,14 @@ class Preprocessor:
                 vals = binary[bad[:, j], j]
                 raise ValueError(f"binary column {self.binary[j]!r} has {len(vals)} value(s) outside {{0, 1}}, "
                                  f"e.g. {vals[:3].tolist()}; declare it real or fix the values")
-            parts.append(binary)
-        for n in self.categorical:
-            vocab = self.vocab[n]
-            index = {c: i for i, c in enumerate(vocab)}
+            out[:, r:r + b] = binary
+        start = r + b
+        for n, card in zip(self.categorical, self.cardinalities):
+            index = {c: i for i, c in enumerate(self.vocab[n])}
             codes = np.array([index.get(_category(v), 0) for v in cols[n]], dtype=np.int64)
-            parts.append(np.eye(len(vocab), dtype=np.float32)[codes])
-        return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, 1))
+            out[np.arange(len(codes)), start + codes] = 1.0
+            start += card
+        return out
 
     def inverse(self, M: np.ndarray) -> np.ndarray:
         """Activated model output (n, d) -> input space: real values, binary probabilities, labels."""

@@ -11,7 +11,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ class FormatError(ValueError):
 FORMAT_VERSION = 4  # 4: the preprocessor records whether fit saw column names (``named``)
 _OLD_FORMATS = (3,)  # formats load still reads (see ``_read_old_format``)
 _PCA_SAMPLE = 200_000  # rows the PCA start is computed from
+EXACT_PCA_WIDTH = 1024  # inputs up to this wide start from a full SVD; wider ones from subspace iteration ...
+PCA_OVERSAMPLE, PCA_ITERATIONS = 10, 4  # ... on k + 10 directions, 4 rounds (exact to 6 digits on one-hot inputs)
+ENCODE_BYTES = 64 << 20  # a batch's (rows, width) float32 tensor at most, when encoding: ENCODE_BATCH rows or fewer
 AUTO = "auto"
 
 
@@ -172,9 +175,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         if n_rows(X) < 2:
             raise ValueError(f"fit needs at least 2 rows; X has {n_rows(X)} sample(s)")
         self.preprocessor_ = Preprocessor.infer(X, self.real, self.binary, self.categorical, self.scale).fit(X)
-        M = torch.from_numpy(self.preprocessor_.transform(X))
         p = self.preprocessor_
-        train, val = self._split(M)
+        train, val = self._split(torch.from_numpy(p.transform(X)))  # the whole matrix is not kept beside them
         self.plan_ = auto_plan(len(train), len(p.numeric) + sum(p.cardinalities), self.hidden, self.epochs,
                                self.batch_size, self.lr)
         self.config_ = AEConfig(kind=self.kind, latent_dim=self.latent_dim, hidden=tuple(self.plan_["hidden"]),
@@ -187,7 +189,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             self.model_ = Autoencoder(self.config_)
             self.model_.fill.copy_(torch.tensor(p.fill, dtype=torch.float32))
             self.loss_ = self._make_loss(train)
-            mean, components = _pca(self._imputed(train), self.config_.latent_dim, self.seed)
+            mean, components = _pca(train, self.config_.latent_dim, self.seed, self._imputed)
             self._pca_errors(val, mean, components)
             if self.pca_init:
                 self.model_.init_pca(mean, components)
@@ -206,7 +208,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         per_epoch = max(1, -(-len(train) // self.plan_["batch_size"]))
         with _seeded(self.seed, self.device):
             # PCA's error on these rows, not the first fit's: the comparison reported is this run's
-            self._pca_errors(val, *_pca(self._imputed(train), self.config_.latent_dim, self.seed))
+            self._pca_errors(val, *_pca(train, self.config_.latent_dim, self.seed, self._imputed))
             self._train(train, val, self.plan_["max_steps"] if epochs is None else epochs * per_epoch)
         return self
 
@@ -228,7 +230,10 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         return M[perm[n_val:]], M[perm[:n_val]]
 
     def _imputed(self, M: torch.Tensor) -> torch.Tensor:
-        """Rows with missing values at their fill values: what PCA and the threshold statistics read."""
+        """Rows with missing values at their fill values: what PCA and the threshold statistics read. M
+        itself when nothing is missing: a wide matrix (many category levels) is not copied for nothing."""
+        if not torch.isnan(M[:, :self.config_.n_real + self.config_.n_binary]).any():
+            return M
         return self.model_.prepare(M)[:, :self.config_.n_inputs]
 
     def _make_loss(self, train: torch.Tensor) -> ReconstructionLoss:
@@ -318,13 +323,14 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         """Codes (n, k), per-column errors (n, c) and which entries were observed (n, c), in batches."""
         if self.model_.training:  # eval() walks every module: skipped when there is nothing to switch
             self.model_.eval()
-        if 0 < len(M) <= ENCODE_BATCH:  # one batch (every served request): no lists to join
+        rows = self._batch_rows
+        if 0 < len(M) <= rows:  # one batch (every served request): no lists to join
             z, _ = self.model_.encode(M)
             e, m = self.loss_.columns(self.model_.decode(z), M)
             return z.numpy(), e.numpy(), m.numpy()
         codes, errors, masks = [], [], []
-        for i in range(0, len(M), ENCODE_BATCH):
-            batch = M[i:i + ENCODE_BATCH]
+        for i in range(0, len(M), rows):
+            batch = M[i:i + rows]
             z, _ = self.model_.encode(batch)
             e, m = self.loss_.columns(self.model_.decode(z), batch)
             codes.append(z.numpy())
@@ -359,11 +365,17 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             self.__dict__["_code_stats_cache"] = cached
         return cached[2], cached[3]
 
+    @property
+    def _batch_rows(self) -> int:
+        """Rows encoded at once: ``batch_rows`` of the encoder's input width."""
+        return batch_rows(self.config_.n_encoder_inputs)
+
     @torch.no_grad()
     def _reconstruct(self, M: torch.Tensor) -> torch.Tensor:
         self.model_.eval()
-        return torch.cat([self.model_.decode(self.model_.encode(M[i:i + ENCODE_BATCH])[0])
-                          for i in range(0, len(M), ENCODE_BATCH)]) if len(M) else M
+        rows = self._batch_rows
+        return torch.cat([self.model_.decode(self.model_.encode(M[i:i + rows])[0])
+                          for i in range(0, len(M), rows)]) if len(M) else M
 
     def _real_mse(self, M: torch.Tensor, out: torch.Tensor) -> float:
         """Mean squared error over the observed real entries, in the unit ``error_unit_`` names."""
@@ -425,8 +437,9 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
     @torch.no_grad()
     def _encode(self, M: torch.Tensor) -> np.ndarray:
         self.model_.eval()
-        return np.concatenate([self.model_.encode(M[i:i + ENCODE_BATCH])[0].numpy()
-                               for i in range(0, len(M), ENCODE_BATCH)] or [np.zeros((0, self.latent_dim), np.float32)])
+        rows = self._batch_rows
+        return np.concatenate([self.model_.encode(M[i:i + rows])[0].numpy()
+                               for i in range(0, len(M), rows)] or [np.zeros((0, self.latent_dim), np.float32)])
 
     def transform(self, X: Any) -> np.ndarray:
         """Rows -> codes (n, latent_dim) float32; the variational kind returns the posterior mean."""
@@ -460,7 +473,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         """Per-row reconstruction error (higher = worse rebuilt), float32: the training objective,
         the mean over the row's observed columns, without the code's density."""
         M = self._matrix(X)
-        return evaluate(self.model_, M, self._row_error, torch.device("cpu"), "fp32").numpy()
+        return evaluate(self.model_, M, self._row_error, torch.device("cpu"), "fp32", self._batch_rows).numpy()
 
     def transform_and_anomaly_score(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(transform(X), anomaly_score(X))`` in one pass over the input: the codes (n, latent_dim)
@@ -621,11 +634,32 @@ def _read_old_format(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "format_version": FORMAT_VERSION, "preprocessor": preprocessor}
 
 
+def batch_rows(width: int) -> int:
+    """Rows encoded at once for an input ``width`` columns wide: ``ENCODE_BATCH``, or fewer, so that a
+    batch's (rows, width) float32 tensors stay within ``ENCODE_BYTES`` (a wide input: many category levels)."""
+    return max(1, min(ENCODE_BATCH, ENCODE_BYTES // (4 * max(width, 1))))
+
+
 def auto_hidden(width: int) -> tuple[int, int]:
     """Hidden widths for an input ``width`` columns wide: the next power of two at or above twice the
     width, between 64 and 512, then half of that."""
     first = int(min(512, max(64, 2 ** math.ceil(math.log2(max(2 * width, 1))))))
     return first, first // 2
+
+
+def fit_memory(n_rows: int, width: int, hidden: Sequence[int] | str = AUTO,
+               latent_dim: int = AEConfig.latent_dim, val_fraction: float = 0.1) -> int:
+    """About the bytes ``fit`` allocates for ``n_rows`` rows of ``width`` model inputs (a real or binary
+    column is one, a category one per level), at its peak: the float32 matrix twice while it is split
+    into training and held-out rows; or once beside the exact PCA start's float64 copies (inputs up to
+    ``EXACT_PCA_WIDTH`` wide), or beside the held-out batch early stopping evaluates (a few tensors as
+    wide as the input); plus the network's weights six times (gradients, AdamW's two moments, the best
+    state kept and its copy). Nothing in it grows with the square of the width."""
+    hidden = auto_hidden(width) if isinstance(hidden, str) else tuple(hidden)
+    weights = width * (3 * max(hidden, default=0) + 2 * latent_dim)  # the layers that touch the input
+    pca = 4 * min(n_rows, _PCA_SAMPLE) if width <= EXACT_PCA_WIDTH else 0
+    held_out = 5 * min(EVAL_ROWS, math.ceil(n_rows * val_fraction))
+    return 4 * (width * (n_rows + max(n_rows, pca, held_out)) + 6 * weights)
 
 
 def auto_plan(n_train: int, width: int, hidden: Sequence[int] | str, epochs: int | str,
@@ -699,11 +733,39 @@ def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> 
     return np.einsum("ij,jk,ik->i", d, precision, d)
 
 
-def _pca(M: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (d,) and top-k principal axes (min(k, d), d) of up to _PCA_SAMPLE rows."""
+def _pca(M: torch.Tensor, k: int, seed: int,
+         prepare: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (d,) and top-k principal axes (min(k, d), d) of up to _PCA_SAMPLE rows, ``prepare``d (imputed)
+    once sampled. Up to ``EXACT_PCA_WIDTH`` columns by a full SVD; a wider input (category levels) by
+    ``_top_axes``: a full SVD's memory grows with the square of the width (6,000 levels took 3 GB)."""
     if M.shape[0] > _PCA_SAMPLE:
         M = M[torch.randperm(M.shape[0], generator=torch.Generator().manual_seed(seed))[:_PCA_SAMPLE]]
+    M = prepare(M)
+    if M.shape[1] > EXACT_PCA_WIDTH:
+        mean = M.T @ torch.ones(M.shape[0]) / M.shape[0]  # float32 sums: a float64 mean would copy M
+        return mean, _top_axes(M, mean, min(k, *M.shape), seed)
     X = M.double()
     mean = X.mean(0)
-    _, _, Vh = torch.linalg.svd(X - mean, full_matrices=False)
+    _, _, Vh = torch.linalg.svd(X.sub_(mean), full_matrices=False)
     return mean.float(), Vh[:k].float()
+
+
+def _top_axes(M: torch.Tensor, mean: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """The top-k principal axes (k, d) of M's rows about ``mean``, by seeded subspace iteration (Halko,
+    Martinsson and Tropp 2009, algorithm 4.4) on M less its mean, never formed: memory (rows + width) x
+    (k + ``PCA_OVERSAMPLE``) beside M. Matches the full SVD's reconstruction error on one-hot inputs."""
+    n, d = M.shape
+    q = min(k + PCA_OVERSAMPLE, n, d)
+    mu = mean[None, :]  # (1, d)
+
+    def right(V: torch.Tensor) -> torch.Tensor:  # (M - 1 mu^T) V: (n, q)
+        return M @ V - mu @ V
+
+    def left(U: torch.Tensor) -> torch.Tensor:  # (M - 1 mu^T)^T U: (d, q)
+        return M.T @ U - mu.T @ U.sum(0, keepdim=True)
+
+    Q = torch.linalg.qr(right(torch.randn(d, q, generator=torch.Generator().manual_seed(seed)))).Q
+    for _ in range(PCA_ITERATIONS):
+        Q = torch.linalg.qr(right(torch.linalg.qr(left(Q)).Q)).Q
+    _, _, Vh = torch.linalg.svd(left(Q).T.double(), full_matrices=False)  # of Q^T (M - 1 mu^T): (q, d)
+    return Vh[:k].float()

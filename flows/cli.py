@@ -15,16 +15,34 @@ from tasks.errors import ConfigError, DaysFailed, LatentfeedError, redact
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _check_model_fits_columns(settings, until: str | None) -> None:
+def _check_model_fits_columns(settings, until: str | None, with_champion: bool = True) -> None:
     """What the columns of the newest raw partition up to ``until`` (the command's date; without one
     the newest of all) tell about the model config, checked before Prefect starts: a training takes
-    its columns from the newest valid day of its window. A store or partition that cannot be read,
-    or lacks configured columns, is left to the run to report."""
+    its columns from the newest valid day of its window. ``with_champion``: the command encodes days
+    with the champion it finds (not a training first), which cannot encode without a column the config
+    stopped naming. A store, partition or champion that cannot be read, or a partition that lacks
+    configured columns, is left to the run to report."""
     from tasks.errors import IngestError, StorageError
     from tasks.model.fit import check_latent_width
-    from tasks.data.ingest import list_partition_dates, scan_partition
+    from tasks.data.ingest import FEATURE_GROUPS, list_partition_dates, scan_partition
     from tasks.store.objects import open_storage
 
+    if with_champion:
+        from tasks.registry.client import Registry
+        from tasks.validation.checks import unnamed_columns
+
+        try:
+            ref, champion, _ = Registry(settings).serving()
+        except Exception:  # whatever fails here fails the run again, which reports it
+            champion = None
+        p = champion.preprocessor_ if champion is not None else None
+        dropped = unnamed_columns(p.columns, settings) if p is not None else []
+        if dropped:
+            keys = ", ".join(f"[dataset].{g}" for g in FEATURE_GROUPS if set(dropped) & set(getattr(p, g)))
+            raise ConfigError(f"{settings.source}: [dataset] no longer names column(s) {dropped} that the champion "
+                              f"(model {ref.name} version {ref.version}) reads, so it cannot encode a day: name them "
+                              f"again in {keys}, or train a version without them with `latentfeed train --config "
+                              f"{settings.source}` (promoted if it passes the gate); nothing was run")
     try:
         storage = open_storage(settings.dataset.raw_uri)
         dates, _ = list_partition_dates(storage, settings)
@@ -194,7 +212,7 @@ def cmd_train(args) -> int:
     from tasks.parameters import day_for_now
 
     end = _date(args.end, "end") or day_for_now(settings).isoformat()
-    _check_model_fits_columns(settings, end)
+    _check_model_fits_columns(settings, end, with_champion=False)  # a training fits the config's columns
     ok, out = _run_flow(train_flow, settings, end=end)
     if not ok:
         print(f"FAILED: {out}", file=sys.stderr)
@@ -260,7 +278,7 @@ def cmd_backfill(args) -> int:
     if settings.backfill.task_runner == "dask":
         dask_runner_class()
     start, end = _date(args.start, "start"), _date(args.end, "end")
-    _check_model_fits_columns(settings, end)
+    _check_model_fits_columns(settings, end, with_champion=not args.retrain)
     res = Resources(settings)
     plan = publish.plan_backfill(res, dt.date.fromisoformat(start), dt.date.fromisoformat(end), args.force)
     if plan.undated:

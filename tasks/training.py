@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING
 
 from tasks import promote
 from tasks.cost import Meter
-from tasks.data.ingest import feature_names, scan_partition, window_dates
+from tasks.data.ingest import distinct_values, feature_names, scan_partition, window_dates
 from tasks.data.window import Window, conform, split_holdout, window_sample
 from tasks.errors import IngestError, PromotionAbandoned, SchemaMismatch, StepFailed
 from tasks.limits import training_slot
-from tasks.model.fit import fit
+from tasks.model.fit import check_memory, fit
 from tasks.outcomes import TrainResult
 from tasks.publish import code_version
 from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.rules.gate import PCA_GATED_KINDS, Decision, decide
+from tasks.settings import Settings
 from tasks.store.lease import Lease, training_lease
 from tasks.validation import Reference, ValidationReport, validate
 
@@ -123,6 +124,24 @@ def window(res: Resources, end: dt.date, champion: "AutoencoderReducer | None",
     return win, reports, len(dates)
 
 
+def check_levels(win: Window, settings: Settings, end: dt.date) -> None:
+    """Refuse, before any row is read into memory, a window whose categorical columns hold more distinct
+    values over all its days than ``[validation].max_categories``: validation bounds each day, but days
+    of new values add up (six days of 1,000 new ones each made 6,000 model inputs), and every value is
+    a model input."""
+    cap = settings.validation.max_categories
+    counts = distinct_values([p.frame for p in win.parts], win.columns["categorical"])
+    over = [f"{c!r} has {n:,}" for c, n in counts.items() if n > cap]
+    if over:
+        first, last = win.parts[0].date, win.parts[-1].date
+        raise StepFailed(f"categorical column {'; '.join(over)} distinct values over the {len(win.parts)} valid "
+                         f"day(s) of the window ending {end} ({first} .. {last}), more than [validation].max_categories "
+                         f"= {cap:,}: each value is a model input, and training memory grows with them; nothing was "
+                         f"trained. Shorten [training].window_days (now {settings.training.window_days}), raise "
+                         "[validation].max_categories if memory allows, or leave the column out of "
+                         "[dataset].categorical")
+
+
 def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: Lease, log: Log) -> TrainResult:
     from ae_models.training import resolve_device
 
@@ -132,10 +151,12 @@ def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: L
     if current is not None and serving is None:
         log(f"{unusable}: it is replaced")
     win, reports, window_days = window(res, end, serving, log)
+    check_levels(win, s, end)
     valid = [(p, reports[p.date.isoformat()]) for p in win.parts]
     frame = window_sample([(p, r.rows) for p, r in valid], feature_names(win.columns),
                           s.training.max_train_rows, window_days)
     train_rows, holdout = split_holdout(frame, s.training.seed)  # judged on by challenger and champion alike
+    check_memory(s, train_rows, win.columns, f"the window ending {end}")
     with training_slot(s.schedule, s.training.device, log):  # a GPU slot only on CUDA
         est, warm = fit(s, train_rows, win.columns, serving if warm_start else None, log)
     # the reconstruction error, in each model's per-column unit (anomaly scores are relative to each model)

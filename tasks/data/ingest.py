@@ -73,6 +73,15 @@ def even_sample(frame: pl.LazyFrame, rows: int, at_most: int) -> pl.DataFrame:
     return frame.gather_every(max(1, -(-rows // max(at_most, 1)))).collect(engine="streaming")
 
 
+def distinct_values(frames: list[pl.LazyFrame], columns: list[str]) -> dict[str, int]:
+    """Each column's number of distinct values (a null counts as one) over all ``frames`` together,
+    counted in streaming mode: memory holds the values, never the rows."""
+    if not columns:
+        return {}
+    union = pl.concat([f.select(columns) for f in frames])
+    return union.select(pl.col(c).n_unique() for c in columns).collect(engine="streaming").row(0, named=True)
+
+
 def resolve_columns(patterns: list[str], available: list[str]) -> tuple[list[str], list[str]]:
     """Expand names and glob patterns against the columns present; report those matching nothing."""
     out, missing = [], []

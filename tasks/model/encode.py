@@ -13,7 +13,14 @@ from tasks.store.latents import CODE, Quantisation, store, store_code, store_sco
 if TYPE_CHECKING:
     from ae_models import AutoencoderReducer
 
-BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size
+BATCH_ROWS = 262_144  # rows encoded at a time: bounds memory whatever the partition's size ...
+BATCH_BYTES = 1 << 30  # ... fewer for a wide model (many category levels): its input matrix at most this big
+
+
+def rows_per_batch(reducer: AutoencoderReducer) -> int:
+    """Rows a partition is encoded in: ``BATCH_ROWS``, fewer where the model's float32 input matrix
+    (rows x one column per real or binary column and per category level) would pass ``BATCH_BYTES``."""
+    return max(1, min(BATCH_ROWS, BATCH_BYTES // (4 * reducer.config_.n_inputs)))
 
 
 def quantisation(reducer: AutoencoderReducer) -> Quantisation:
@@ -38,8 +45,9 @@ def encode_frame(reducer: AutoencoderReducer, frame: pl.DataFrame, keys: list[st
 
 
 class EncodedBatches:
-    """A partition streamed through the encoder ``batch_rows`` at a time; ``raw_memory`` counts the
-    in-memory bytes of the raw rows read so far (what the partition takes as a polars frame).
+    """A partition streamed through the encoder ``batch_rows`` at a time (by default the model's
+    ``rows_per_batch``); ``raw_memory`` counts the in-memory bytes of the raw rows read so far (what
+    the partition takes as a polars frame).
 
     Each batch is its own sliced read (parquet skips the row groups before it), so only one batch is
     in memory at once; a background reader (``collect_batches``) would outrun the encoder and buffer.
@@ -48,10 +56,11 @@ class EncodedBatches:
     """
 
     def __init__(self, reducer: AutoencoderReducer, frame: pl.LazyFrame, keys: list[str], model_version: int,
-                 latent_dtype: str = "float32", batch_rows: int = BATCH_ROWS,
+                 latent_dtype: str = "float32", batch_rows: int | None = None,
                  after_read: Callable[[], None] | None = None):
         self.reducer, self.frame, self.keys, self.model_version = reducer, frame, keys, model_version
-        self.latent_dtype, self.batch_rows, self.after_read = latent_dtype, batch_rows, after_read
+        self.latent_dtype, self.after_read = latent_dtype, after_read
+        self.batch_rows = batch_rows or rows_per_batch(reducer)
         self.raw_memory = 0
 
     def __iter__(self) -> Iterator[pl.DataFrame]:

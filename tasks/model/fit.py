@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from ae_models.config import REGULARISED_KINDS, AEConfig
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, StepFailed
 from tasks.data.ingest import feature_names
 from tasks.settings import Settings
 
@@ -45,6 +47,44 @@ def check_latent_width(settings: Settings, columns: dict[str, list[str]], where:
         raise ConfigError(f"[model].latent_dim = {m.latent_dim} is not below the {width} feature columns the config "
                           f"resolves to in {where}: a plain {m.kind} code that wide compresses nothing. Lower it, or "
                           f"choose a regularised [model].kind ({', '.join(REGULARISED_KINDS)})")
+
+
+# Where a container's memory limit is read (cgroup v2, then v1); a machine without one has its physical memory.
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory() -> int:
+    """The bytes this process may use: the machine's physical memory, or its container's limit when lower."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = min(limit, int(text))
+    return limit
+
+
+def check_memory(settings: Settings, frame: pl.DataFrame, columns: dict[str, list[str]], where: str) -> None:
+    """Refuse, before the estimator allocates anything, a training on ``frame`` whose memory
+    (``ae_models.reducer.fit_memory``) would not fit this machine (``machine_memory``): each category
+    level is a model input, so that memory grows with the rows times the levels, which
+    ``[training].max_train_rows`` and ``[validation].max_categories`` bound."""
+    from ae_models.reducer import fit_memory
+
+    cats = columns["categorical"]
+    levels = frame.select(pl.col(c).n_unique() for c in cats).row(0) if cats else ()
+    width = len(columns["real"]) + len(columns["binary"]) + sum(n + 1 for n in levels)  # + the unseen slot
+    m = settings.model
+    needed, limit = fit_memory(frame.height, width, m.hidden, m.latent_dim), machine_memory()
+    if needed > limit:
+        of_levels = f", {sum(levels):,} of them the levels of {cats}" if cats else ""
+        raise StepFailed(f"training on {where} would need about {needed / 2**30:.1f} GiB for {frame.height:,} rows x "
+                         f"{width:,} model inputs{of_levels}, more than the {limit / 2**30:.1f} GiB this machine has: "
+                         f"nothing was trained; lower [training].max_train_rows (now "
+                         f"{settings.training.max_train_rows:,}) or [validation].max_categories (now "
+                         f"{settings.validation.max_categories:,})")
 
 
 # Parameters that may differ between the champion and a warm start from it: where it runs, how long.

@@ -74,6 +74,14 @@ class Reference:
                                            for c, vocab in p.vocab.items()})
 
 
+def unnamed_columns(columns: list[str], settings: Settings) -> list[str]:
+    """Those of a model's ``columns`` that no name or pattern of the config's feature groups
+    ([dataset].real, binary, categorical) matches any more: the config stopped naming them."""
+    d = settings.dataset
+    named = set(resolve_columns([*d.real, *d.binary, *d.categorical], columns)[0])
+    return [c for c in columns if c not in named]
+
+
 @dataclass
 class Failure:
     expectation: str
@@ -359,8 +367,9 @@ def _raised(result) -> str:
 
 
 def _column_findings(results, by_column: dict[str, dict], part: Partition, label: str,
-                     reference: Reference | None) -> list[tuple[str, Failure]]:
-    """(GE severity, failure) for each column of partition ``label`` a failed profile expectation names."""
+                     reference: Reference | None, unnamed: set[str]) -> list[tuple[str, Failure]]:
+    """(GE severity, failure) for each column of partition ``label`` a failed profile expectation names;
+    ``unnamed``: the reference's columns the config no longer names (missing for that reason)."""
     out = []
     keys = part.columns["keys"]
     for r in results:
@@ -384,6 +393,9 @@ def _column_findings(results, by_column: dict[str, dict], part: Partition, label
                 examples = [f"{prof['levels']:,} distinct values; [validation].max_categories = "
                             f"{prof['levels'] - prof['level_excess']:,}"]
                 count = None  # a property of the column, not of rows
+            elif check == "missing" and column in unnamed:
+                examples = ["[dataset] no longer names it, and the champion reads it: name it again in [dataset], "
+                            "or train a model without it (latentfeed train)"]
             elif check == "mean_drift":
                 examples = [f"mean {prof['mean']:.4g} vs training {reference.mean[column]:.4g} "
                             f"(std {reference.std[column]:.4g}): {prof['mean_shift']:.2f} std away"]
@@ -477,11 +489,12 @@ def validate_days(parts: list[Partition], settings: Settings,
         shared_docs = {name: _render(r) for name, r in shared.items()}
         user_docs = [None if r is None else _render(r) for r in user]
     shared_json = {name: r.to_json_dict() for name, r in shared.items()}
+    unnamed = set(unnamed_columns(reference.columns, settings)) if reference else set()
     reports = []
     for part, label, (col_profile, table_profile), n, sample, user_result, user_doc in zip(
             parts, labels, profiles, rows, samples, user, user_docs):
         by_column = {r["column"]: r for r in col_profile.iter_rows(named=True)}
-        findings = _column_findings(shared["columns"].results, by_column, part, label, reference)
+        findings = _column_findings(shared["columns"].results, by_column, part, label, reference, unnamed)
         findings += _table_findings(shared["table"].results, table_profile.row(0, named=True), part, label, settings)
         result, docs = dict(shared_json), dict(shared_docs)
         if user_result is not None:  # "user": what readers see, the user's suite, not our batch name
