@@ -20,6 +20,7 @@ from sklearn import exceptions as sk_exceptions
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .config import AEConfig, latent_names
+from . import threads
 from .hashing import BinaryHasher
 from .model import Autoencoder, ReconstructionLoss, bernoulli_entropy, categorical_entropy, regulariser
 from .preprocess import Preprocessor, feature_names, is_frame, n_columns, n_rows, position_names
@@ -94,6 +95,11 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
     device : "auto" | "cpu" | "cuda";  precision : "auto" | "fp32" | "bf16"
     seed : int
         Seeds the split, initialisation, batches and noise (the process's global RNG is left alone).
+    n_threads : "auto" | int
+        torch's intra-op threads while fitting and encoding, the process's own count given back after.
+        "auto": from the size of a step's work (one thread for a small network, whose threads would only
+        wait for each other), and one while other processes keep every core busy; torch's own count
+        when ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set. ``n_threads_`` is what the fit used.
     callback : called as ``callback(step, row)`` at every held-out measurement; not saved by ``save``.
 
     Attributes
@@ -130,7 +136,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
                  pca_init: bool = AEConfig.pca_init, scale: str = AUTO,
                  real: Sequence[str] | None = None, binary: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, anomaly_quantile: float = 0.99, code_bits: int = 0,
-                 device: str = "auto", precision: str = "auto", seed: int = 0, callback: Callback | None = None):
+                 device: str = "auto", precision: str = "auto", seed: int = 0, n_threads: int | str = AUTO,
+                 callback: Callback | None = None):
         self.kind = kind
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -156,6 +163,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.seed = seed
+        self.n_threads = n_threads
         self.callback = callback
 
     def __sklearn_tags__(self):
@@ -185,7 +193,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
                                 dropout=self.dropout, sparsity=self.sparsity, noise_std=self.noise_std,
                                 mask_prob=self.mask_prob, beta=self.beta, pca_init=self.pca_init)
         self.config_.check()
-        with _seeded(self.seed, self.device):
+        self.n_threads_ = threads.choose(self.n_threads, self.plan_["batch_size"], self._widths())
+        with _seeded(self.seed, self.device), threads.using(self.n_threads_):
             self.model_ = Autoencoder(self.config_)
             self.model_.fill.copy_(torch.tensor(p.fill, dtype=torch.float32))
             self.loss_ = self._make_loss(train)
@@ -206,7 +215,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             return self.fit(X)
         train, val = self._split(self._matrix(X))
         per_epoch = max(1, -(-len(train) // self.plan_["batch_size"]))
-        with _seeded(self.seed, self.device):
+        self.n_threads_ = threads.choose(self.n_threads, self.plan_["batch_size"], self._widths())
+        with _seeded(self.seed, self.device), threads.using(self.n_threads_):
             # PCA's error on these rows, not the first fit's: the comparison reported is this run's
             self._pca_errors(val, *_pca(train, self.config_.latent_dim, self.seed, self._imputed))
             self._train(train, val, self.plan_["max_steps"] if epochs is None else epochs * per_epoch)
@@ -221,6 +231,8 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             raise ValueError(f"epochs={self.epochs} must be at least 1 (or 'auto')")
         if not isinstance(self.batch_size, str) and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be at least 1 (or 'auto')")
+        if self.n_threads != AUTO and (isinstance(self.n_threads, str) or self.n_threads < 1):
+            raise ValueError(f"n_threads={self.n_threads!r}: use 'auto' or a number of threads, at least 1")
         if self.code_bits < 0 or self.code_bits % 8:
             raise ValueError(f"code_bits={self.code_bits}: use 0 (no binary code) or a positive multiple of 8")
 
@@ -318,9 +330,21 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         margin = 0.05 * (hi - lo)
         self.latent_range_ = np.stack([lo - margin, hi + margin]).astype(np.float32)
 
-    @torch.inference_mode()
+    def _widths(self) -> list[int]:
+        """The encoder's layer widths, input to code (the decoder mirrors them)."""
+        return [self.config_.n_encoder_inputs, *self.config_.hidden, self.config_.latent_dim]
+
+    def _encoding(self, rows: int):
+        """The thread count for encoding ``rows`` rows (a forward pass: a third of a training step's work)."""
+        return threads.using(threads.choose(self.n_threads, max(1, min(rows, self._batch_rows) // 3), self._widths()))
+
     def _codes_and_errors(self, M: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Codes (n, k), per-column errors (n, c) and which entries were observed (n, c), in batches."""
+        with self._encoding(len(M)):
+            return self._codes_and_errors_in_batches(M)
+
+    @torch.inference_mode()
+    def _codes_and_errors_in_batches(self, M: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.model_.training:  # eval() walks every module: skipped when there is nothing to switch
             self.model_.eval()
         rows = self._batch_rows
@@ -438,8 +462,9 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
     def _encode(self, M: torch.Tensor) -> np.ndarray:
         self.model_.eval()
         rows = self._batch_rows
-        return np.concatenate([self.model_.encode(M[i:i + rows])[0].numpy()
-                               for i in range(0, len(M), rows)] or [np.zeros((0, self.latent_dim), np.float32)])
+        with self._encoding(len(M)):
+            return np.concatenate([self.model_.encode(M[i:i + rows])[0].numpy()
+                                   for i in range(0, len(M), rows)] or [np.zeros((0, self.latent_dim), np.float32)])
 
     def transform(self, X: Any) -> np.ndarray:
         """Rows -> codes (n, latent_dim) float32; the variational kind returns the posterior mean."""
