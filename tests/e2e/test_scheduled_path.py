@@ -147,6 +147,9 @@ def test_a_worker_run_with_mlflow_down_fails_fast_in_one_line(api, tmp_path):
     with process_group(cmd, log, env):
         run = run_deployment("latentfeed-nightly/sample-nightly", parameters={"date": day(0)},
                              timeout=RUN_TIMEOUT_S, poll_interval=1)
+        deadline = time.time() + 30  # the API has the final state before the worker relays the run's last lines
+        while time.time() < deadline and "Finished in state" not in log.read_text():
+            time.sleep(0.5)
     assert run.state.is_failed(), f"{run.state!r}\n{log_tail(log)}"
     took = (run.end_time - run.start_time).total_seconds()
     assert took < 30, f"failed after {took:.1f} s"
