@@ -193,7 +193,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
                                 dropout=self.dropout, sparsity=self.sparsity, noise_std=self.noise_std,
                                 mask_prob=self.mask_prob, beta=self.beta, pca_init=self.pca_init)
         self.config_.check()
-        self.n_threads_ = threads.choose(self.n_threads, self.plan_["batch_size"], self._widths())
+        self.n_threads_ = self._training_threads()
         with _seeded(self.seed, self.device), threads.using(self.n_threads_):
             self.model_ = Autoencoder(self.config_)
             self.model_.fill.copy_(torch.tensor(p.fill, dtype=torch.float32))
@@ -215,7 +215,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
             return self.fit(X)
         train, val = self._split(self._matrix(X))
         per_epoch = max(1, -(-len(train) // self.plan_["batch_size"]))
-        self.n_threads_ = threads.choose(self.n_threads, self.plan_["batch_size"], self._widths())
+        self.n_threads_ = self._training_threads()
         with _seeded(self.seed, self.device), threads.using(self.n_threads_):
             # PCA's error on these rows, not the first fit's: the comparison reported is this run's
             self._pca_errors(val, *_pca(train, self.config_.latent_dim, self.seed, self._imputed))
@@ -329,6 +329,10 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         lo, hi = (codes.min(0), codes.max(0)) if len(codes) else (np.zeros(self.latent_dim), np.ones(self.latent_dim))
         margin = 0.05 * (hi - lo)
         self.latent_range_ = np.stack([lo - margin, hi + margin]).astype(np.float32)
+
+    def _training_threads(self) -> int:
+        """The thread count for training: a step is one batch forward and back."""
+        return threads.choose(self.n_threads, self.plan_["batch_size"], self._widths())
 
     def _widths(self) -> list[int]:
         """The encoder's layer widths, input to code (the decoder mirrors them)."""

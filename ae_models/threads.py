@@ -40,7 +40,8 @@ def choose(requested: int | str, rows: int, widths: Sequence[int]) -> int:
         return int(requested)
     if fixed():
         return torch.get_num_threads()
-    return 1 if busy() else most(rows, widths)
+    count = most(rows, widths)
+    return 1 if count > 1 and busy() else count  # the load average is read only when it could matter
 
 
 def fixed() -> bool:

@@ -191,8 +191,11 @@ class FeatureTable:
     def check_model(self, model_version: int, model: ModelIdentity) -> None:
         """Refuse ``model``'s rows under a version number whose rows another run wrote (TableClaimed)."""
         self.check_owner()
-        ident.check_version(self.identity(model_version), self.uri, model_version, model,
-                            model_version in self.slices()["model_version"].to_list())
+        recorded = self.identity(model_version)
+        other = recorded is not None and recorded.run != ident.run_number_hex(model.run_id)
+        # the table's files are listed only when another run's record makes it matter (not every publish)
+        ident.check_version(recorded, self.uri, model_version, model,
+                            other and model_version in self.slices()["model_version"].to_list())
 
     def _create(self, schema: pa.Schema) -> None:
         """Begin the table with the first rows' schema, no rows, and its dataset and format recorded (a
