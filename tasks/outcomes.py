@@ -47,7 +47,7 @@ class NightlyResult:
         run = res.registry.run_metrics(ref.run_id)
         model = res.registry.load_reducer(ref)
         return cls(date=part.date.isoformat(), rows_in=report.rows, rows_out=pub.rows, anomalies=pub.anomalies,
-                   latent_dim=model.latent_dim, latent_dtype=res.settings.features.latent_dtype,
+                   latent_dim=model.latent_dim, latent_dtype=res.table.latent_dtype(),
                    raw_bytes=part.raw_bytes, feature_bytes=pub.bytes, raw_memory_bytes=pub.raw_memory_bytes,
                    feature_memory_bytes=pub.memory_bytes, model_version=ref.version, run_id=ref.run_id,
                    table_uri=pub.table_uri, delta_version=pub.table_version, val_error=run.get("val_error"),

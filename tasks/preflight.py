@@ -82,9 +82,9 @@ LEGACY_TABLE = "features"  # [features].table when a config left it out, before 
 
 
 def check_table(settings: Settings) -> None:
-    """The feature table is this dataset's (its recorded owner), and a config that leaves
-    ``[features].table`` out does not quietly start a new table beside the one an earlier release
-    wrote at the old default location for it."""
+    """The feature table is this dataset's (its recorded owner) and stores the latent type the config
+    names (when it names one), and a config that leaves ``[features].table`` out does not quietly start a
+    new table beside the one an earlier release wrote at the old default location for it."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -93,6 +93,7 @@ def check_table(settings: Settings) -> None:
 
     table = FeatureTable(settings)
     table.check_owner()
+    table.latent_dtype()
     if settings.features.table is not None or settings.table_name == LEGACY_TABLE or table.open() is not None:
         return
     legacy = f"{settings.features.uri.rstrip('/')}/{LEGACY_TABLE}"

@@ -56,7 +56,8 @@ def idempotency_key(res: Resources, ref: ModelRef, part: Partition) -> str:
     """Same raw files, same row-shaping settings, same model (its training run, not only its version
     number, which another registry reuses): the same rows, so the work is done once."""
     s = res.settings
-    return (f"latentfeed-publish-{s.dataset.name}-{part.date.isoformat()}-{part.fingerprint}-{s.rows_hash()}-"
+    return (f"latentfeed-publish-{s.dataset.name}-{part.date.isoformat()}-{part.fingerprint}-"
+            f"{s.rows_hash(res.table.latent_dtype())}-"
             f"{ref.run_id}-v{ref.version}")
 
 
@@ -133,7 +134,8 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
     if reducer.code_bits != features.code_bits:
         log(f"model version {ref.version} was trained with code_bits = {reducer.code_bits}: [features].code_bits = "
             f"{features.code_bits} takes effect from the next training (latentfeed train)")
-    if features.latent_dtype == "int8":
+    latent_dtype = res.table.latent_dtype()
+    if latent_dtype == "int8":
         write_quantisation(res.state, ref.version, quantisation(reducer))
     def unchanged() -> None:  # the rows to commit are those of the files validation judged
         changed = changed_files(res.raw, res.settings, part)
@@ -142,7 +144,7 @@ def _write(res: Resources, ref: ModelRef, part: Partition, facts: dict[str, str]
                              "nothing was published for this day: run it again to validate and publish what is there now")
 
     batches = EncodedBatches(reducer, part.frame, list(res.settings.dataset.key_columns), ref.version,
-                             features.latent_dtype, after_read=unchanged)
+                             latent_dtype, after_read=unchanged)
     model = ModelIdentity(ref.name, ref.run_id, reducer.latent_dim)
     check()  # the lease still held: the commit is the irreversible step
     unchanged()

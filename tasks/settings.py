@@ -78,7 +78,9 @@ class FeaturesSettings(_Section):
     uri: str = "data/features"
     # None: the dataset's name, so two datasets never share a table by leaving this out
     table: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
-    latent_dtype: Literal["float32", "float16", "int8"] = "float32"  # see tasks/latents.py
+    # None: the table's own (recorded when it began), int8 for a new table; resolved in one place,
+    # FeatureTable.latent_dtype (see tasks/store/latents.py)
+    latent_dtype: Literal["float32", "float16", "int8"] | None = None
     retention_hours: int = Field(168, ge=0)  # how long vacuum leaves files of retired versions for readers
     # 0, or a multiple of 8: each model version also learns a binary code of this many bits per row,
     # published in the `code` column for retrieval by Hamming distance (tasks/retrieval.py). Takes
@@ -284,16 +286,18 @@ class Settings(_Section):
         """Stable hash of what the config says (not of its file's bytes)."""
         return _hash(self.model_dump(by_alias=True))
 
-    def rows_hash(self) -> str:
+    def rows_hash(self, latent_dtype: str) -> str:
         """Stable hash of the settings that shape a published day's rows: the columns and how the raw
-        files are read, the model and its training, the stored latent type and code. Operational
-        settings (schedule, backfill, services, validation thresholds, retention, MLflow location)
-        are left out: changing them never makes a published day stale."""
+        files are read, the model and its training, the stored latent type and code. ``latent_dtype`` is
+        the type the table stores (``FeatureTable.latent_dtype``), not the key as written: a config that
+        leaves it out and one that names the table's type write the same rows. Operational settings
+        (schedule, backfill, services, validation thresholds, retention, MLflow location) are left out:
+        changing them never makes a published day stale."""
         d = self.dataset
         return _hash({"dataset": d.model_dump(by_alias=True, exclude={"raw_uri", "min_rows"}),
                       "model": self.model.model_dump(),
                       "training": self.training.model_dump(include=ROW_SHAPING_TRAINING),
-                      "features": self.features.model_dump(include={"latent_dtype", "code_bits"})})
+                      "features": {"latent_dtype": latent_dtype, "code_bits": self.features.code_bits}})
 
     def flat(self) -> dict[str, str]:
         """Flattened "section.key" -> value, for MLflow params (credentials in URIs masked)."""

@@ -73,7 +73,7 @@ def publish_day(res: Resources, ref: ModelRef, part: Partition, report: Validati
 def encode_sample(res: Resources, ref: ModelRef, frame: pl.DataFrame) -> pl.DataFrame:
     """Encode rows held in memory (a sample: whole partitions stream through ``publish``)."""
     return encode_frame(res.registry.load_reducer(ref), frame, list(res.settings.dataset.key_columns), ref.version,
-                        res.settings.features.latent_dtype)
+                        res.table.latent_dtype())
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from tasks.data.sample import write_sample_dataset
-from tasks.settings import load_settings
+from tasks.settings import Settings, load_settings
 from tasks.store.identity import ModelIdentity
+from tasks.store.latents import LEVELS, latent_columns, read_quantisation
 from tasks.store.table import FeatureTable
 
 START = dt.date(2024, 3, 1)
@@ -298,6 +300,26 @@ def prefect_worker(api: str, pool: str, folder: Path, **env: str) -> tuple[list[
     return ([PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--no-create-pool-if-not-found"],
             folder / f"{pool}.log",
             prefect_env(folder / f"prefect-{pool}", PREFECT_API_URL=api, PREFECT_WORKER_QUERY_SECONDS="1", **env))
+
+
+def assert_stored(table: pl.DataFrame, served, settings: Settings, columns: list[str], tol: float = 1e-5) -> None:
+    """``table`` (one version's rows as ``read_features`` returns them) holds the served model's answer
+    (a pandas or polars frame, row for row) as the table stores it: int8 latents on the version's grid
+    (within half a step of the served value, clipped to the grid), the score of a compact type to bfloat16's
+    precision (about 3 digits), float32 to ``tol``."""
+    t = FeatureTable(settings)
+    dtype = t.latent_dtype()
+    grid = read_quantisation(t.state, table["model_version"][0]) if dtype == "int8" else None
+    for c in columns:
+        got, want = np.asarray(served[c], np.float64), table[c].to_numpy().astype(np.float64)
+        if grid is not None and latent_columns([c]):
+            i = int(c.rsplit("_", 1)[1])
+            low, high = grid.offset[i] - LEVELS * grid.scale[i], grid.offset[i] + LEVELS * grid.scale[i]
+            np.testing.assert_allclose(want, np.clip(got, low, high), rtol=0, atol=grid.scale[i] / 2 + tol, err_msg=c)
+        elif c == "anomaly_score" and dtype != "float32":
+            np.testing.assert_allclose(want, got, rtol=2**-8 + tol, atol=tol, err_msg=c)
+        else:
+            np.testing.assert_allclose(want, got, rtol=tol, atol=tol, err_msg=c)
 
 
 def made_model(latents: int = 1, run: str = "run-test") -> ModelIdentity:

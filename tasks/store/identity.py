@@ -1,8 +1,9 @@
 """What the feature table records about itself, where it is decided, so that nothing is worked out
 from names, rows or numbers:
 
-- whose dataset it holds and the format it was begun in: Delta table properties set in the commit
-  that begins the table (``DeltaTable(uri).metadata().configuration``, Spark's ``SHOW TBLPROPERTIES``);
+- whose dataset it holds, the format it was begun in and the type its latents are stored in: Delta
+  table properties set in the commit that begins the table (``DeltaTable(uri).metadata().configuration``,
+  Spark's ``SHOW TBLPROPERTIES``);
 - for each model version, the training run that wrote its rows and its latent width, and for each
   (day, version) slice, the publish that wrote it: Delta application transactions in the commits that
   write the rows (``DeltaTable.transaction_version``), so a commit and its record are one fact.
@@ -24,6 +25,7 @@ DATASET = "latentfeed.dataset"
 FORMAT = "latentfeed.format"
 FORMAT_NOW = "2"  # rows name the anomaly score anomaly_score
 FORMAT_EARLIER = "1"  # begun by a release before these records (no property): rows may name it recon_error
+LATENT_DTYPE = "latentfeed.latent_dtype"  # float32, float16 or int8 ([features].latent_dtype)
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,25 @@ class RecordedModel:
         return latent_names(self.latent_dim)
 
 
-def begun(dataset: str) -> dict[str, str]:
+def begun(dataset: str, latent_dtype: str) -> dict[str, str]:
     """The properties a table is begun with."""
-    return {DATASET: dataset, FORMAT: FORMAT_NOW}
+    return {DATASET: dataset, FORMAT: FORMAT_NOW, LATENT_DTYPE: latent_dtype}
 
 
 def format_of(props: dict[str, str]) -> str:
     return props.get(FORMAT, FORMAT_EARLIER)
+
+
+def latent_dtype_of(props: dict[str, str], int8_latents: bool, configured: str | None) -> str:
+    """The latent type a table holds: the one it recorded when it began. A table begun before that record
+    is told by its latent columns' type, the fact its files keep: Int8 columns hold int8; float columns hold
+    float32, or float16-rounded values, which only the config that wrote them says (``configured``)."""
+    recorded = props.get(LATENT_DTYPE)
+    if recorded is not None:
+        return recorded
+    if int8_latents:
+        return "int8"
+    return "float16" if configured == "float16" else "float32"
 
 
 def check_dataset(props: dict[str, str], uri: str, dataset: str) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from tasks.errors import SchemaMismatch, StepFailed, StorageError
+from tasks.errors import ConfigError, SchemaMismatch, StepFailed, StorageError
 from tasks.settings import Settings
 from tasks.store import identity as ident
 from tasks.store.identity import ModelIdentity
-from tasks.store.latents import latent_columns
+from tasks.store.latents import NEW_TABLE_DTYPE, latent_columns
 from tasks.store.objects import Storage, open_storage
 
 PARTITION_BY = ["model_version", "dt"]
@@ -169,10 +169,36 @@ class FeatureTable:
         have = {f.name: f.type for f in pa.schema(table.schema().to_arrow())}  # pyarrow types: they print plainly
         for f in schema:
             if f.name in have and _plain(have[f.name]) != _plain(f.type):
-                hint = (" ([features].latent_dtype changed: a table keeps one latent type, so name a new "
-                        "[features].table for the new one)") if f.name in latent_columns([f.name]) else ""
                 raise SchemaMismatch(f"column {f.name!r} of {self.uri} is {have[f.name]}, but the rows to "
-                                     f"publish have {f.type}{hint}; nothing was written")
+                                     f"publish have {f.type}; nothing was written")
+
+    def latent_dtype(self) -> str:
+        """The type this table's latents are stored in, decided here only: the table's own once it exists
+        (``identity.latent_dtype_of``), else ``[features].latent_dtype``, else int8. A config that names
+        another type than the table holds is refused (ConfigError): a table keeps one latent type, so
+        its readers and its published days never meet two."""
+        configured = self.settings.features.latent_dtype
+        table = self.open()
+        if table is None:
+            return configured or NEW_TABLE_DTYPE
+        schema = pa.schema(table.schema().to_arrow())
+        int8 = any(pa.types.is_int8(f.type) for f in schema if latent_columns([f.name]))
+        held = ident.latent_dtype_of(dict(table.metadata().configuration), int8, configured)
+        if configured is not None and configured != held:
+            raise ConfigError(f"{self.settings.source}: [features].latent_dtype = {configured!r}, but {self.uri} "
+                              f"stores {held} latents (a table keeps one latent type): leave [features].latent_dtype "
+                              f"out to go on with {held}, or name a new [features].table for {configured}; nothing "
+                              "was written")
+        return held
+
+    def _check_latents(self, schema: pa.Schema, latent_dtype: str) -> None:
+        """Refuse rows whose latent columns are not of the table's latent type (Int8 for int8, else Float32)."""
+        want = pa.int8() if latent_dtype == "int8" else pa.float32()
+        for f in schema:
+            if latent_columns([f.name]) and f.type != want:
+                raise SchemaMismatch(f"the rows to publish hold {f.type} latents ({f.name!r}), but {self.uri} stores "
+                                     f"{latent_dtype} latents ([features].latent_dtype: a table keeps one latent type, "
+                                     "so name a new [features].table for another); nothing was written")
 
     def properties(self) -> dict[str, str]:
         """The table's Delta properties (``tasks.store.identity``); none before its first commit."""
@@ -197,13 +223,14 @@ class FeatureTable:
         ident.check_version(recorded, self.uri, model_version, model,
                             other and model_version in self.slices()["model_version"].to_list())
 
-    def _create(self, schema: pa.Schema) -> None:
-        """Begin the table with the first rows' schema, no rows, and its dataset and format recorded (a
-        concurrent first publish may have begun it: then that one stands)."""
+    def _create(self, schema: pa.Schema, latent_dtype: str) -> None:
+        """Begin the table with the first rows' schema, no rows, and its dataset, format and latent type
+        recorded (a concurrent first publish may have begun it: then that one stands)."""
         from deltalake import DeltaTable
 
         DeltaTable.create(self.uri, schema, mode="ignore", partition_by=PARTITION_BY, storage_options=self.options,
-                          configuration=ident.begun(self.settings.dataset.name), raise_if_key_not_exists=False)
+                          configuration=ident.begun(self.settings.dataset.name, latent_dtype),
+                          raise_if_key_not_exists=False)
         self.refresh()
 
     def committed(self, date: dt.date, model_version: int) -> int | None:
@@ -269,8 +296,11 @@ class FeatureTable:
 
         schema = first.to_arrow().schema
         with self._lock:
+            latent_dtype = self.latent_dtype()
+            self._check_latents(schema, latent_dtype)  # before a new table records it
             if self.open() is None:
-                self._create(schema)
+                self._create(schema, latent_dtype)
+                self._check_latents(schema, self.latent_dtype())  # a concurrent first publish's table may stand
         self.check_model(model_version, model)
         self.check_schema(schema)
         before = self._table.version()  # ours comes after it

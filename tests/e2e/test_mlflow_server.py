@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from botocore.client import BaseClient
@@ -18,7 +17,7 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
 
-from tests.helpers import day, make_dataset, running_mlflow
+from tests.helpers import assert_stored, day, make_dataset, running_mlflow
 
 ARTIFACTS_PREFIX = "mlartifacts"
 
@@ -71,7 +70,7 @@ def test_nightly_logs_registers_and_serves_through_mlflow_server(tmp_path: Path,
     row = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["anomaly_score"]
     assert list(predicted.columns) == row + ["is_anomaly"] and len(predicted) == raw.height
     published = read_features(config, start=day(0), end=day(0)).collect().sort("id")
-    np.testing.assert_allclose(predicted[row].to_numpy(), published.select(row).to_numpy(), rtol=1e-5, atol=1e-5)
+    assert_stored(published, predicted, s, row)
 
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket="lake", Prefix=f"{ARTIFACTS_PREFIX}/") for o in page.get("Contents", [])]

@@ -19,7 +19,7 @@ from tasks.errors import FeatureVersionError
 from tasks.features import LatentDataset, duckdb_connection, read_features
 from tasks.settings import load_settings
 
-from tests.helpers import ROWS, add_days, copy_store, day, free_port, process_group, wait_healthy
+from tests.helpers import ROWS, add_days, assert_stored, copy_store, day, free_port, process_group, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_table_readable_by_polars_duckdb_and_deltalake(published):
     assert len(latents) == s.model.latent_dim
     assert {"id", "dt", "model_version", "anomaly_score", "is_anomaly"} <= set(df.columns)
     assert "recon_error" not in df.columns
-    assert df.schema["latent_0"] == pl.Float32 and df.schema["anomaly_score"] == pl.Float32
+    assert df.schema["latent_0"] == pl.Int8 and df.schema["anomaly_score"] == pl.Float32  # int8 by default
     assert df.schema["is_anomaly"] == pl.Boolean
     assert df["id"].n_unique() == df.height
     n = duckdb_connection().sql(f"SELECT count(*) FROM delta_scan('{s.table_uri}') WHERE dt = DATE '{day(1)}'").fetchone()[0]
@@ -73,8 +73,7 @@ def test_champion_pyfunc_predicts_the_published_latents(published, monkeypatch):
     predicted = model.predict(raw.sort("id").select(features).to_pandas())
     columns = [f"latent_{i}" for i in range(s.model.latent_dim)] + ["anomaly_score", "is_anomaly"]
     assert list(predicted.columns) == columns
-    np.testing.assert_allclose(predicted[columns[:-1]].to_numpy(), table.select(columns[:-1]).to_numpy(), rtol=1e-5,
-                               atol=1e-5)
+    assert_stored(table, predicted, s, columns[:-1])
     assert (predicted["is_anomaly"].to_numpy() == table["is_anomaly"].to_numpy()).all()
     keyed = model.predict(raw.sort("id").to_pandas())  # the keys sent come back first
     assert list(keyed.columns) == ["id", *columns] and (keyed["id"].to_numpy() == table["id"].to_numpy()).all()
@@ -99,8 +98,7 @@ def test_mlflow_models_serve_answers_what_the_table_holds(published, tmp_path):
         table = read_features(config, start=day(1), end=day(1)).collect().sort("id").head(50)
         assert got["id"].to_list() == table["id"].to_list()
         latents = [f"latent_{i}" for i in range(s.model.latent_dim)]
-        np.testing.assert_allclose(got.select(*latents, "anomaly_score").to_numpy(),
-                                   table.select(*latents, "anomaly_score").to_numpy(), rtol=1e-4, atol=1e-4)
+        assert_stored(table, got, s, [*latents, "anomaly_score"], tol=1e-4)
         assert got["is_anomaly"].to_list() == table["is_anomaly"].to_list()
         body["dataframe_split"]["data"][0][body["dataframe_split"]["columns"].index("flag_0")] = 2
         with pytest.raises(urllib.error.HTTPError) as refused:

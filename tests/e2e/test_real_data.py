@@ -10,10 +10,11 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.registry.client import Registry
 from tasks.settings import load_settings
+from tasks.store.identity import LATENT_DTYPE
 from tasks.store.latents import read_quantisation
 from tasks.store.table import FeatureTable
 
-from tests.helpers import day, slices
+from tests.helpers import day, set_config, slices
 
 CONFIG = """\
 [dataset]
@@ -33,7 +34,7 @@ epochs = 5
 [features]
 uri = "features"
 table = "flchain_latent"
-latent_dtype = "{dtype}"
+{dtype}
 
 [mlflow]
 tracking_uri = "sqlite:///mlflow.db"
@@ -42,7 +43,8 @@ registered_model = "flchain-autoencoder"
 NULLS = '\n[validation]\nmax_null_fraction = { creatinine = 0.3, "chap*" = 0.8 }\n'
 
 
-def _write(root, dtype: str = "float32", validation: str = NULLS):
+def _write(root, dtype: str | None = "float32", validation: str = NULLS):
+    """The raw days and a config naming ``dtype`` (None: leaving [features].latent_dtype out)."""
     ds = load("flchain")
     frame = ds.frame.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
     for i, part in enumerate((frame.gather_every(2), frame.gather_every(2, offset=1))):  # the file is sorted by age
@@ -50,7 +52,8 @@ def _write(root, dtype: str = "float32", validation: str = NULLS):
         folder.mkdir(parents=True)
         part.write_parquet(folder / "part-0.parquet")
     config = root / "latentfeed.toml"
-    config.write_text(CONFIG.format(real=ds.real, binary=ds.binary, categorical=ds.categorical, dtype=dtype,
+    config.write_text(CONFIG.format(real=ds.real, binary=ds.binary, categorical=ds.categorical,
+                                    dtype=f"latent_dtype = '{dtype}'" if dtype else "",
                                     validation=validation).replace("'", '"'))
     return config, frame
 
@@ -91,11 +94,12 @@ def test_a_nullable_mixed_table_trains_publishes_and_serves(tmp_path, capsys, mo
                                published.select(latents + ["anomaly_score"]).to_numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_int8_latents_take_at_most_half_the_raw_bytes_and_read_back_as_float32(tmp_path, capsys):
-    config, frame = _write(tmp_path, "int8")
+def test_by_default_latents_are_int8_take_at_most_half_the_raw_bytes_and_read_back_as_float32(tmp_path, capsys):
+    config, frame = _write(tmp_path, None)
     assert main(["run", "--config", str(config), "--date", day(0)]) == 0
-    capsys.readouterr()
+    assert "latent size 4 (int8)" in capsys.readouterr().out
     s = load_settings(config)
+    assert FeatureTable(s).properties()[LATENT_DTYPE] == "int8"  # the table's fact from now on
     raw_bytes = sum(p.stat().st_size for p in (tmp_path / "raw" / f"dt={day(0)}").iterdir())
     published = slices(s).row(0, named=True)
     assert published["bytes"] <= 0.5 * raw_bytes, (published["bytes"], raw_bytes)
@@ -112,3 +116,8 @@ def test_int8_latents_take_at_most_half_the_raw_bytes_and_read_back_as_float32(t
     got = table.sort("id").select([f"latent_{i}" for i in range(4)]).to_numpy()
     inside = (exact >= reducer.latent_range_[0]) & (exact <= reducer.latent_range_[1])
     assert (np.abs(got - exact)[inside] <= (step / 2 + 1e-6)[np.nonzero(inside)[1]]).all()
+
+    set_config(config, 'table = "flchain_latent"', 'table = "flchain_latent"\nlatent_dtype = "float32"')
+    assert main(["run", "--config", str(config), "--date", day(1)]) == 2  # refused before any work
+    assert "[features].latent_dtype = 'float32', but" in capsys.readouterr().err
+    assert slices(s)["dt"].cast(pl.Utf8).to_list() == [day(0)]

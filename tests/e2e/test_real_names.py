@@ -20,6 +20,8 @@ from flows.cli import main
 from tasks.features import read_features, training_set
 from tasks.settings import load_settings
 
+from tests.helpers import assert_stored
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 KEY = "Customer ID"
@@ -93,7 +95,7 @@ def test_real_names_go_through_backfill_readers_and_the_served_model(tmp_path, m
     served = model.predict(raw.to_pandas())
     table = features.filter(pl.col("dt") == DAYS[1])
     assert served[KEY].tolist() == table[KEY].to_list()
-    np.testing.assert_allclose(served[latents].to_numpy(), table.select(latents).to_numpy(), rtol=1e-5, atol=1e-5)
+    assert_stored(table, served, s, latents)
     shuffled = raw.select(reversed(raw.columns)).to_pandas()  # by name, not by position
     np.testing.assert_allclose(model.predict(shuffled)[latents].to_numpy(), served[latents].to_numpy(), atol=1e-6)
 

@@ -239,7 +239,7 @@ def test_a_commit_whose_answer_is_lost_is_not_made_twice(tmp_path, s3, proxy_env
     put_on_s3(tmp_path, s3, config)
     s = load_settings(config)
     rows = pl.DataFrame({"id": range(ROWS), "dt": [START] * ROWS}).with_columns(
-        model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(0.5, pl.Float32), anomaly_score=pl.lit(0.1, pl.Float32),
+        model_version=pl.lit(1, pl.Int32), latent_0=pl.lit(64, pl.Int8), anomaly_score=pl.lit(0.1, pl.Float32),
         is_anomaly=pl.lit(False))
     first = FeatureTable(s).replace_slice([rows], 1, START, {}, made_model(), 1)  # the next commit replaces the slice
     proxy = proxy_env(faults_per_request=0, lose_answer_to=r"/_delta_log/\d+\.json$")

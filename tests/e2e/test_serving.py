@@ -19,7 +19,8 @@ from flows.cli import main
 from tasks.features import read_features
 from tasks.settings import load_settings
 
-from tests.helpers import day, free_port, make_dataset, process_group, rewrite_partition, set_config, wait_healthy
+from tests.helpers import (assert_stored, day, free_port, make_dataset, process_group, rewrite_partition, set_config,
+                           wait_healthy)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -66,8 +67,7 @@ def test_outputs_are_the_feature_tables_rows(served):
     assert list(got.columns) == ["id", *latents, "anomaly_score", "is_anomaly", "code"]
     assert got["id"].tolist() == table["id"].to_list()
     assert all(got[c].dtype == np.float32 for c in [*latents, "anomaly_score"]) and got["is_anomaly"].dtype == bool
-    np.testing.assert_allclose(got[[*latents, "anomaly_score"]].to_numpy(),
-                               table.select(*latents, "anomaly_score").to_numpy(), rtol=1e-5, atol=1e-5)
+    assert_stored(table, got, s, [*latents, "anomaly_score"])
     assert got["is_anomaly"].tolist() == table["is_anomaly"].to_list()
     assert got["code"].tolist() == table["code"].to_list()
     one = model.predict(raw.drop(columns="id").iloc[[7]])  # one row, no keys: the same row, without them
@@ -163,8 +163,7 @@ def test_mlflow_models_serve_refuses_with_the_column_in_the_message(served, tmp_
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         got = pd.DataFrame(_post(url, body)["predictions"])
         assert got["id"].tolist() == table["id"].head(30).to_list()
-        np.testing.assert_allclose(got["anomaly_score"].to_numpy(), table["anomaly_score"].head(30).to_numpy(),
-                                   rtol=1e-4, atol=1e-4)
+        assert_stored(table.head(30), got, s, ["anomaly_score"], tol=1e-4)
         columns = body["dataframe_split"]["columns"]
         for column, value, words in [("x_00", "25", ["'x_00'", "text"]), ("flag_0", None, ["'flag_0'", "null"]),
                                      ("x_03", None, None), ("flag_0", True, None), ("x_00", 3, None)]:

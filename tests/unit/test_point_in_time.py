@@ -27,6 +27,7 @@ real = ["x"]
 [features]
 uri = "features"
 table = "pit"
+latent_dtype = "float32"  # day_rows' latents
 
 [mlflow]
 registered_model = "pit-ae"

@@ -14,6 +14,9 @@ from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.settings import load_settings
 from tasks.store.objects import FileInfo
+from tasks.store.table import FeatureTable
+
+from tests.helpers import made_model
 
 BASE = """
 [dataset]
@@ -36,7 +39,7 @@ OPERATIONAL = [
     "[training]\nrefresh = \"never\"\nmax_model_age_days = 3\npromote_tolerance = 0.5\n",
 ]
 ROW_SHAPING = [
-    "[features]\nlatent_dtype = \"int8\"\n",
+    "[features]\nlatent_dtype = \"float32\"\n",  # the default is int8 (a new table's)
     "[features]\ncode_bits = 64\n",
     "[model]\nlatent_dim = 3\n",
     "[training]\nepochs = 5\n",
@@ -63,3 +66,17 @@ def test_row_shaping_settings_change_the_key(tmp_path, extra):
 
 def test_the_columns_read_change_the_key(tmp_path):
     assert key(tmp_path, dataset=BASE.replace('real = ["x_*"]', 'real = ["x_1"]')) != key(tmp_path)
+
+
+def test_leaving_latent_dtype_out_keys_the_rows_as_the_table_stores_them(tmp_path):
+    """A config that leaves the type out writes what the table stores, so its keys are those of the config
+    that names it: int8 for a new table, float32 for one begun in float32 (its published days stay done)."""
+    assert key(tmp_path) == key(tmp_path, "[features]\nlatent_dtype = \"int8\"\n")
+    float32 = "[features]\nlatent_dtype = \"float32\"\n"
+    rows = pl.DataFrame({"id": [1], "dt": [dt.date(2024, 3, 1)], "model_version": [1], "latent_0": [0.5],
+                         "anomaly_score": [1.0], "is_anomaly": [False]}, schema_overrides={
+                             "model_version": pl.Int32, "latent_0": pl.Float32, "anomaly_score": pl.Float32})
+    path = tmp_path / "float32.toml"
+    path.write_text(BASE + float32)
+    FeatureTable(load_settings(path)).replace_slice([rows], 1, dt.date(2024, 3, 1), {}, made_model(), 1)
+    assert key(tmp_path) == key(tmp_path, float32)
