@@ -1,4 +1,5 @@
-"""Training, its one owner: the window of valid days -> fit -> the gate -> register -> promote.
+"""Training, its one owner: the window of valid days -> fit -> the backward map and the gate -> register
+-> promote.
 
 One training per dataset at a time (the training lease); a promotion an interrupted run left pending
 is finished first, and returned instead of training again. The challenger is judged against the
@@ -24,6 +25,7 @@ from tasks.registry.client import ModelRef
 from tasks.resources import Resources
 from tasks.rules.gate import PCA_GATED_KINDS, Decision, decide
 from tasks.settings import Settings
+from tasks.store import spaces
 from tasks.store.lease import Lease, training_lease
 from tasks.validation import Reference, ValidationReport, validate
 
@@ -169,13 +171,19 @@ def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: L
                 "challenger is not compared with it")
         else:
             champion_error = float(serving.reconstruction_error(holdout).mean())
+    maps: dict = {}
+    if champion_error is not None:  # the champion reads these rows: the challenger learns its way back
+        maps, map_error = spaces.learn(est, serving, current.version, spaces.read_maps(res.state, current.version),
+                                       train_rows, holdout)
+        log(f"backward map to v{current.version}'s latent space: {map_error:.4f} of its variance unexplained "
+            "on held-out rows")
     decision = decide(challenger_error, champion_error, s.training.promote_tolerance,
                       est.val_error_ if est.kind in PCA_GATED_KINDS else None, est.pca_val_error_)
     log(f"version to register: {decision.reason}: {'promote' if decision.promote else 'not promoted'}")
     metrics = {"holdout_error": challenger_error, "train_rows": float(train_rows.height),
                "holdout_rows": float(holdout.height)}
     if champion_error is not None:
-        metrics["champion_holdout_error"] = champion_error
+        metrics |= {"champion_holdout_error": champion_error, "backward_map_error": map_error}
     tags = {**{f"raw.{p.date.isoformat()}": p.fingerprint for p in win.parts}, "kind": "train",
             "config_hash": s.config_hash(), "code_version": code_version(), "window_end": end.isoformat(),
             "refresh_reason": reason, "warm_start": str(warm), "days_skipped": ", ".join(win.skipped) or "none"}
@@ -183,7 +191,8 @@ def _train(res: Resources, end: dt.date, warm_start: bool, reason: str, lease: L
     cost = meter.cost()
     log(f"training cost: {cost.summary()}")
     ref = reg.log_training(est, holdout, tags | {"cost_device": cost.device}, metrics | cost.metrics(), reports,
-                           promote.registered_state(decision, [p.date for p, _ in valid], why))
+                           promote.registered_state(decision, [p.date for p, _ in valid], why), maps)
+    spaces.write_maps(res.state, ref.version, maps)  # before any of its rows: readers find its maps with them
     log(f"registered {ref.name} version {ref.version} (run {ref.run_id})")
     if decision.promote:
         try:

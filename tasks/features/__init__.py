@@ -17,23 +17,31 @@ from tasks.settings import Settings, load_settings
 from tasks.store.history import champion_at, parse_instant, read_history
 from tasks.store.identity import FORMAT_EARLIER, format_of
 from tasks.store.latents import latent_columns, read_quantisation
+from tasks.store.spaces import SPACE, map_to, mapped, read_maps
 from tasks.store.table import ANOMALY_SCORE, LEGACY_SCORE, FeatureTable, version_latents
 
 
 def read_features(config: Settings | str | Path, start: dt.date | str | None = None,
                   end: dt.date | str | None = None, version: int | str = "champion",
-                  as_of: str | dt.datetime | None = None) -> pl.LazyFrame:
+                  as_of: str | dt.datetime | None = None, compatible_with: int | None = None) -> pl.LazyFrame:
     """Rows of one model version (default: the champion) between ``start`` and ``end`` inclusive;
     latents come back as float32 whatever ``[features].latent_dtype`` stored (int8 is dequantised).
+
+    ``compatible_with=N`` returns the latents in version N's space, through the backward map the
+    version learned when it was trained (a model trained on N's latents reads them without retraining);
+    ``model_version`` still names the version that encoded each row and ``latent_space`` the space its
+    latents are in. A version after N, or one without a map to N, is refused naming both.
 
     ``as_of`` (an ISO-8601 instant with a time zone, or an aware datetime) returns exactly what a
     reader with the same arguments saw then: the version then champion (from the champion history,
     not MLflow) and the table as it then was (Delta time travel)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    return _read(FeatureTable(settings), start, end, version, None if as_of is None else parse_instant(as_of))
+    return _read(FeatureTable(settings), start, end, version, None if as_of is None else parse_instant(as_of),
+                 compatible_with)
 
 
-def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetime | None) -> pl.LazyFrame:
+def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetime | None,
+          space: int | None = None) -> pl.LazyFrame:
     settings = features.settings
     if version == "champion":
         version = _champion_version(features, at)
@@ -52,6 +60,8 @@ def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetim
     int8 = [c for c in mine if schema[c] == pl.Int8]
     if int8:
         lf = lf.with_columns(read_quantisation(features.state, version).dequantise(int8))
+    if space is not None:
+        lf = _in_space(features, lf, version, int(space), mine)
     if format_of(features.properties()) == FORMAT_EARLIER and LEGACY_SCORE in schema:  # rows may name it so
         score = pl.coalesce(ANOMALY_SCORE, LEGACY_SCORE) if ANOMALY_SCORE in schema else pl.col(LEGACY_SCORE)
         lf = lf.with_columns(score.alias(ANOMALY_SCORE)).drop(LEGACY_SCORE)
@@ -62,10 +72,22 @@ def _read(features: FeatureTable, start, end, version: int | str, at: dt.datetim
     return lf
 
 
+def _in_space(features: FeatureTable, lf: pl.LazyFrame, version: int, space: int, mine: list[str]) -> pl.LazyFrame:
+    """The version's rows with their latents in ``space``'s (through its recorded map), and ``latent_space``."""
+    backward = map_to(read_maps(features.state, version), version, space)
+    if backward is not None:  # the target's latents in the place of the version's own
+        names = lf.collect_schema().names()
+        before = names[:names.index(mine[0])] if mine else names
+        target = mapped(backward, mine)
+        lf = lf.with_columns(target).select(*before, *(e.meta.output_name() for e in target),
+                                            *(c for c in names[len(before):] if c not in mine))
+    return lf.with_columns(pl.lit(space, pl.Int32).alias(SPACE))
+
+
 def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | str | Path,
                  on: str | list[str] | None = None, at: str = "ts", version: int | str = "champion",
                  ttl: dt.timedelta | None = None, lag: dt.timedelta | None = None,
-                 strict: bool = False) -> pl.DataFrame:
+                 strict: bool = False, compatible_with: int | None = None) -> pl.DataFrame:
     """Each label row with the features of its keys (``on``; default the dataset's keys) from the
     latest day that was available at its time ``at``: a point-in-time join on one model version.
 
@@ -87,7 +109,9 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     fitted on data later than the label (look-ahead in a backtest). ``version="as_published"`` joins
     each label on the version that was champion at its time (the champion history), as a reader then
     saw it: leakage-free without dropping history; rows then mix latent spaces (``model_version`` says
-    whose), so a downstream model trains on them per version or for a backtest of the live system. ``at`` is a date or a datetime (a naive one is read as UTC).
+    whose), so a downstream model trains on them per version or for a backtest of the live system, or
+    reads them all in one space with ``compatible_with=N`` (see ``read_features``; ``latent_space``
+    names the space). ``at`` is a date or a datetime (a naive one is read as UTC).
     Label rows with no features keep nulls in the feature columns (their count is logged);
     ``feature_dt`` names the day each row's features come from. Rows come back in the labels' order;
     labels may be polars (lazy or not) or pandas.
@@ -113,10 +137,10 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
     features = FeatureTable(settings)
     lab = lab.with_row_index("__row").with_columns(label_time.alias("__at")).collect()
     if version == "as_published":
-        joined = _as_published(features, lab, keys, lag, strict, ttl)
+        joined = _as_published(features, lab, keys, lag, strict, ttl, compatible_with)
     else:
         number = _champion_version(features, None) if version == "champion" else int(version)
-        joined = _join(features, lab, number, keys, lag, strict, ttl)
+        joined = _join(features, lab, number, keys, lag, strict, ttl, compatible_with)
     joined = joined.sort("__row").drop("__row", "__at")
     missing = joined["feature_dt"].null_count()
     if missing:
@@ -126,14 +150,14 @@ def training_set(labels: pl.DataFrame | pl.LazyFrame | Any, config: Settings | s
 
 
 def _as_published(features: FeatureTable, lab: pl.DataFrame, keys: list[str], lag: dt.timedelta | None,
-                  strict: bool, ttl: dt.timedelta | None) -> pl.DataFrame:
+                  strict: bool, ttl: dt.timedelta | None, space: int | None) -> pl.DataFrame:
     """Each label joined on the version that was champion at its time (the champion history): the rows
     a reader then saw, never an encoder fitted after the label. Labels before the first champion get
     no features."""
     moves = read_history(features).select(pl.col("at").dt.cast_time_unit("us").alias("__moved"),
                                           pl.col("model_version").alias("__version"))
     lab = lab.sort("__at").join_asof(moves, left_on="__at", right_on="__moved", strategy="backward").drop("__moved")
-    parts = [_join(features, group.drop("__version"), int(v), keys, lag, strict, ttl)
+    parts = [_join(features, group.drop("__version"), int(v), keys, lag, strict, ttl, space)
              for (v,), group in lab.filter(pl.col("__version").is_not_null()).partition_by(
                  "__version", as_dict=True).items()]
     if not parts:
@@ -144,18 +168,19 @@ def _as_published(features: FeatureTable, lab: pl.DataFrame, keys: list[str], la
 
 
 def _join(features: FeatureTable, lab: pl.DataFrame, number: int, keys: list[str], lag: dt.timedelta | None,
-          strict: bool, ttl: dt.timedelta | None) -> pl.DataFrame:
+          strict: bool, ttl: dt.timedelta | None, space: int | None) -> pl.DataFrame:
     """The point-in-time join of ``lab`` (the labels with ``__row`` and their time ``__at``) on one
-    version's rows."""
+    version's rows, in the latent space ``space`` (None: its own)."""
     settings = features.settings
-    feats = _read(features, None, None, number, None)
+    feats = _read(features, None, None, number, None, space)
     fschema, schema = feats.collect_schema(), lab.schema
     clash = [f"{k}: labels {schema[k]}, features {fschema[k]}" for k in keys if schema[k] != fschema[k]]
     if clash:
         raise ValueError(f"the key types differ: {clash}; cast the labels' keys to the table's types")
-    columns = [*keys, pl.col("dt").alias("feature_dt"), "model_version", *latent_columns(fschema.names()),
+    spaced = [SPACE] if space is not None else []
+    columns = [*keys, pl.col("dt").alias("feature_dt"), "model_version", *spaced, *latent_columns(fschema.names()),
                ANOMALY_SCORE, "is_anomaly"]
-    added = {"feature_dt", "model_version", ANOMALY_SCORE, "is_anomaly", *latent_columns(fschema.names())}
+    added = {"feature_dt", "model_version", *spaced, ANOMALY_SCORE, "is_anomaly", *latent_columns(fschema.names())}
     taken = [c for c in schema.names() if c not in keys and c in added]
     if taken:
         raise ValueError(f"the labels' column(s) {taken} have the names of feature columns training_set adds; "
@@ -189,7 +214,8 @@ def _join(features: FeatureTable, lab: pl.DataFrame, number: int, keys: list[str
         stale = pl.col("__at") - pl.col("__available") > pl.lit(ttl)
         joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c)
                                      for c in joined.columns[lab.width:] if c != "__available")
-    return joined.drop("__interval", "__available").with_columns(model_version=pl.lit(number, pl.Int32))
+    return joined.drop("__interval", "__available").with_columns(
+        model_version=pl.lit(number, pl.Int32), **({SPACE: pl.lit(space, pl.Int32)} if space is not None else {}))
 
 
 def _availability(features: FeatureTable, version: int, lag: dt.timedelta | None, strict: bool) -> pl.DataFrame:

@@ -21,7 +21,8 @@ class LatentDataset(IterableDataset):
     """A PyTorch ``IterableDataset`` of one model version's latents, in batches.
 
     Use ``DataLoader(ds, batch_size=None)``: each item is already a batch, a dict of tensors
-    ``latents`` (b, k) float32, ``anomaly_score`` (b,) and ``model_version`` (b,), plus any requested
+    ``latents`` (b, k) float32, ``anomaly_score`` (b,) and ``model_version`` (b,) (with ``compatible_with``,
+    as in ``read_features``, ``latent_space`` (b,) too), plus any requested
     ``columns`` (numeric or boolean ones: they become tensors). Batches hold at most ``batch_rows``
     rows, as equal as they can be. With several DataLoader workers each takes every n-th batch, so no
     row is seen twice.
@@ -41,14 +42,15 @@ class LatentDataset(IterableDataset):
 
     def __init__(self, config: Settings | str | Path, start=None, end=None, version: int | str = "champion",
                  columns: tuple[str, ...] = (), batch_rows: int = 65536, shuffle: bool = False,
-                 seed: int | None = None, rank: int | None = None, world_size: int | None = None):
+                 seed: int | None = None, rank: int | None = None, world_size: int | None = None,
+                 compatible_with: int | None = None):
         if batch_rows < 1:
             raise ValueError(f"batch_rows={batch_rows}: give at least 1")
         rank, world_size = _ranks(rank, world_size)
         if shuffle and world_size > 1 and seed is None:
             raise ValueError(f"LatentDataset: shuffle across {world_size} ranks needs a seed that every rank shares, "
                              "so they draw one order and split it")
-        frame = read_features(config, start, end, version).collect()
+        frame = read_features(config, start, end, version, compatible_with=compatible_with).collect()
         wrong = [c for c in columns if c not in frame.columns]
         if wrong:
             raise ValueError(f"LatentDataset: column(s) {wrong} are not in the feature table; it has {frame.columns}")
@@ -60,6 +62,8 @@ class LatentDataset(IterableDataset):
         self.arrays = {"latents": np.ascontiguousarray(frame.select(self.latent_columns).to_numpy(), np.float32),
                        "anomaly_score": frame["anomaly_score"].to_numpy(writable=True),
                        "model_version": frame["model_version"].to_numpy(writable=True),
+                       **({"latent_space": frame["latent_space"].to_numpy(writable=True)}
+                          if compatible_with is not None else {}),
                        **{c: frame[c].to_numpy(writable=True) for c in columns}}  # tensors share memory
         self.rows, self.batch_rows, self.shuffle = frame.height, batch_rows, shuffle
         self.rank, self.world_size = rank, world_size

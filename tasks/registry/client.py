@@ -7,6 +7,7 @@ process (or threads of a backfill) never see each other's store. A lookup that f
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -26,13 +27,16 @@ from tasks.cost import Cost
 from tasks.errors import ConfigError, DamagedModel, IncompatibleModel, RegistryError, redact
 from tasks.process import dead_here
 from tasks.settings import Settings
+from tasks.store import spaces
 
 if TYPE_CHECKING:
     from ae_models import AutoencoderReducer
+    from ae_models.alignment import LatentMap
     from tasks.validation import ValidationReport
 
 CHAMPION = "champion"
 _MODEL_CODE = Path(__file__).with_name("pyfunc.py")
+REGISTERED_VERSION = "registered_version.json"  # the name the served model (pyfunc.py) reads it by
 _AE_MODELS = Path(__file__).resolve().parents[2] / "ae_models"
 _BATCH = 900  # metrics per log_batch call (MLflow takes at most 1,000)
 HOST_TAG, PID_TAG = "latentfeed.host", "latentfeed.pid"  # which process a run belongs to
@@ -256,12 +260,13 @@ class Registry:
 
     def log_training(self, est: "AutoencoderReducer", holdout: pl.DataFrame, tags: dict[str, str],
                      metrics: dict[str, float], reports: "dict[str, ValidationReport]",
-                     version_tags: dict[str, str]) -> ModelRef:
+                     version_tags: dict[str, str], backward_maps: "dict[int, LatentMap]") -> ModelRef:
         """Record a trained reducer as an MLflow run and register it (promotion is the caller's step).
 
         ``holdout`` (rows the reducer never saw) feeds the score histogram and the latent projection;
         ``reports`` maps each training partition's date to its validation report; ``version_tags`` are
-        set on the registered version as it is created (its promotion state: never a moment without it).
+        set on the registered version as it is created (its promotion state: never a moment without it);
+        ``backward_maps`` (``tasks.store.spaces``) go into the run and the served model.
         """
         from tasks.registry import plots
 
@@ -290,10 +295,12 @@ class Registry:
                 plots.close(fig)
             for date, report in reports.items():
                 _log_validation(c, run_id, date, report)
-            version = self._register_model(est, run_id, version_tags)
+            c.log_text(run_id, spaces.to_json(backward_maps), spaces.FILE)
+            version = self._register_model(est, run_id, version_tags, backward_maps)
         return ModelRef(self.name, version, run_id)
 
-    def _register_model(self, est: "AutoencoderReducer", run_id: str, tags: dict[str, str]) -> int:
+    def _register_model(self, est: "AutoencoderReducer", run_id: str, tags: dict[str, str],
+                        backward_maps: "dict[int, LatentMap]") -> int:
         """Save the pyfunc as an MLflow logged model of the run and register it as a new version."""
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -305,10 +312,13 @@ class Registry:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 reducer_dir = est.save(Path(tmp) / "reducer")
+                maps = Path(tmp) / spaces.FILE
+                maps.write_text(spaces.to_json(backward_maps))
                 with warnings.catch_warnings():  # MLflow's hint about type hints on predict
                     warnings.simplefilter("ignore", UserWarning)
                     mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(_MODEL_CODE),
-                                             artifacts={"reducer": str(reducer_dir)}, code_paths=[str(_AE_MODELS)],
+                                             artifacts={"reducer": str(reducer_dir), "backward_maps": str(maps)},
+                                             code_paths=[str(_AE_MODELS)],
                                              signature=signature(est, keys), pip_requirements=_requirements(),
                                              model_config={"keys": keys, "training_run_id": run_id})
                 c.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
@@ -322,8 +332,13 @@ class Registry:
             pass
         # The source is the logged model's artifact location, not "models:/<id>": the registry would resolve
         # that through MLflow's process-wide tracking URI, which nothing here sets.
-        return int(c.create_model_version(self.name, source=model.artifact_location, run_id=run_id, tags=tags,
-                                          model_id=model.model_id).version)
+        version = int(c.create_model_version(self.name, source=model.artifact_location, run_id=run_id, tags=tags,
+                                             model_id=model.model_id).version)
+        with tempfile.TemporaryDirectory() as tmp:  # the served model's own number, decided just now
+            mine = Path(tmp) / REGISTERED_VERSION
+            mine.write_text(json.dumps({"model_version": version}))
+            c.log_model_artifact(model.model_id, str(mine))
+        return version
 
     def log_publish(self, ref: ModelRef, date: str, report: "ValidationReport", tags: dict[str, str],
                     metrics: dict[str, float]) -> str:
@@ -427,7 +442,7 @@ def signature(est: AutoencoderReducer, keys: list[str], inputs: bool = False):
     on every call. The pyfunc checks its input itself and refuses naming the column.
     """
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     features = [name for name in est.feature_names_in_ if name not in keys]
     schema = Schema([*(ColSpec(AnyType(), k, required=False) for k in keys),
@@ -436,7 +451,8 @@ def signature(est: AutoencoderReducer, keys: list[str], inputs: bool = False):
                       *(ColSpec("float", name) for name in est.get_feature_names_out()),
                       ColSpec("float", "anomaly_score"), ColSpec("boolean", "is_anomaly"),
                       *([ColSpec("binary", "code")] if est.hasher_ is not None else [])])
-    return ModelSignature(inputs=schema, outputs=outputs)
+    # compatible_with=N: the latents in version N's space (through the version's backward map)
+    return ModelSignature(inputs=schema, outputs=outputs, params=ParamSchema([ParamSpec("compatible_with", "long", None)]))
 
 
 def _requirements() -> list[str]:

@@ -10,7 +10,9 @@ Serving holds validation's contract. A value the pipeline would refuse is refuse
 version was trained with nulls in; a real column takes numbers (not text, not booleans), a binary
 column 0/1 as numbers or booleans; text is never converted to a number.
 """
+import json
 import numbers
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -26,6 +28,7 @@ ONE_THREAD_ROWS = 16_384
 # A frame whose feature columns are all NumPy numbers, but which holds other columns too (a text key),
 # is converted whole when it has at most this many rows: one call instead of one per column.
 WHOLE_FRAME_ROWS = 1024
+REGISTERED_VERSION = "registered_version.json"  # at the model's root: its version number, once registered
 _GOOD_OBJECTS = {"floating", "integer", "mixed-integer-float", "decimal", "empty"}  # pandas' infer_dtype
 
 
@@ -56,6 +59,7 @@ class LatentEncoder(PythonModel):
         self.nullable = {*p.nullable, *(c for c in p.categorical if NULL in p.vocab[c])}
         self.latents = list(r.get_feature_names_out())
         self.threshold = np.float32(r.threshold_)
+        self.maps, self.version = _spaces(context)
 
     # ------------------------------------------------------------------------------ the contract
     def _refuse_nulls(self, name: str, missing: np.ndarray) -> None:
@@ -146,7 +150,24 @@ class LatentEncoder(PythonModel):
         return out
 
     # ------------------------------------------------------------------------------ predict
+    def _backward(self, space):
+        """The map to version ``space``'s latent space (None: this version's own), or a refusal naming both."""
+        from ae_models import LatentMap
+
+        if space is None or space == self.version:
+            return None
+        space = int(space)
+        if str(space) in self.maps:
+            return LatentMap.from_dict(self.maps[str(space)])
+        own = f"model version {self.version}" if self.version is not None else "this model version"
+        if self.version is not None and space > self.version:
+            raise refusal(f"{own} cannot answer in the latent space of version {space}: maps go backward only")
+        raise refusal(f"{own} has no map to version {space}'s latent space; it maps to "
+                      f"{sorted(map(int, self.maps), reverse=True) or 'no earlier version'}")
+
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        space = (params or {}).get("compatible_with")
+        backward = self._backward(space)
         frame = model_input
         if not isinstance(frame, pd.DataFrame):
             frame = frame.to_pandas() if hasattr(frame, "to_pandas") else pd.DataFrame(frame)
@@ -163,12 +184,29 @@ class LatentEncoder(PythonModel):
             if one:
                 torch.set_num_threads(threads)
         data = {k: frame[k].array for k in self.keys if k in frame.columns}  # as sent, dtype kept
-        data.update(zip(self.latents, codes.T))
+        if backward is None:
+            data.update(zip(self.latents, codes.T))
+        else:
+            from ae_models.config import latent_names
+
+            data.update(zip(latent_names(backward.target_dim), backward.apply(codes).T))
+        if space is not None:
+            data["latent_space"] = np.full(len(codes), int(space), np.int32)
         data["anomaly_score"] = scores
         data["is_anomaly"] = scores > self.threshold
         if self.reducer.hasher_ is not None:
             data["code"] = [row.tobytes() for row in self.reducer.hash_latents(codes)]
         return pd.DataFrame(data, index=frame.index, copy=False)
+
+
+def _spaces(context) -> tuple[dict, "int | None"]:
+    """The version's backward maps (keyed by the version each reaches) and its own number: both absent
+    from versions registered before maps existed; the number is written beside the model as it is
+    registered."""
+    maps = context.artifacts.get("backward_maps")
+    known = json.loads(Path(maps).read_text())["maps"] if maps else {}
+    version = Path(context.artifacts["reducer"]).parents[1] / REGISTERED_VERSION
+    return known, (json.loads(version.read_text())["model_version"] if version.exists() else None)
 
 
 def _is_missing(v) -> bool:
