@@ -1,10 +1,11 @@
 """What latents buy downstream models on real tables: the same classifiers on the raw columns, on the
 latents as a default table stores them, and on PCA at the same width.
 
-    .venv/bin/python bench/downstream.py [--only NAME ...]
+    .venv/bin/python bench/downstream.py [--only NAME ...] [--splits N]
 
 Every supervised task of ``bench/real_datasets.py`` (features without the target, nulls kept) is split
-80/20, stratified and seeded. On the training rows: the estimator with its defaults
+80/20, stratified and seeded, ``--splits`` times (3; tables over 20,000 rows once), and the scores,
+times and peaks averaged. On the training rows: the estimator with its defaults
 (``AutoencoderReducer(latent_dim=k)``, the column groups named); the raw matrix an ML team would build
 (the estimator's own preprocessing: real columns scaled, binary 0/1, categories one-hot; missing
 values at the training mean with a missing-indicator column each); scikit-learn's PCA at width k on
@@ -12,8 +13,8 @@ that raw matrix, standardised. The latents are read back as the table stores the
 ``latent_dtype``, int8 unless it says otherwise, dequantised to float32 as readers get them); the
 largest change any model's score sees from storing float32 instead is printed beside them.
 
-Models: HistGradientBoosting, logistic regression and an MLP (64 hidden units, early stopping), the last
-two behind a StandardScaler. Scores: AUROC on two-class tasks, accuracy otherwise, on the held-out
+Models, on one thread: HistGradientBoosting, logistic regression and an MLP (64 hidden units, early
+stopping above 10,000 rows), the last two behind a StandardScaler. Scores: AUROC on two-class tasks, accuracy otherwise, on the held-out
 20 %. Fit seconds and the fit's peak traced memory (tracemalloc) per representation; the published
 day's bytes against the raw table's parquet. The goal: latents at least PCA's score on two thirds of
 the tasks for every model, never more than 0.01 below.
