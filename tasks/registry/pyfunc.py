@@ -152,18 +152,16 @@ class LatentEncoder(PythonModel):
     # ------------------------------------------------------------------------------ predict
     def _backward(self, space):
         """The map to version ``space``'s latent space (None: this version's own), or a refusal naming both."""
-        from ae_models import LatentMap
-
         if space is None or space == self.version:
             return None
         space = int(space)
-        if str(space) in self.maps:
-            return LatentMap.from_dict(self.maps[str(space)])
+        if space in self.maps:
+            return self.maps[space]
         own = f"model version {self.version}" if self.version is not None else "this model version"
         if self.version is not None and space > self.version:
             raise refusal(f"{own} cannot answer in the latent space of version {space}: maps go backward only")
         raise refusal(f"{own} has no map to version {space}'s latent space; it maps to "
-                      f"{sorted(map(int, self.maps), reverse=True) or 'no earlier version'}")
+                      f"{sorted(self.maps, reverse=True) or 'no earlier version'}")
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         space = (params or {}).get("compatible_with")
@@ -200,11 +198,14 @@ class LatentEncoder(PythonModel):
 
 
 def _spaces(context) -> tuple[dict, "int | None"]:
-    """The version's backward maps (keyed by the version each reaches) and its own number: both absent
-    from versions registered before maps existed; the number is written beside the model as it is
-    registered."""
+    """The version's backward maps (keyed by the version each reaches), read once at load, and its own
+    number: both absent from versions registered before maps existed; the number is written beside the
+    model as it is registered."""
+    from ae_models import LatentMap
+
     maps = context.artifacts.get("backward_maps")
-    known = json.loads(Path(maps).read_text())["maps"] if maps else {}
+    known = ({int(v): LatentMap.from_dict(d) for v, d in json.loads(Path(maps).read_text())["maps"].items()}
+             if maps else {})
     version = Path(context.artifacts["reducer"]).parents[1] / REGISTERED_VERSION
     return known, (json.loads(version.read_text())["model_version"] if version.exists() else None)
 
