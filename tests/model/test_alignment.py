@@ -114,3 +114,47 @@ def test_bad_inputs_are_refused_naming_the_problem():
     m = LatentMap.identity(3)
     with pytest.raises(ValueError, match="read-only"):
         m.weight[0, 0] = 2.0
+
+
+def _manifold(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """32 columns on a 4-dimensional non-linear manifold plus noise; 3 classes from the manifold point."""
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=(rows, 4))
+    X = np.tanh(t @ rng.normal(size=(4, 24))) @ rng.normal(size=(24, 32)) / 4 + 0.05 * rng.normal(size=(rows, 32))
+    return X.astype(np.float32), (t @ rng.normal(size=(4, 3))).argmax(1)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.data.astype(np.float32), d.target
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("data", [_digits, _manifold], ids=["digits", "synthetic"])
+def test_a_refresh_of_the_defaults_reads_back_in_the_first_versions_space(data):
+    """Two default estimators, the second a refresh on more rows with another seed: the map fitted on the
+    refresh's window carries most of the first space on held-out rows, and a classifier trained on the
+    first version's latents keeps its accuracy on the refresh's mapped latents."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ae_models import AutoencoderReducer
+
+    X, y = data() if data is _digits else data(4000)
+    n = len(X)
+    order = np.random.default_rng(0).permutation(n)
+    train, test = order[:int(0.8 * n)], order[int(0.8 * n):]
+    v1 = AutoencoderReducer(latent_dim=8, seed=1).fit(X[train[:int(0.6 * len(train))]])
+    window = train  # the refresh's window: every training row
+    v2 = AutoencoderReducer(latent_dim=8, seed=2).fit(X[window])
+    back = LatentMap.fit(v2.transform(X[window]), v1.transform(X[window]))
+    assert back.error(v2.transform(X[test]), v1.transform(X[test])) < 0.1
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(v1.transform(X[train]), y[train])
+    own = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(v2.transform(X[train]), y[train])
+    mapped = clf.score(back.apply(v2.transform(X[test])), y[test])
+    unmapped = clf.score(v2.transform(X[test]), y[test])
+    assert mapped >= 0.95 * own.score(v2.transform(X[test]), y[test]), (mapped, unmapped)
+    assert mapped > unmapped + 0.1  # without the map the first version's classifier is lost
